@@ -1,0 +1,43 @@
+# gov_pipeline — the targets the README names.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help install services lint format typecheck test unit clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create .venv and install the project with its dev tools
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+services: ## Make sure PostgreSQL and Redis are running (starts or installs them)
+	@bash scripts/ensure-services.sh
+
+lint: install ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## ruff format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install ## mypy (strict) on the package
+	$(BIN)/mypy
+
+unit: install ## Unit tests only (no services needed)
+	$(BIN)/pytest gov_pipeline_tests/unit $(PYTEST_ARGS)
+
+test: install services lint typecheck ## The whole suite: lint, types, unit and integration tests
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean: ## Remove the virtualenv, caches and the embedded default's data
+	rm -rf $(VENV) .gov_pipeline .pytest_cache .mypy_cache .ruff_cache *.egg-info
