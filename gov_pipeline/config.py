@@ -1,0 +1,85 @@
+"""Settings, read from the environment in this one place (GOV_PIPELINE_* variables)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gov_pipeline.domain.errors import ConfigurationError
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_HOME_DIRNAME = ".gov_pipeline"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with its default.
+
+    `database_url` defaults to a SQLite file under `home`, so nothing needs installing.
+    """
+
+    home: Path
+    database_url: str
+    redis_url: str = DEFAULT_REDIS_URL
+    redis_prefix: str = "gov"
+    chain_depth_limit: int = 5
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    webhook_secret: str | None = field(default=None, repr=False)
+    log_sql: bool = False
+    default_tenant: str | None = None
+    default_actor: str | None = None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def normalize_database_url(url: str) -> str:
+    """Give PostgreSQL URLs an explicit driver.
+
+    SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3, which is not installed;
+    we ship psycopg2, so the scheme is made explicit.
+    """
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg2://" + url[len(bare) :]
+    return url
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build `Settings` from `env` (default: the process environment).
+
+    Raises:
+        ConfigurationError: a variable holds a value that cannot be used.
+    """
+    env = os.environ if env is None else env
+    home = Path(env.get("GOV_PIPELINE_HOME") or Path.cwd() / DEFAULT_HOME_DIRNAME).resolve()
+    database_url = env.get("GOV_PIPELINE_DATABASE_URL") or f"sqlite:///{home / 'gov_pipeline.db'}"
+    hosts = tuple(
+        h.strip().lower()
+        for h in env.get("GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS", "").split(",")
+        if h.strip()
+    )
+    return Settings(
+        home=home,
+        database_url=normalize_database_url(database_url),
+        redis_url=env.get("GOV_PIPELINE_REDIS_URL") or DEFAULT_REDIS_URL,
+        redis_prefix=env.get("GOV_PIPELINE_REDIS_PREFIX") or "gov",
+        chain_depth_limit=_int(env, "GOV_PIPELINE_CHAIN_DEPTH_LIMIT", 5, minimum=1),
+        webhook_allowed_hosts=hosts,
+        webhook_secret=env.get("GOV_PIPELINE_WEBHOOK_SECRET") or None,
+        log_sql=env.get("GOV_PIPELINE_LOG_SQL", "") in {"1", "true", "yes"},
+        default_tenant=env.get("GOV_PIPELINE_TENANT") or None,
+        default_actor=env.get("GOV_PIPELINE_ACTOR") or None,
+    )

@@ -1,0 +1,66 @@
+"""Every error the project raises on purpose, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class GovPipelineError(Exception):
+    """Base class: an expected failure with a one-line message for the user."""
+
+
+class NotFoundError(GovPipelineError):
+    """An entity the caller named does not exist (in the caller's tenant)."""
+
+    def __init__(self, entity: str, ident: object, tenant_id: str | None = None) -> None:
+        where = f" in tenant {tenant_id!r}" if tenant_id is not None else ""
+        super().__init__(f"{entity} {ident!r} not found{where}")
+        self.entity = entity
+        self.ident = ident
+
+
+class IllegalTransitionError(GovPipelineError):
+    """A status move the lifecycle does not allow."""
+
+    def __init__(self, from_status: str, to_status: str) -> None:
+        super().__init__(f"illegal status transition: {from_status} -> {to_status}")
+        self.from_status = from_status
+        self.to_status = to_status
+
+
+class InvalidInputError(GovPipelineError):
+    """A value the caller gave is malformed or missing (field names the culprit)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ValidationIssue:
+    """One problem in a definition: where (a dotted path) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class DefinitionError(GovPipelineError):
+    """A workflow definition or condition tree is invalid; lists every issue found."""
+
+    def __init__(self, issues: list[ValidationIssue], source: str | None = None) -> None:
+        self.issues = list(issues)
+        self.source = source
+        head = f"{source}: " if source else ""
+        detail = "; ".join(str(i) for i in self.issues) or "invalid definition"
+        super().__init__(f"{head}{detail}")
+
+
+class PermissionDeniedError(GovPipelineError):
+    """The actor is not allowed to do this (e.g. not a listed approver)."""
+
+
+class ConfigurationError(GovPipelineError):
+    """A setting read from the environment is invalid."""

@@ -1,0 +1,137 @@
+"""The domain's closed vocabularies, as lower-case string enums."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class PolicyStatus(StrEnum):
+    DRAFT = "draft"
+    IN_REVIEW = "in_review"
+    APPROVED = "approved"
+    PUBLISHED = "published"
+    ARCHIVED = "archived"
+
+
+class ReviewFrequency(StrEnum):
+    ANNUAL = "annual"
+    BIENNIAL = "biennial"
+    TRIENNIAL = "triennial"
+    QUARTERLY = "quarterly"
+    MONTHLY = "monthly"
+    AS_NEEDED = "as_needed"
+
+
+class ChangeKind(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    STATUS_CHANGED = "status_changed"
+    DELETED = "deleted"
+    APPROVAL_DECIDED = "approval_decided"
+
+
+class EntityType(StrEnum):
+    POLICY = "policy"
+    RISK = "risk"
+    COMPLIANCE_REQUIREMENT = "compliance_requirement"
+    TASK = "task"
+    SOP = "sop"
+    POLICY_EXCEPTION = "policy_exception"
+
+
+class WorkflowType(StrEnum):
+    APPROVAL = "approval"
+    NOTIFICATION = "notification"
+    ESCALATION = "escalation"
+    STATUS_CHANGE = "status_change"
+    DEADLINE_REMINDER = "deadline_reminder"
+
+
+class WorkflowStatus(StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    ARCHIVED = "archived"
+
+
+class Trigger(StrEnum):
+    ON_CREATE = "on_create"
+    ON_UPDATE = "on_update"
+    ON_STATUS_CHANGE = "on_status_change"
+    MANUAL = "manual"
+    ON_DEADLINE_APPROACHING = "on_deadline_approaching"
+    ON_DEADLINE_PASSED = "on_deadline_passed"
+    SCHEDULED = "scheduled"
+    ON_APPROVAL_DECIDED = "on_approval_decided"
+
+
+class ExecutionStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    AWAITING_APPROVAL = "awaiting_approval"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+class ActionRunStatus(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class ApprovalStatus(StrEnum):
+    WAITING = "waiting"  # sequential step not yet reached
+    PENDING = "pending"  # asked, awaiting a decision
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CHANGES_REQUESTED = "changes_requested"
+    SKIPPED = "skipped"  # the flow ended before this step was reached
+
+
+class ApprovalMode(StrEnum):
+    SEQUENTIAL = "sequential"
+    PARALLEL = "parallel"
+
+
+class NotificationType(StrEnum):
+    WORKFLOW_APPROVAL_REQUIRED = "workflow_approval_required"
+    WORKFLOW_APPROVED = "workflow_approved"
+    WORKFLOW_REJECTED = "workflow_rejected"
+    WORKFLOW_COMPLETED = "workflow_completed"
+    TASK_ASSIGNED = "task_assigned"
+    TASK_DUE_SOON = "task_due_soon"
+    DEADLINE_APPROACHING = "deadline_approaching"
+    DEADLINE_PASSED = "deadline_passed"
+    POLICY_REVIEW_REQUIRED = "policy_review_required"
+    GENERAL = "general"
+
+
+class NotificationPriority(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class TaskPriority(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class TaskStatus(StrEnum):
+    TODO = "todo"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    COMPLIANCE_OFFICER = "compliance_officer"
+    RISK_MANAGER = "risk_manager"
+    POLICY_OWNER = "policy_owner"
+    AUDITOR = "auditor"
+    VIEWER = "viewer"

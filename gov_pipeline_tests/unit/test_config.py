@@ -1,0 +1,38 @@
+"""Settings come from the environment, in one place, with safe defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gov_pipeline.config import load_settings, normalize_database_url
+from gov_pipeline.domain.errors import ConfigurationError
+
+
+def test_defaults_need_no_server(tmp_path: Path) -> None:
+    settings = load_settings({"GOV_PIPELINE_HOME": str(tmp_path)})
+    assert settings.database_url == f"sqlite:///{tmp_path / 'gov_pipeline.db'}"
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.chain_depth_limit == 5
+
+
+def test_postgres_urls_get_an_explicit_driver() -> None:
+    assert normalize_database_url("postgresql://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert normalize_database_url("postgres://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert normalize_database_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    settings = load_settings({"GOV_PIPELINE_DATABASE_URL": "postgresql://u@h/db"})
+    assert settings.database_url.startswith("postgresql+psycopg2://")
+
+
+def test_bad_numbers_are_refused_by_name() -> None:
+    with pytest.raises(ConfigurationError, match="GOV_PIPELINE_CHAIN_DEPTH_LIMIT"):
+        load_settings({"GOV_PIPELINE_CHAIN_DEPTH_LIMIT": "many"})
+    with pytest.raises(ConfigurationError, match=">= 1"):
+        load_settings({"GOV_PIPELINE_CHAIN_DEPTH_LIMIT": "0"})
+
+
+def test_secrets_do_not_show_in_repr() -> None:
+    settings = load_settings({"GOV_PIPELINE_WEBHOOK_SECRET": "s3cr3t-value"})
+    assert settings.webhook_secret == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(settings)
