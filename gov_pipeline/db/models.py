@@ -1,0 +1,338 @@
+"""SQLAlchemy 2.0 typed models for every table of the domain.
+
+Every domain row carries `tenant_id`. The unique keys that make retries safe:
+one execution per (workflow, dedupe key — `change:<id>` for a change), one action run per
+(execution, step key), one approval row per (execution, step index).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias, needed for AUTOINCREMENT) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+# JSONB on PostgreSQL (the capture trigger builds jsonb), JSON text on SQLite.
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way in and out (SQLite stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        dict[str, Any]: Json,
+        list[Any]: Json,
+        list[str]: Json,
+        datetime: UtcDateTime(),
+        date: Date,
+    }
+
+
+class Timestamps:
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class UserRole(Base):
+    __tablename__ = "user_roles"
+
+    tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    role: Mapped[str] = mapped_column(String(50), primary_key=True)
+
+    __table_args__ = (Index("ix_user_roles_tenant_role", "tenant_id", "role"),)
+
+
+class Policy(Base, Timestamps):
+    __tablename__ = "policies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
+    title: Mapped[str] = mapped_column(String(500))
+    policy_type: Mapped[str] = mapped_column(String(200))
+    content: Mapped[str] = mapped_column(Text, default="")
+    purpose: Mapped[str | None] = mapped_column(Text)
+    scope: Mapped[str | None] = mapped_column(Text)
+    owner_id: Mapped[str | None] = mapped_column(String(100))
+    business_units: Mapped[list[str]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(20), default="draft")
+    version: Mapped[str] = mapped_column(String(50), default="1.0")
+    version_number: Mapped[int] = mapped_column(Integer, default=1)
+    effective_date: Mapped[date | None]
+    review_frequency: Mapped[str | None] = mapped_column(String(20))
+    next_review_date: Mapped[date | None]
+    published_date: Mapped[date | None]
+    parent_policy_id: Mapped[int | None] = mapped_column(BigId)
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    requires_acknowledgment: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    updated_by: Mapped[str | None] = mapped_column(String(100))
+    deleted_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_policies_tenant_status", "tenant_id", "status"),
+        Index("ix_policies_tenant_review", "tenant_id", "next_review_date"),
+    )
+
+
+class EntityChange(Base):
+    """The change table: append-only, one row per captured change, written by triggers."""
+
+    __tablename__ = "entity_changes"
+    __table_args__ = (
+        Index("ix_entity_changes_entity", "tenant_id", "entity_type", "entity_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    entity_type: Mapped[str] = mapped_column(String(50))
+    entity_id: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(30))
+    old_values: Mapped[dict[str, Any] | None]
+    new_values: Mapped[dict[str, Any] | None]
+    changed_fields: Mapped[list[str]] = mapped_column(default=list)
+    actor: Mapped[str | None] = mapped_column(String(100))
+    caused_by_execution_id: Mapped[int | None] = mapped_column(BigId)
+    chain_depth: Mapped[int] = mapped_column(Integer, default=0)
+    # PostgreSQL: the writing transaction id (pg_current_xact_id), for diagnosing the reader.
+    txid: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class CaptureContext(Base):
+    """SQLite only: who is writing, for the triggers (PostgreSQL uses set_config).
+
+    Not tenant data: a row lives only inside one write transaction (deleted before commit).
+    """
+
+    __tablename__ = "capture_context"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    actor: Mapped[str | None] = mapped_column(String(100))
+    execution_id: Mapped[int | None] = mapped_column(BigId)
+    chain_depth: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Workflow(Base, Timestamps):
+    __tablename__ = "workflows"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_workflows_tenant_name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    type: Mapped[str] = mapped_column(String(30))
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    trigger: Mapped[str] = mapped_column(String(40))
+    entity_type: Mapped[str] = mapped_column(String(50), default="policy")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    days_before_deadline: Mapped[int | None] = mapped_column(Integer)
+    owner_id: Mapped[str | None] = mapped_column(String(100))
+    current_version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class WorkflowVersion(Base):
+    __tablename__ = "workflow_versions"
+    __table_args__ = (UniqueConstraint("workflow_id", "version", name="uq_workflow_versions"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[dict[str, Any]]
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class WorkflowExecution(Base, Timestamps):
+    __tablename__ = "workflow_executions"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "dedupe_key", name="uq_workflow_executions_dedupe"),
+        Index("ix_workflow_executions_status", "tenant_id", "status"),
+        Index("ix_workflow_executions_entity", "tenant_id", "entity_type", "entity_id"),
+        Index("ix_workflow_executions_change", "change_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id"))
+    workflow_version: Mapped[int] = mapped_column(Integer)
+    # `change:<id>` for a captured change; `manual:<token>` or `deadline:<...>` otherwise.
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    change_id: Mapped[int | None] = mapped_column(BigId)
+    entity_type: Mapped[str] = mapped_column(String(50))
+    entity_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(30), default="pending")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    input: Mapped[dict[str, Any] | None]
+    output: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    dagster_run_id: Mapped[str | None] = mapped_column(String(64))
+    caused_by_execution_id: Mapped[int | None] = mapped_column(BigId)
+    chain_depth: Mapped[int] = mapped_column(Integer, default=0)
+    assignee_id: Mapped[str | None] = mapped_column(String(100))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class ActionRun(Base):
+    __tablename__ = "action_runs"
+    __table_args__ = (UniqueConstraint("execution_id", "step_key", name="uq_action_runs_step"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    execution_id: Mapped[int] = mapped_column(ForeignKey("workflow_executions.id"))
+    step_key: Mapped[str] = mapped_column(String(100))
+    action_type: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+
+class Approval(Base):
+    __tablename__ = "approvals"
+    __table_args__ = (
+        UniqueConstraint("execution_id", "step_index", name="uq_approvals_step"),
+        Index("ix_approvals_tenant_status", "tenant_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    execution_id: Mapped[int] = mapped_column(ForeignKey("workflow_executions.id"))
+    entity_type: Mapped[str] = mapped_column(String(50))
+    entity_id: Mapped[str] = mapped_column(String(100))
+    step_index: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str | None] = mapped_column(String(200))
+    mode: Mapped[str] = mapped_column(String(20))
+    approver_users: Mapped[list[str]] = mapped_column(default=list)
+    approver_roles: Mapped[list[str]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(30))
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    comment: Mapped[str | None] = mapped_column(Text)
+    signature: Mapped[dict[str, Any] | None]
+    due_at: Mapped[datetime | None]
+    requested_at: Mapped[datetime | None]
+    decided_at: Mapped[datetime | None]
+    escalated_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("action_run_id", "user_id", name="uq_notifications_action_user"),
+        Index("ix_notifications_user", "tenant_id", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    user_id: Mapped[str] = mapped_column(String(100))
+    type: Mapped[str] = mapped_column(String(40))
+    priority: Mapped[str] = mapped_column(String(10), default="medium")
+    title: Mapped[str] = mapped_column(String(500))
+    message: Mapped[str] = mapped_column(Text, default="")
+    entity_type: Mapped[str | None] = mapped_column(String(50))
+    entity_id: Mapped[str | None] = mapped_column(String(100))
+    execution_id: Mapped[int | None] = mapped_column(BigId)
+    action_run_id: Mapped[int | None] = mapped_column(BigId)
+    read_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class Task(Base, Timestamps):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        UniqueConstraint("action_run_id", name="uq_tasks_action_run_id"),
+        Index("ix_tasks_tenant_assignee", "tenant_id", "assignee_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    title: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str] = mapped_column(Text, default="")
+    priority: Mapped[str] = mapped_column(String(10), default="medium")
+    status: Mapped[str] = mapped_column(String(20), default="todo")
+    assignee_id: Mapped[str | None] = mapped_column(String(100))
+    due_date: Mapped[date | None]
+    entity_type: Mapped[str | None] = mapped_column(String(50))
+    entity_id: Mapped[str | None] = mapped_column(String(100))
+    execution_id: Mapped[int | None] = mapped_column(BigId)
+    action_run_id: Mapped[int | None] = mapped_column(BigId)

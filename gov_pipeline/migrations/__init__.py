@@ -1,0 +1,1 @@
+"""Alembic migrations (PostgreSQL and SQLite); run with `gov-pipeline db upgrade`."""

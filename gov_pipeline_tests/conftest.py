@@ -1,0 +1,106 @@
+"""Shared fixtures: a database per test run (SQLite and PostgreSQL), cleaned per test.
+
+PostgreSQL: one database `gov_test_<random>` is created for the whole run, migrated once,
+truncated before each test, and dropped at the end. SQLite: one migrated template file per
+run, copied for each test. Every test that takes `db_url` runs on both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.migrate import upgrade
+from gov_pipeline.db.models import Base
+
+# The server the run creates its own database on (trust auth on this machine).
+ADMIN_URL = os.environ.get(
+    "GOV_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+)
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+def _admin_engine() -> Engine:
+    return create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test run; dropped afterwards."""
+    name = f"gov_test_{RUN_ID}"
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+def _truncate_all(url: str) -> None:
+    engine = make_engine(url)
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database: each test runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "gov.db"
+        shutil.copyfile(template, target)
+        return f"sqlite:///{target}"
+    url: str = request.getfixturevalue("postgres_url")
+    _truncate_all(url)
+    return url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture
+def tenant(sessions: sessionmaker[Session]) -> str:
+    """A tenant `acme` with a second tenant `globex` beside it, for isolation tests."""
+    from gov_pipeline.services.tenants import create_tenant
+
+    with sessions.begin() as session:
+        create_tenant(session, tenant_id="acme", name="Acme")
+        create_tenant(session, tenant_id="globex", name="Globex")
+    return "acme"
+
+
+@pytest.fixture
+def is_pg(db_url: str) -> bool:
+    return db_url.startswith("postgresql")
