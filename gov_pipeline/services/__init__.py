@@ -1,0 +1,1 @@
+"""Use cases over a Session the caller owns: they flush, never commit."""

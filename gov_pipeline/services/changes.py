@@ -1,0 +1,179 @@
+"""The commit-safe change reader: read changes after a cursor, at most N.
+
+PostgreSQL hands out ids before commit, so a plain `id > cursor` poll skips a row whose
+transaction commits after a later id was read. The cursor therefore remembers *gaps*: ids
+below its watermark that were not visible when read. A gap is returned as soon as its row
+becomes visible, and dropped once every transaction that could have written it has ended
+(the snapshot xmin has passed the xmax of the snapshot that first saw the gap): it was
+rolled back. Ids are drawn only by transactions that already have an xid
+(`gov_next_change_id`), which is what makes that horizon safe.
+
+SQLite has one writer at a time, so ids are handed out in commit order; an id rolled back
+may be handed out again, but only above every committed id, so no gap can fill later.
+
+Within one entity, id order is commit order: every change of a policy is written while its
+row is locked. So reading in id order keeps per-policy order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import or_, select, text
+from sqlalchemy.orm import Session
+
+from gov_pipeline.db.engine import is_postgres
+from gov_pipeline.db.models import EntityChange
+from gov_pipeline.domain.errors import InvalidInputError
+
+# Above this many gap ranges the oldest are checked first and the rest wait a read.
+MAX_GAP_RANGES_PER_READ = 500
+
+
+@dataclass(frozen=True, order=True)
+class Gap:
+    """Ids `lo..hi` (inclusive) not visible when first seen; `horizon` is that snapshot's xmax."""
+
+    lo: int
+    hi: int
+    horizon: int
+
+
+@dataclass(frozen=True)
+class ChangeCursor:
+    """Where a reader is: every id <= `watermark` was returned, except those in `gaps`."""
+
+    watermark: int = 0
+    gaps: tuple[Gap, ...] = ()
+
+    def encode(self) -> str:
+        return json.dumps(
+            {"w": self.watermark, "g": [[g.lo, g.hi, g.horizon] for g in self.gaps]},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, raw: str | None) -> ChangeCursor:
+        """Parse a cursor; `None` or `""` is the start of the table.
+
+        A bare integer (the form of a plain id cursor) is accepted as a watermark.
+
+        Raises:
+            InvalidInputError: `raw` is not a cursor.
+        """
+        if raw is None or raw.strip() == "":
+            return cls()
+        try:
+            data = json.loads(raw)
+            if isinstance(data, int) and not isinstance(data, bool):
+                return cls(watermark=data)
+            gaps = tuple(sorted(Gap(int(lo), int(hi), int(h)) for lo, hi, h in data.get("g", [])))
+            return cls(watermark=int(data["w"]), gaps=gaps)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise InvalidInputError("cursor", f"not a change cursor: {raw[:80]!r}") from None
+
+    @property
+    def pending_gap_ids(self) -> int:
+        return sum(g.hi - g.lo + 1 for g in self.gaps)
+
+
+@dataclass(frozen=True)
+class ChangeBatch:
+    changes: list[EntityChange]
+    cursor: ChangeCursor
+    # True when `limit` cut the read short: more visible changes are waiting.
+    has_more: bool = False
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def _snapshot(session: Session) -> tuple[int, int]:
+    """(xmin, xmax) of a fresh PostgreSQL snapshot."""
+    row = session.execute(
+        text(
+            "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint"
+            " FROM pg_current_snapshot() AS s"
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def _missing_ranges(start: int, ids: Sequence[int], end: int) -> list[tuple[int, int]]:
+    """Ranges of ids in (start, end] that are not in sorted `ids`."""
+    ranges: list[tuple[int, int]] = []
+    expected = start + 1
+    for i in ids:
+        if i > expected:
+            ranges.append((expected, i - 1))
+        expected = max(expected, i + 1)
+    if end >= expected:
+        ranges.append((expected, end))
+    return ranges
+
+
+def _subtract(gap: Gap, seen: Sequence[int]) -> list[Gap]:
+    inside = [i for i in seen if gap.lo <= i <= gap.hi]
+    if not inside:
+        return [gap]
+    return [Gap(lo, hi, gap.horizon) for lo, hi in _missing_ranges(gap.lo - 1, inside, gap.hi)]
+
+
+def read_changes(session: Session, cursor: ChangeCursor | str | None, limit: int) -> ChangeBatch:
+    """Return committed changes after `cursor`, in id order, at most `limit`.
+
+    Never skips a committed change and never returns one twice for the same cursor.
+    READ COMMITTED is enough: xmin is taken before the rows are read (so a gap older than it
+    whose row is still invisible was rolled back) and xmax after (so the writer of a new gap
+    is older than the horizon recorded for it).
+
+    Args:
+        session: the caller's session.
+        cursor: the cursor returned by the previous read (`None` to start at the beginning).
+        limit: the most changes to return (>= 1).
+
+    Returns:
+        The changes, the cursor to pass next time, and whether more are waiting.
+
+    Raises:
+        InvalidInputError: bad cursor or limit.
+    """
+    if limit < 1:
+        raise InvalidInputError("limit", f"must be >= 1, got {limit}")
+    cur = cursor if isinstance(cursor, ChangeCursor) else ChangeCursor.decode(cursor)
+    postgres = is_postgres(session)
+    xmin = _snapshot(session)[0] if postgres else 0
+    checked_gaps = cur.gaps[:MAX_GAP_RANGES_PER_READ]
+    wanted = [EntityChange.id > cur.watermark]
+    wanted += [EntityChange.id.between(g.lo, g.hi) for g in checked_gaps]
+    query = select(EntityChange).where(or_(*wanted)).order_by(EntityChange.id).limit(limit)
+    rows = list(session.scalars(query))
+    ids = [r.id for r in rows]
+    has_more = len(rows) == limit
+    new_watermark = max([cur.watermark, *ids])
+    if not postgres:
+        # One writer at a time: a missing id was rolled back (if reused, it comes above).
+        return ChangeBatch(rows, ChangeCursor(new_watermark), has_more)
+
+    xmax = _snapshot(session)[1]
+    # Every visible candidate up to `reach` was returned; gaps above it were not looked at.
+    reach = ids[-1] if has_more else None
+    gaps: list[Gap] = []
+    expired = 0
+    for gap in checked_gaps:
+        for part in _subtract(gap, ids):
+            looked_at = reach is None or part.lo <= reach
+            if looked_at and part.horizon <= xmin:
+                expired += part.hi - part.lo + 1  # its writer has ended: rolled back
+                continue
+            gaps.append(part)
+    above = [i for i in ids if i > cur.watermark]
+    gaps += [Gap(lo, hi, xmax) for lo, hi in _missing_ranges(cur.watermark, above, new_watermark)]
+    gaps += cur.gaps[MAX_GAP_RANGES_PER_READ:]
+    pending = sum(g.hi - g.lo + 1 for g in gaps)
+    return ChangeBatch(
+        changes=rows,
+        cursor=ChangeCursor(new_watermark, tuple(sorted(gaps))),
+        has_more=has_more,
+        stats={"expired_gap_ids": expired, "pending_gap_ids": pending},
+    )
