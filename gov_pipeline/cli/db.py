@@ -1,0 +1,42 @@
+"""`gov-pipeline db ...`: schema migrations."""
+
+from __future__ import annotations
+
+import click
+
+from gov_pipeline.cli.app import AppContext, cli, pass_app
+from gov_pipeline.db import migrate
+
+
+@cli.group()
+def db() -> None:
+    """Database schema: migrations with Alembic (PostgreSQL and SQLite)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@pass_app
+def upgrade(app: AppContext, revision: str) -> None:
+    """Create or migrate the schema, change capture triggers included.
+
+    \b
+    Example:
+      GOV_PIPELINE_DATABASE_URL=postgresql://user@host/db gov-pipeline db upgrade
+    """
+    migrate.upgrade(app.settings.database_url, revision)
+    current = migrate.current_revision(app.settings.database_url)
+    click.echo(f"database at revision {current}")
+
+
+@db.command("current")
+@pass_app
+def current(app: AppContext) -> None:
+    """Show the schema revision of the database and the newest one known.
+
+    \b
+    Example:
+      gov-pipeline db current
+    """
+    rev = migrate.current_revision(app.settings.database_url)
+    click.echo(f"current: {rev or 'none (run: gov-pipeline db upgrade)'}")
+    click.echo(f"head:    {migrate.head_revision()}")

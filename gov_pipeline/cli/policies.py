@@ -1,0 +1,233 @@
+"""`gov-pipeline policies ...`: create, update, move, delete, show, list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from gov_pipeline.cli.app import (
+    AppContext,
+    actor_option,
+    cli,
+    json_option,
+    parse_assignments,
+    pass_app,
+    tenant_option,
+)
+from gov_pipeline.cli.output import emit_json, emit_record, emit_table
+from gov_pipeline.services import policies as svc
+
+LIST_COLUMNS = ["id", "title", "policy_type", "status", "owner_id", "next_review_date"]
+
+
+@cli.group()
+def policies() -> None:
+    """Policies: every write is captured as a change by the database itself."""
+
+
+@policies.command("create")
+@tenant_option
+@actor_option
+@click.option("--title", required=True, help="Title.")
+@click.option(
+    "--type", "policy_type", required=True, help='Policy type, e.g. "Information Security".'
+)
+@click.option("--owner", "owner_id", help="Owner user id.")
+@click.option("--content", help="Body text.")
+@click.option("--status", help="Initial status (default: draft).")
+@click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE", help="Any other field.")
+@click.option("--json", "as_json", is_flag=True, help="Print the created policy as JSON.")
+@pass_app
+def create(
+    app: AppContext,
+    tenant: str | None,
+    actor: str | None,
+    title: str,
+    policy_type: str,
+    owner_id: str | None,
+    content: str | None,
+    status: str | None,
+    assignments: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Create a policy.
+
+    \b
+    Examples:
+      gov-pipeline policies create -t acme --title "Access control" --type Security
+      gov-pipeline policies create -t acme --title X --type Privacy \\
+        --set next_review_date=2027-01-31
+    """
+    fields: dict[str, Any] = parse_assignments(assignments)
+    fields.update(title=title, policy_type=policy_type)
+    for key, value in (("owner_id", owner_id), ("content", content), ("status", status)):
+        if value is not None:
+            fields[key] = value
+    with app.transaction() as session:
+        policy = svc.create_policy(
+            session,
+            tenant_id=app.tenant(tenant),
+            fields=fields,
+            actor=svc.Actor(app.actor(actor)),
+        )
+        data = svc.policy_to_dict(policy, include_content=False)
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(f"created policy {data['id']} ({data['status']}): {data['title']}")
+
+
+@policies.command("update")
+@click.argument("policy_id")
+@tenant_option
+@actor_option
+@click.option(
+    "--set", "assignments", multiple=True, required=True, metavar="FIELD=VALUE", help="A field."
+)
+@pass_app
+def update(
+    app: AppContext,
+    policy_id: str,
+    tenant: str | None,
+    actor: str | None,
+    assignments: tuple[str, ...],
+) -> None:
+    """Change fields of a policy (values are JSON when they parse as JSON).
+
+    \b
+    Examples:
+      gov-pipeline policies update 12 --tenant acme --set title="Access control v2"
+      gov-pipeline policies update 12 -t acme --set 'tags=["iso27001"]' --set owner_id=dave
+    """
+    with app.transaction() as session:
+        policy = svc.update_policy(
+            session,
+            tenant_id=app.tenant(tenant),
+            policy_id=policy_id,
+            fields=parse_assignments(assignments),
+            actor=svc.Actor(app.actor(actor)),
+        )
+        click.echo(f"updated policy {policy.id}")
+
+
+@policies.command("set-status")
+@click.argument("policy_id")
+@click.argument("status")
+@tenant_option
+@actor_option
+@pass_app
+def set_status(
+    app: AppContext, policy_id: str, status: str, tenant: str | None, actor: str | None
+) -> None:
+    """Move a policy through its lifecycle (illegal moves are refused).
+
+    \b
+    Lifecycle: draft -> in_review | archived; in_review -> approved | draft | archived;
+    approved -> published | in_review | archived; published -> in_review | archived.
+    \b
+    Example:
+      gov-pipeline policies set-status 12 in_review --tenant acme --actor alice
+    """
+    with app.transaction() as session:
+        policy = svc.get_policy(session, tenant_id=app.tenant(tenant), policy_id=policy_id)
+        before = policy.status
+        svc.transition_status(
+            session,
+            tenant_id=app.tenant(tenant),
+            policy_id=policy_id,
+            to_status=status,
+            actor=svc.Actor(app.actor(actor)),
+        )
+        click.echo(f"policy {policy.id}: {before} -> {policy.status}")
+
+
+@policies.command("delete")
+@click.argument("policy_id")
+@tenant_option
+@actor_option
+@pass_app
+def delete(app: AppContext, policy_id: str, tenant: str | None, actor: str | None) -> None:
+    """Soft-delete a policy (kept, hidden from lists, captured as a change).
+
+    \b
+    Example:
+      gov-pipeline policies delete 12 --tenant acme
+    """
+    with app.transaction() as session:
+        policy = svc.soft_delete_policy(
+            session,
+            tenant_id=app.tenant(tenant),
+            policy_id=policy_id,
+            actor=svc.Actor(app.actor(actor)),
+        )
+        click.echo(f"deleted policy {policy.id}")
+
+
+@policies.command("show")
+@click.argument("policy_id")
+@tenant_option
+@json_option
+@click.option("--deleted", is_flag=True, help="Also show a soft-deleted policy.")
+@pass_app
+def show(app: AppContext, policy_id: str, tenant: str | None, as_json: bool, deleted: bool) -> None:
+    """Show one policy.
+
+    \b
+    Example:
+      gov-pipeline policies show 12 --tenant acme --json
+    """
+    with app.transaction() as session:
+        policy = svc.get_policy(
+            session, tenant_id=app.tenant(tenant), policy_id=policy_id, include_deleted=deleted
+        )
+        data = svc.policy_to_dict(policy)
+    if as_json:
+        emit_json(data)
+    else:
+        emit_record(data)
+
+
+@policies.command("list")
+@tenant_option
+@click.option("--status", help="Only this status.")
+@click.option("--type", "policy_type", help="Only this policy type.")
+@click.option("--owner", "owner_id", help="Only this owner.")
+@click.option("--limit", default=50, show_default=True, type=int, help="Page size (1-1000).")
+@click.option("--offset", default=0, show_default=True, type=int, help="Rows to skip.")
+@json_option
+@pass_app
+def list_(
+    app: AppContext,
+    tenant: str | None,
+    status: str | None,
+    policy_type: str | None,
+    owner_id: str | None,
+    limit: int,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """List a tenant's policies, with filters and paging.
+
+    \b
+    Examples:
+      gov-pipeline policies list --tenant acme --status draft
+      gov-pipeline policies list -t acme --type Privacy --limit 20 --offset 20 --json
+    """
+    with app.transaction() as session:
+        page = svc.list_policies(
+            session,
+            tenant_id=app.tenant(tenant),
+            status=status,
+            policy_type=policy_type,
+            owner_id=owner_id,
+            limit=limit,
+            offset=offset,
+        )
+        rows = [svc.policy_to_dict(p, include_content=False) for p in page.items]
+    if as_json:
+        emit_json({"total": page.total, "limit": limit, "offset": offset, "items": rows})
+        return
+    emit_table(rows, LIST_COLUMNS, empty="no policies match")
+    if rows:
+        click.echo(f"({offset + 1}-{offset + len(rows)} of {page.total})")
