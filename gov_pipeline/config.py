@@ -27,6 +27,7 @@ class Settings:
     chain_depth_limit: int = 5
     webhook_allowed_hosts: tuple[str, ...] = ()
     webhook_secret: str | None = field(default=None, repr=False)
+    webhook_retry_delay_s: float = 1.0
     log_sql: bool = False
     default_tenant: str | None = None
     default_actor: str | None = None
@@ -42,6 +43,19 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigurationError(f"{name} must be >= 0, got {value}")
     return value
 
 
@@ -79,6 +93,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         chain_depth_limit=_int(env, "GOV_PIPELINE_CHAIN_DEPTH_LIMIT", 5, minimum=1),
         webhook_allowed_hosts=hosts,
         webhook_secret=env.get("GOV_PIPELINE_WEBHOOK_SECRET") or None,
+        webhook_retry_delay_s=_float(env, "GOV_PIPELINE_WEBHOOK_RETRY_DELAY", 1.0),
         log_sql=env.get("GOV_PIPELINE_LOG_SQL", "") in {"1", "true", "yes"},
         default_tenant=env.get("GOV_PIPELINE_TENANT") or None,
         default_actor=env.get("GOV_PIPELINE_ACTOR") or None,

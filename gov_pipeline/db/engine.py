@@ -15,14 +15,21 @@ from gov_pipeline.config import normalize_database_url
 
 
 def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
-    # Python's sqlite3 starts transactions lazily; BEGIN IMMEDIATE semantics come from
-    # the busy timeout plus WAL, which lets readers run beside the single writer.
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (below) instead of the driver.
+    dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _on_sqlite_begin(conn: Any) -> None:
+    # Take the write lock up front: a transaction that read first and wrote later would
+    # fail with SQLITE_BUSY_SNAPSHOT when another writer committed in between, instead of
+    # waiting its turn. SQLite has one writer at a time anyway.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -36,6 +43,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         kwargs["connect_args"] = {"timeout": 30}
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _on_sqlite_connect)
+        event.listen(engine, "begin", _on_sqlite_begin)
         return engine
     kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
     return create_engine(url, **kwargs)

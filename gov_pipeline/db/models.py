@@ -336,3 +336,44 @@ class Task(Base, Timestamps):
     entity_id: Mapped[str | None] = mapped_column(String(100))
     execution_id: Mapped[int | None] = mapped_column(BigId)
     action_run_id: Mapped[int | None] = mapped_column(BigId)
+
+
+class ConsumerCursor(Base):
+    """Where a change consumer (`process --sync`) has read up to.
+
+    Not tenant data: one row per consumer name, holding an encoded `ChangeCursor`.
+    """
+
+    __tablename__ = "consumer_cursors"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    cursor: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+
+class WebhookDelivery(Base, Timestamps):
+    """The webhook outbox: written with the execution, sent afterwards with retries."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("action_run_id", name="uq_webhook_deliveries_action_run_id"),
+        Index("ix_webhook_deliveries_status", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    execution_id: Mapped[int] = mapped_column(ForeignKey("workflow_executions.id"))
+    action_run_id: Mapped[int] = mapped_column(BigId)
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]]
+    secret_env: Mapped[str | None] = mapped_column(String(100))
+    timeout_seconds: Mapped[float] = mapped_column(default=5.0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=10)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]

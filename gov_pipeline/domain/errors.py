@@ -58,6 +58,10 @@ class DefinitionError(GovPipelineError):
         super().__init__(f"{head}{detail}")
 
 
+class ConflictError(GovPipelineError):
+    """The request does not fit the current state (e.g. deciding a closed approval)."""
+
+
 class PermissionDeniedError(GovPipelineError):
     """The actor is not allowed to do this (e.g. not a listed approver)."""
 

@@ -65,8 +65,8 @@ def test_out_of_order_commit(
         if not is_pg:
             # SQLite has one writer: the second transaction cannot even write until the
             # first ends, so commits cannot happen out of id order.
-            late.exec_driver_sql("PRAGMA busy_timeout = 100")
-            late.commit()
+            # Straight to the driver: a SQLAlchemy statement would begin a transaction.
+            late.connection.driver_connection.execute("PRAGMA busy_timeout = 100")  # type: ignore[union-attr]
             with pytest.raises(OperationalError, match="locked"), late.begin():
                 late.execute(text(INSERT), {"title": "late"})
             t_early.commit()

@@ -1,0 +1,50 @@
+"""`create_task`: a `todo` task, assigned to a user or the policy owner."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from gov_pipeline.actions.base import ActionContext, register
+from gov_pipeline.db.models import Task
+from gov_pipeline.domain.definitions import CreateTaskAction
+from gov_pipeline.domain.statuses import NotificationType, TaskStatus
+from gov_pipeline.services import notifications
+
+
+@register("create_task")
+def create_task(ctx: ActionContext, action: CreateTaskAction) -> dict[str, Any]:
+    assignee = action.assignee
+    if assignee == "owner":
+        assignee = ctx.entity.owner_id if ctx.entity is not None else None
+    due = action.due_date
+    if action.due_in_days is not None:
+        due = date.today() + timedelta(days=action.due_in_days)
+    task = Task(
+        tenant_id=ctx.execution.tenant_id,
+        title=ctx.render(action.title)[:500],
+        description=ctx.render(action.description),
+        priority=action.priority.value,
+        status=TaskStatus.TODO.value,
+        assignee_id=assignee,
+        due_date=due,
+        entity_type=ctx.execution.entity_type,
+        entity_id=ctx.execution.entity_id,
+        execution_id=ctx.execution.id,
+        action_run_id=ctx.action_run.id,
+    )
+    ctx.session.add(task)
+    ctx.session.flush()
+    if assignee:
+        notifications.send(
+            ctx.session,
+            tenant_id=ctx.execution.tenant_id,
+            recipients=[assignee],
+            type=NotificationType.TASK_ASSIGNED.value,
+            title=f"Task assigned: {task.title}",
+            entity_type=ctx.execution.entity_type,
+            entity_id=ctx.execution.entity_id,
+            execution_id=ctx.execution.id,
+            action_run_id=ctx.action_run.id,
+        )
+    return {"task_id": task.id, "assignee": assignee, "due": due.isoformat() if due else None}

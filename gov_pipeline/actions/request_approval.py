@@ -1,0 +1,51 @@
+"""`request_approval`: create the approval steps, ask the first (or all), and wait."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gov_pipeline.actions.base import ActionContext, register
+from gov_pipeline.db.models import Approval
+from gov_pipeline.domain.approval_flow import initial_statuses
+from gov_pipeline.domain.definitions import RequestApprovalAction
+from gov_pipeline.domain.statuses import ApprovalStatus
+from gov_pipeline.services import approvals
+
+
+@register("request_approval")
+def request_approval(ctx: ActionContext, action: RequestApprovalAction) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    rows = []
+    for index, (step, status) in enumerate(
+        zip(action.steps, initial_statuses(action.mode, len(action.steps)), strict=True)
+    ):
+        is_open = status is ApprovalStatus.PENDING
+        rows.append(
+            Approval(
+                tenant_id=ctx.execution.tenant_id,
+                execution_id=ctx.execution.id,
+                entity_type=ctx.execution.entity_type,
+                entity_id=ctx.execution.entity_id,
+                step_index=index,
+                name=step.name,
+                mode=action.mode.value,
+                approver_users=list(step.approvers.users),
+                approver_roles=[r.value for r in step.approvers.roles],
+                status=status.value,
+                requested_at=now if is_open else None,
+                due_at=now + timedelta(hours=step.due_in_hours)
+                if is_open and step.due_in_hours
+                else None,
+            )
+        )
+    ctx.session.add_all(rows)
+    ctx.session.flush()
+    opened = [r for r in rows if r.status == ApprovalStatus.PENDING.value]
+    asked = approvals.notify_approvers(ctx.session, opened, ctx.workflow.name, ctx.action_run.id)
+    return {
+        "approvals": [r.id for r in rows],
+        "mode": action.mode.value,
+        "asked": asked,
+        "awaiting": True,
+    }

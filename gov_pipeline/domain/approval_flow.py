@@ -1,0 +1,46 @@
+"""What an approval flow does next, from the states of its steps (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gov_pipeline.domain.statuses import ApprovalMode, ApprovalStatus
+
+
+class FlowOutcome(StrEnum):
+    WAIT = "wait"  # someone still has to decide
+    OPEN = "open"  # ask the next step(s)
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CHANGES_REQUESTED = "changes_requested"
+
+
+@dataclass(frozen=True)
+class NextMove:
+    outcome: FlowOutcome
+    open_steps: tuple[int, ...] = ()
+
+
+def initial_statuses(mode: ApprovalMode, steps: int) -> list[ApprovalStatus]:
+    """Sequential: only the first step is asked; parallel: all are."""
+    if mode is ApprovalMode.PARALLEL:
+        return [ApprovalStatus.PENDING] * steps
+    return [ApprovalStatus.PENDING] + [ApprovalStatus.WAITING] * (steps - 1)
+
+
+def next_move(mode: ApprovalMode, statuses: Sequence[ApprovalStatus]) -> NextMove:
+    """The flow's next move after a decision. A rejection or a change request ends it."""
+    if ApprovalStatus.REJECTED in statuses:
+        return NextMove(FlowOutcome.REJECTED)
+    if ApprovalStatus.CHANGES_REQUESTED in statuses:
+        return NextMove(FlowOutcome.CHANGES_REQUESTED)
+    if all(s is ApprovalStatus.APPROVED for s in statuses):
+        return NextMove(FlowOutcome.APPROVED)
+    if ApprovalStatus.PENDING in statuses:
+        return NextMove(FlowOutcome.WAIT)
+    waiting = [i for i, s in enumerate(statuses) if s is ApprovalStatus.WAITING]
+    if mode is ApprovalMode.SEQUENTIAL and waiting:
+        return NextMove(FlowOutcome.OPEN, (waiting[0],))
+    return NextMove(FlowOutcome.OPEN, tuple(waiting))

@@ -1,0 +1,271 @@
+"""The workflow engine: match a change to workflows, run executions, continue approvals.
+
+Effectively once: an execution is unique per (workflow, change); running it starts with a
+claim (`UPDATE ... WHERE status = 'pending'`) and everything it does — action runs,
+notifications, tasks, status moves, outbox rows, its final status — commits in that one
+transaction. A crash rolls all of it back and a retry does it again, once. Two processors
+on the same change (the sync path and a Dagster run) meet at the claim; one of them finds
+nothing left to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from gov_pipeline.actions import ActionContext, handler_for
+from gov_pipeline.config import Settings
+from gov_pipeline.db.engine import is_postgres
+from gov_pipeline.db.models import ActionRun, EntityChange, Policy, Workflow, WorkflowExecution
+from gov_pipeline.domain.errors import GovPipelineError
+from gov_pipeline.domain.statuses import (
+    ActionRunStatus,
+    ChangeKind,
+    EntityType,
+    ExecutionStatus,
+    Trigger,
+)
+from gov_pipeline.services import policies
+from gov_pipeline.services.workflows import LoadedWorkflow, active_workflows, load_version
+
+log = logging.getLogger(__name__)
+
+# Which workflow triggers a change fires. A status change also counts as an update, as in
+# the original system; a soft delete is an update of `deleted_at`.
+TRIGGERS_BY_KIND: dict[str, tuple[str, ...]] = {
+    ChangeKind.CREATED.value: (Trigger.ON_CREATE.value,),
+    ChangeKind.UPDATED.value: (Trigger.ON_UPDATE.value,),
+    ChangeKind.STATUS_CHANGED.value: (Trigger.ON_STATUS_CHANGE.value, Trigger.ON_UPDATE.value),
+    ChangeKind.DELETED.value: (Trigger.ON_UPDATE.value,),
+    ChangeKind.APPROVAL_DECIDED.value: (Trigger.ON_APPROVAL_DECIDED.value,),
+}
+
+
+class ActionFailedError(GovPipelineError):
+    """An action raised; `permanent` when retrying cannot help (bad data, illegal move)."""
+
+    def __init__(self, step_key: str, action_type: str, cause: BaseException) -> None:
+        super().__init__(f"action {step_key} ({action_type}) failed: {cause}")
+        self.step_key = step_key
+        self.action_type = action_type
+        self.cause = cause
+        self.permanent = isinstance(cause, GovPipelineError)
+
+
+@dataclass
+class MatchReport:
+    """What matching one change did."""
+
+    change_id: int
+    matched: list[str] = field(default_factory=list)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    executions: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ExecutionReport:
+    execution_id: int
+    workflow: str
+    status: str
+    actions: list[str] = field(default_factory=list)
+
+
+def entity_facts(entity: Policy | None) -> dict[str, Any]:
+    if entity is None:
+        return {}
+    return policies.policy_to_dict(entity, include_content=False)
+
+
+def build_facts(change: EntityChange, entity: Policy | None, trigger: str) -> dict[str, Any]:
+    """The condition context of DOMAIN.md: old, new, changed, entity, actor, trigger."""
+    return {
+        "old": dict(change.old_values or {}),
+        "new": dict(change.new_values or {}),
+        "changed": list(change.changed_fields or []),
+        "entity": entity_facts(entity),
+        "actor": change.actor,
+        "trigger": trigger,
+    }
+
+
+def load_entity(
+    session: Session, tenant_id: str, entity_type: str, entity_id: str
+) -> Policy | None:
+    if entity_type != EntityType.POLICY.value or not entity_id.isdigit():
+        return None
+    query = select(Policy).where(Policy.id == int(entity_id), Policy.tenant_id == tenant_id)
+    return session.scalars(query).one_or_none()
+
+
+def insert_ignore(session: Session, model: type[Any], values: dict[str, Any]) -> bool:
+    """INSERT that does nothing on a unique conflict; True if a row was written."""
+    dialect_insert = pg_insert if is_postgres(session) else sqlite_insert
+    stmt = dialect_insert(model).values(**values).on_conflict_do_nothing()
+    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+
+def match_change(session: Session, change: EntityChange, settings: Settings) -> MatchReport:
+    """Create the executions a change calls for (once), recording why others were skipped."""
+    report = MatchReport(change.id)
+    triggers = TRIGGERS_BY_KIND.get(change.kind, ())
+    candidates = active_workflows(session, change.tenant_id, change.entity_type, triggers)
+    if not candidates:
+        return report
+    entity = load_entity(session, change.tenant_id, change.entity_type, change.entity_id)
+    now = datetime.now(UTC)
+    for loaded in candidates:
+        trigger = loaded.definition.trigger.value
+        facts = build_facts(change, entity, trigger)
+        status, reason = ExecutionStatus.PENDING, None
+        if entity is None:
+            status = ExecutionStatus.SKIPPED
+            reason = (
+                f"{change.entity_type} {change.entity_id} not found in tenant {change.tenant_id}"
+            )
+        elif not loaded.condition.evaluate(facts):
+            failed = loaded.condition.explain(facts)
+            status, reason = ExecutionStatus.SKIPPED, "conditions not met: " + "; ".join(failed)
+            report.skipped[loaded.name] = failed
+        elif change.chain_depth >= settings.chain_depth_limit:
+            status = ExecutionStatus.FAILED
+            reason = (
+                f"chain depth limit {settings.chain_depth_limit} reached: change {change.id} "
+                f"was caused by execution {change.caused_by_execution_id}"
+            )
+            report.refused[loaded.name] = reason
+        else:
+            report.matched.append(loaded.name)
+        finished = now if status is not ExecutionStatus.PENDING else None
+        insert_ignore(
+            session,
+            WorkflowExecution,
+            {
+                "tenant_id": change.tenant_id, "workflow_id": loaded.id,
+                "workflow_version": loaded.version, "dedupe_key": f"change:{change.id}",
+                "change_id": change.id, "entity_type": change.entity_type,
+                "entity_id": change.entity_id, "status": status.value,
+                "status_reason": reason,
+                "error": reason if status is ExecutionStatus.FAILED else None,
+                "input": facts, "caused_by_execution_id": change.caused_by_execution_id,
+                "chain_depth": change.chain_depth, "finished_at": finished,
+                "created_at": now, "updated_at": now, "attempts": 0,
+            },
+        )  # fmt: skip
+    report.executions = pending_executions(session, change.id)
+    return report
+
+
+def pending_executions(session: Session, change_id: int) -> list[int]:
+    """Executions of this change still to run (new, or left by a failed attempt)."""
+    query = (
+        select(WorkflowExecution.id)
+        .where(
+            WorkflowExecution.change_id == change_id,
+            WorkflowExecution.status == ExecutionStatus.PENDING.value,
+        )
+        .order_by(WorkflowExecution.id)
+    )
+    return list(session.scalars(query))
+
+
+def claim(session: Session, execution_id: int, from_status: ExecutionStatus) -> bool:
+    """Take an execution for this transaction; False if another processor already did."""
+    # This UPDATE must be the transaction's first write: on PostgreSQL it waits on the
+    # row lock of a concurrent claimer and re-checks the status; on SQLite the transaction
+    # already holds the write lock (BEGIN IMMEDIATE).
+    result = session.execute(
+        update(WorkflowExecution)
+        .where(WorkflowExecution.id == execution_id, WorkflowExecution.status == from_status.value)
+        .values(status=ExecutionStatus.IN_PROGRESS.value, updated_at=datetime.now(UTC))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def run_actions(
+    session: Session,
+    settings: Settings,
+    loaded: LoadedWorkflow,
+    execution: WorkflowExecution,
+    actions: Sequence[Any],
+    prefix: str = "",
+) -> tuple[list[str], bool]:
+    """Run `actions` in order inside the caller's transaction.
+
+    Returns:
+        The step keys run, and whether one of them asked for approval.
+
+    Raises:
+        ActionFailedError: an action raised (the caller's transaction must roll back).
+    """
+    entity = load_entity(session, execution.tenant_id, execution.entity_type, execution.entity_id)
+    change = session.get(EntityChange, execution.change_id) if execution.change_id else None
+    facts = dict(execution.input or {})
+    done: list[str] = []
+    awaiting = False
+    for index, action in enumerate(actions):
+        step_key = f"{prefix}{action.id or index}"
+        run = ActionRun(
+            tenant_id=execution.tenant_id,
+            execution_id=execution.id,
+            step_key=step_key,
+            action_type=action.type,
+            status=ActionRunStatus.PENDING.value,
+            attempts=execution.attempts + 1,
+        )
+        session.add(run)
+        session.flush()
+        ctx = ActionContext(session, settings, loaded, execution, entity, change, run, facts)
+        try:
+            result = handler_for(action.type)(ctx, action)
+        except Exception as exc:
+            raise ActionFailedError(step_key, action.type, exc) from exc
+        run.status = ActionRunStatus.COMPLETED.value
+        run.result = result
+        run.finished_at = datetime.now(UTC)
+        done.append(step_key)
+        awaiting = awaiting or bool(result.get("awaiting"))
+        if entity is not None:
+            session.refresh(entity)
+    return done, awaiting
+
+
+def run_execution(
+    session: Session, execution_id: int, settings: Settings
+) -> ExecutionReport | None:
+    """Run a pending execution's actions in the caller's transaction (claim first).
+
+    Returns:
+        What it did, or None if the execution was not pending (done by someone else).
+
+    Raises:
+        ActionFailedError: an action failed; the caller rolls back and decides on a retry.
+    """
+    if not claim(session, execution_id, ExecutionStatus.PENDING):
+        return None
+    execution = session.get(WorkflowExecution, execution_id, populate_existing=True)
+    assert execution is not None  # claimed above
+    workflow = session.get(Workflow, execution.workflow_id)
+    assert workflow is not None  # foreign key
+    loaded = load_version(session, workflow, execution.workflow_version)
+    now = datetime.now(UTC)
+    execution.started_at = execution.started_at or now
+    done, awaiting = run_actions(session, settings, loaded, execution, loaded.definition.actions)
+    status = ExecutionStatus.AWAITING_APPROVAL if awaiting else ExecutionStatus.COMPLETED
+    execution.status = status.value
+    execution.attempts += 1
+    execution.error = None
+    execution.output = {"actions": done}
+    if not awaiting:
+        execution.finished_at = now
+    log.info("execution %s (%s) %s: %s", execution.id, loaded.name, status.value, done)
+    return ExecutionReport(execution.id, loaded.name, status.value, done)

@@ -1,0 +1,314 @@
+"""Processing changes: retries with backoff, failure records, the synchronous path.
+
+`process_pending` is `gov-pipeline process --sync`: it reads changes after its stored
+cursor with the commit-safe reader and processes them in this process, in commit order.
+It is safe beside the Dagster path: both meet at the engine's unique keys and claims.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gov_pipeline.config import Settings
+from gov_pipeline.db.models import (
+    ActionRun,
+    ConsumerCursor,
+    EntityChange,
+    Workflow,
+    WorkflowExecution,
+)
+from gov_pipeline.domain.errors import GovPipelineError, NotFoundError
+from gov_pipeline.domain.statuses import (
+    ActionRunStatus,
+    ChangeKind,
+    ExecutionStatus,
+    NotificationType,
+)
+from gov_pipeline.services import notifications
+from gov_pipeline.services.changes import ChangeCursor, read_changes
+from gov_pipeline.services.continuation import continue_after_decision
+from gov_pipeline.services.engine import (
+    ActionFailedError,
+    ExecutionReport,
+    MatchReport,
+    insert_ignore,
+    match_change,
+    run_execution,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempts include the first try; the wait doubles from `delay_s` (the policy queue's
+    5 attempts with exponential 2 s backoff)."""
+
+    max_attempts: int = 5
+    delay_s: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        return float(self.delay_s * 2 ** (attempt - 1))
+
+
+class TransientExecutionError(GovPipelineError):
+    """An attempt failed in a way a retry may fix; the execution is still pending."""
+
+
+def _notify_owner_of_failure(session: Session, execution: WorkflowExecution, error: str) -> None:
+    workflow = session.get(Workflow, execution.workflow_id)
+    if workflow is None or not workflow.owner_id:
+        return
+    # One notice per failed execution, even if failure is recorded twice.
+    if not insert_ignore(
+        session,
+        ActionRun,
+        {
+            "tenant_id": execution.tenant_id, "execution_id": execution.id,
+            "step_key": "failure-notice", "action_type": "notify",
+            "status": ActionRunStatus.COMPLETED.value, "attempts": 1,
+            "created_at": datetime.now(UTC), "finished_at": datetime.now(UTC),
+        },
+    ):  # fmt: skip
+        return
+    run_id = session.scalars(
+        select(ActionRun.id).where(
+            ActionRun.execution_id == execution.id, ActionRun.step_key == "failure-notice"
+        )
+    ).one()
+    notifications.send(
+        session,
+        tenant_id=execution.tenant_id,
+        recipients=[workflow.owner_id],
+        type=NotificationType.GENERAL.value,
+        priority="high",
+        title=f"Workflow {workflow.name} failed on {execution.entity_type} {execution.entity_id}",
+        message=error[:2000],
+        entity_type=execution.entity_type,
+        entity_id=execution.entity_id,
+        execution_id=execution.id,
+        action_run_id=run_id,
+    )
+
+
+def mark_failed(session: Session, execution: WorkflowExecution, error: str) -> None:
+    """End an execution as failed with `error` and tell the workflow owner."""
+    execution.status = ExecutionStatus.FAILED.value
+    execution.error = error[:4000]
+    execution.status_reason = execution.error
+    execution.finished_at = datetime.now(UTC)
+    _notify_owner_of_failure(session, execution, error)
+    log.warning("execution %s failed: %s", execution.id, error)
+
+
+def record_failure(
+    sessions: sessionmaker[Session], execution_id: int, error: BaseException, max_attempts: int
+) -> str:
+    """After a failed attempt: count it, keep the error, and fail the execution when the
+    error is permanent or attempts are used up. Returns the execution's status."""
+    permanent = isinstance(error, ActionFailedError) and error.permanent
+    with sessions.begin() as session:
+        execution = session.get(WorkflowExecution, execution_id, with_for_update=True)
+        if execution is None or execution.status not in (
+            ExecutionStatus.PENDING.value,
+            ExecutionStatus.AWAITING_APPROVAL.value,
+        ):
+            return execution.status if execution else "missing"
+        execution.attempts += 1
+        execution.error = str(error)[:4000]
+        if not permanent and execution.attempts < max_attempts:
+            return execution.status
+        if isinstance(error, ActionFailedError):
+            # Only now: a retry would insert this step's own run under the same key.
+            insert_ignore(
+                session,
+                ActionRun,
+                {
+                    "tenant_id": execution.tenant_id, "execution_id": execution.id,
+                    "step_key": error.step_key, "action_type": error.action_type,
+                    "status": ActionRunStatus.FAILED.value, "attempts": execution.attempts,
+                    "error": str(error.cause)[:4000], "created_at": datetime.now(UTC),
+                    "finished_at": datetime.now(UTC),
+                },
+            )  # fmt: skip
+        why = "not retryable" if permanent else f"after {execution.attempts} attempts"
+        mark_failed(session, execution, f"{error} ({why})")
+        return execution.status
+
+
+_TRANSIENT = (ActionFailedError, OperationalError, DBAPIError)
+
+
+def attempt_execution(
+    sessions: sessionmaker[Session], execution_id: int, settings: Settings, max_attempts: int
+) -> ExecutionReport | None:
+    """One attempt at a pending execution.
+
+    Raises:
+        TransientExecutionError: it failed and may be retried (still pending).
+    """
+    try:
+        with sessions.begin() as session:
+            return run_execution(session, execution_id, settings)
+    except _TRANSIENT as exc:
+        status = record_failure(sessions, execution_id, exc, max_attempts)
+        if status == ExecutionStatus.PENDING.value:
+            raise TransientExecutionError(f"execution {execution_id}: {exc}") from exc
+        return None
+
+
+def _with_retries(
+    attempt: Callable[[], ExecutionReport | None],
+    retry: RetryPolicy,
+    sleep: Callable[[float], None],
+) -> ExecutionReport | None:
+    for number in range(1, retry.max_attempts + 1):
+        try:
+            return attempt()
+        except TransientExecutionError:
+            if number == retry.max_attempts:
+                raise
+            sleep(retry.delay(number))
+    return None
+
+
+def attempt_continuation(
+    sessions: sessionmaker[Session], change_id: int, settings: Settings, max_attempts: int
+) -> ExecutionReport | None:
+    """One attempt at continuing the approval flow a decision change belongs to."""
+    with sessions.begin() as session:
+        change = session.get(EntityChange, change_id)
+        if change is None:
+            raise NotFoundError("change", change_id)
+        execution_id = (change.new_values or {}).get("execution_id")
+    try:
+        with sessions.begin() as session:
+            change = session.get(EntityChange, change_id)
+            assert change is not None
+            return continue_after_decision(session, change, settings)
+    except _TRANSIENT as exc:
+        if not isinstance(execution_id, int):
+            raise
+        status = record_failure(sessions, execution_id, exc, max_attempts)
+        if status in (ExecutionStatus.PENDING.value, ExecutionStatus.AWAITING_APPROVAL.value):
+            raise TransientExecutionError(f"change {change_id}: {exc}") from exc
+        return None
+
+
+@dataclass
+class ChangeReport:
+    change_id: int
+    match: MatchReport
+    ran: list[ExecutionReport] = field(default_factory=list)
+
+
+def process_change(
+    sessions: sessionmaker[Session],
+    change_id: int,
+    settings: Settings,
+    retry: RetryPolicy = RetryPolicy(),
+    sleep: Callable[[float], None] = time.sleep,
+) -> ChangeReport:
+    """Process one change: continuation of its approval flow, then the workflows it matches."""
+    with sessions.begin() as session:
+        change = session.get(EntityChange, change_id)
+        if change is None:
+            raise NotFoundError("change", change_id)
+        kind = change.kind
+        report = ChangeReport(change_id, match_change(session, change, settings))
+    if kind == ChangeKind.APPROVAL_DECIDED.value:
+        done = _with_retries(
+            lambda: attempt_continuation(sessions, change_id, settings, retry.max_attempts),
+            retry,
+            sleep,
+        )
+        if done is not None:
+            report.ran.append(done)
+    for execution_id in report.match.executions:
+        try:
+            ran = _with_retries(
+                lambda eid=execution_id: attempt_execution(  # type: ignore[misc]
+                    sessions, eid, settings, retry.max_attempts
+                ),
+                retry,
+                sleep,
+            )
+        except TransientExecutionError:
+            ran = None  # attempts used up: record_failure has failed it
+        if ran is not None:
+            report.ran.append(ran)
+    return report
+
+
+@dataclass
+class ProcessStats:
+    changes: int = 0
+    executions: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+
+
+def load_cursor(sessions: sessionmaker[Session], consumer: str) -> ChangeCursor:
+    with sessions.begin() as session:
+        row = session.get(ConsumerCursor, consumer)
+        return ChangeCursor.decode(row.cursor if row else None)
+
+
+def save_cursor(sessions: sessionmaker[Session], consumer: str, cursor: ChangeCursor) -> None:
+    with sessions.begin() as session:
+        row = session.get(ConsumerCursor, consumer)
+        if row is None:
+            session.add(ConsumerCursor(name=consumer, cursor=cursor.encode()))
+        else:
+            row.cursor = cursor.encode()
+
+
+def process_pending(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    *,
+    consumer: str = "sync",
+    batch_size: int = 200,
+    max_changes: int | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+    on_progress: Callable[[ProcessStats], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ProcessStats:
+    """Process every committed change after `consumer`'s cursor, in commit order.
+
+    The cursor is saved after each batch; a crash in between means the batch is read
+    again, which the engine's unique keys make harmless.
+    """
+    from gov_pipeline.services.deliveries import deliver_pending
+
+    stats = ProcessStats()
+    started = time.perf_counter()
+    cursor = load_cursor(sessions, consumer)
+    while max_changes is None or stats.changes < max_changes:
+        limit = batch_size if max_changes is None else min(batch_size, max_changes - stats.changes)
+        with sessions.begin() as session:
+            batch = read_changes(session, cursor, limit)
+            ids = [c.id for c in batch.changes]
+        for change_id in ids:
+            report = process_change(sessions, change_id, settings, retry, sleep)
+            stats.changes += 1
+            stats.executions += len(report.ran)
+        cursor = batch.cursor
+        save_cursor(sessions, consumer, cursor)
+        stats.batches += 1
+        stats.seconds = time.perf_counter() - started
+        if on_progress is not None:
+            on_progress(stats)
+        if not ids:
+            break  # (a short batch is not the end: processing may have made new changes)
+    deliver_pending(sessions, settings, sleep=sleep)
+    stats.seconds = time.perf_counter() - started
+    return stats

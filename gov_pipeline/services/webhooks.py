@@ -1,0 +1,165 @@
+"""Webhook delivery from the outbox: allow-listed hosts, HMAC-SHA256 signatures, retries.
+
+A delivery row is written in the same transaction as the execution that asked for it; this
+module sends it afterwards. The receiver gets `X-Gov-Delivery-Id` (stable across retries,
+so it can drop duplicates), `X-Gov-Timestamp` and `X-Gov-Signature: sha256=<hex>` over
+`<timestamp>.<body>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gov_pipeline.config import Settings
+from gov_pipeline.db.models import WebhookDelivery
+from gov_pipeline.domain.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Gov-Signature"
+TIMESTAMP_HEADER = "X-Gov-Timestamp"
+DELIVERY_HEADER = "X-Gov-Delivery-Id"
+# The original notification queue: 10 attempts, a fixed 1 s apart.
+RETRY_DELAY_SECONDS = 1.0
+
+
+class DeliveryStatus:
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+def check_url_allowed(url: str, allowed_hosts: tuple[str, ...]) -> str:
+    """Return the host of `url` if webhooks may call it.
+
+    Raises:
+        InvalidInputError: not http(s), or the host is not in the allow-list.
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in {"http", "https"} or not host:
+        raise InvalidInputError("url", f"not an http(s) URL: {url[:100]!r}")
+    if host not in allowed_hosts:
+        listed = ", ".join(allowed_hosts) or "none (set GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS)"
+        raise InvalidInputError("url", f"host {host!r} is not allow-listed (allowed: {listed})")
+    return host
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header value for `body` sent at `timestamp`."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify(secret: str, headers: Mapping[str, str], body: bytes, max_age_s: float = 300) -> bool:
+    """What a receiver does: check the signature and that the timestamp is recent.
+
+    Header names are matched case-insensitively (HTTP servers differ in how they pass them).
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    timestamp = lower.get(TIMESTAMP_HEADER.lower(), "")
+    signature = lower.get(SIGNATURE_HEADER.lower(), "")
+    try:
+        age = abs(time.time() - float(timestamp))
+    except ValueError:
+        return False
+    return age <= max_age_s and hmac.compare_digest(signature, sign(secret, timestamp, body))
+
+
+def _secret_for(delivery: WebhookDelivery, settings: Settings) -> str | None:
+    if delivery.secret_env:
+        return os.environ.get(delivery.secret_env) or settings.webhook_secret
+    return settings.webhook_secret
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    ok: bool
+    status_code: int | None
+    error: str | None
+
+
+def send_once(delivery: WebhookDelivery, settings: Settings) -> AttemptResult:
+    """One HTTP POST of `delivery`; never raises."""
+    try:
+        check_url_allowed(delivery.url, settings.webhook_allowed_hosts)
+    except InvalidInputError as exc:
+        return AttemptResult(False, None, str(exc))
+    body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
+    timestamp = f"{time.time():.3f}"
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "gov-pipeline-webhook/1",
+        DELIVERY_HEADER: str(delivery.id),
+        TIMESTAMP_HEADER: timestamp,
+    }
+    secret = _secret_for(delivery, settings)
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+    request = urllib.request.Request(delivery.url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=delivery.timeout_seconds) as response:
+            code = int(response.status)
+    except urllib.error.HTTPError as exc:
+        return AttemptResult(False, exc.code, f"HTTP {exc.code}")
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return AttemptResult(False, None, f"{type(exc).__name__}: {reason}")
+    return AttemptResult(200 <= code < 300, code, None if 200 <= code < 300 else f"HTTP {code}")
+
+
+def due_deliveries(session: Session, limit: int = 100) -> list[WebhookDelivery]:
+    """Pending deliveries whose next attempt is due, oldest first."""
+    now = datetime.now(UTC)
+    query = (
+        select(WebhookDelivery)
+        .where(WebhookDelivery.status == DeliveryStatus.PENDING)
+        .where(
+            (WebhookDelivery.next_attempt_at.is_(None)) | (WebhookDelivery.next_attempt_at <= now)
+        )
+        .order_by(WebhookDelivery.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def record_attempt(
+    delivery: WebhookDelivery, result: AttemptResult, delay_s: float = RETRY_DELAY_SECONDS
+) -> str:
+    """Update `delivery` after one attempt and return its new status."""
+    now = datetime.now(UTC)
+    delivery.attempts += 1
+    delivery.last_status_code = result.status_code
+    delivery.last_error = result.error
+    if result.ok:
+        delivery.status = DeliveryStatus.DELIVERED
+        delivery.delivered_at = now
+    elif delivery.attempts >= delivery.max_attempts:
+        delivery.status = DeliveryStatus.FAILED
+    else:
+        delivery.next_attempt_at = now + timedelta(seconds=delay_s)
+    log.info(
+        "webhook delivery %s attempt %s: %s (%s)",
+        delivery.id, delivery.attempts, delivery.status, result.error or result.status_code,
+    )  # fmt: skip
+    return delivery.status
+
+
+def payload_for(event: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body sent to a webhook: the event, plus a version for receivers."""
+    return {"version": 1, **event}

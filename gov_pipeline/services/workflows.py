@@ -1,0 +1,197 @@
+"""Workflows: apply definitions as versions, list them, load the active ones compiled."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gov_pipeline.db.engine import is_postgres
+from gov_pipeline.db.models import Workflow, WorkflowVersion
+from gov_pipeline.domain.conditions import CompiledCondition
+from gov_pipeline.domain.definitions import WorkflowDefinition, parse_definition
+from gov_pipeline.domain.errors import NotFoundError
+from gov_pipeline.domain.statuses import WorkflowStatus
+from gov_pipeline.services.tenants import require_tenant
+
+
+@dataclass(frozen=True)
+class LoadedWorkflow:
+    """One workflow version, parsed and with its conditions compiled."""
+
+    id: int
+    tenant_id: str
+    name: str
+    version: int
+    definition: WorkflowDefinition
+    condition: CompiledCondition
+
+    @property
+    def owner_id(self) -> str | None:
+        return self.definition.owner_id
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    workflow: Workflow
+    version: int
+    outcome: Literal["created", "new_version", "unchanged"]
+
+
+class _CompiledCache:
+    """Parsed definitions and compiled conditions per (workflow id, version): immutable."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self._items: dict[tuple[int, int], LoadedWorkflow] = {}
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int]) -> LoadedWorkflow | None:
+        return self._items.get(key)
+
+    def put(self, loaded: LoadedWorkflow) -> None:
+        with self._lock:
+            if len(self._items) >= self._size:
+                self._items.pop(next(iter(self._items)))
+            self._items[(loaded.id, loaded.version)] = loaded
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+COMPILED = _CompiledCache()
+
+
+def apply_definition(
+    session: Session, definition: WorkflowDefinition, *, actor: str | None = None
+) -> ApplyResult:
+    """Store `definition`: a new workflow, a new version of it, or nothing if unchanged.
+
+    Raises:
+        NotFoundError: the definition's tenant does not exist.
+    """
+    require_tenant(session, definition.tenant_id)
+    query = select(Workflow).where(
+        Workflow.tenant_id == definition.tenant_id, Workflow.name == definition.name
+    )
+    if is_postgres(session):
+        query = query.with_for_update()
+    workflow = session.scalars(query).one_or_none()
+    fingerprint = definition.fingerprint()
+    if workflow is not None:
+        latest = session.scalars(
+            select(WorkflowVersion).where(
+                WorkflowVersion.workflow_id == workflow.id,
+                WorkflowVersion.version == workflow.current_version,
+            )
+        ).one()
+        if latest.fingerprint == fingerprint:
+            return ApplyResult(workflow, workflow.current_version, "unchanged")
+        version, outcome = workflow.current_version + 1, "new_version"
+    else:
+        workflow = Workflow(tenant_id=definition.tenant_id, name=definition.name)
+        session.add(workflow)
+        version, outcome = 1, "created"
+    workflow.description = definition.description
+    workflow.type = definition.type.value
+    workflow.status = definition.status.value
+    workflow.trigger = definition.trigger.value
+    workflow.entity_type = definition.entity_type.value
+    workflow.priority = definition.priority
+    workflow.days_before_deadline = definition.days_before_deadline
+    workflow.owner_id = definition.owner_id
+    workflow.current_version = version
+    session.flush()
+    session.add(
+        WorkflowVersion(
+            tenant_id=definition.tenant_id,
+            workflow_id=workflow.id,
+            version=version,
+            definition=definition.model_dump(mode="json"),
+            fingerprint=fingerprint,
+            created_by=actor,
+        )
+    )
+    session.flush()
+    return ApplyResult(workflow, version, outcome)  # type: ignore[arg-type]
+
+
+def load_version(
+    session: Session, workflow: Workflow, version: int | None = None
+) -> LoadedWorkflow:
+    """The parsed, compiled definition of one version (default: the current one)."""
+    wanted = workflow.current_version if version is None else version
+    cached = COMPILED.get((workflow.id, wanted))
+    if cached is not None:
+        return cached
+    row = session.scalars(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == wanted
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError("workflow version", f"{workflow.name}@{wanted}", workflow.tenant_id)
+    definition = parse_definition(row.definition, source=f"{workflow.name}@{wanted}")
+    loaded = LoadedWorkflow(
+        id=workflow.id,
+        tenant_id=workflow.tenant_id,
+        name=workflow.name,
+        version=wanted,
+        definition=definition,
+        condition=definition.compiled_conditions(),
+    )
+    COMPILED.put(loaded)
+    return loaded
+
+
+def active_workflows(
+    session: Session, tenant_id: str, entity_type: str, triggers: Iterable[str]
+) -> list[LoadedWorkflow]:
+    """The tenant's active workflows for `entity_type` listening to any of `triggers`."""
+    wanted = list(triggers)
+    if not wanted:
+        return []
+    rows = session.scalars(
+        select(Workflow)
+        .where(
+            Workflow.tenant_id == tenant_id,
+            Workflow.entity_type == entity_type,
+            Workflow.status == WorkflowStatus.ACTIVE.value,
+            Workflow.trigger.in_(wanted),
+        )
+        .order_by(Workflow.priority.desc(), Workflow.id)
+    )
+    return [load_version(session, w) for w in rows]
+
+
+def list_workflows(session: Session, tenant_id: str) -> list[Workflow]:
+    require_tenant(session, tenant_id)
+    return list(
+        session.scalars(
+            select(Workflow).where(Workflow.tenant_id == tenant_id).order_by(Workflow.name)
+        )
+    )
+
+
+def get_workflow(session: Session, tenant_id: str, name_or_id: str | int) -> Workflow:
+    """A workflow by name or numeric id, within the tenant.
+
+    Raises:
+        NotFoundError: no such workflow in this tenant.
+    """
+    query = select(Workflow).where(Workflow.tenant_id == tenant_id)
+    text = str(name_or_id)
+    query = (
+        query.where(Workflow.id == int(text))
+        if text.isdigit()
+        else query.where(Workflow.name == text)
+    )
+    workflow = session.scalars(query).one_or_none()
+    if workflow is None:
+        raise NotFoundError("workflow", name_or_id, tenant_id)
+    return workflow

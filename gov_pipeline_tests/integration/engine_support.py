@@ -1,0 +1,123 @@
+"""Helpers for engine tests: settings, applying YAML, processing, counting, a webhook server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import yaml
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from gov_pipeline.config import Settings, load_settings
+from gov_pipeline.domain.definitions import parse_definition
+from gov_pipeline.services import policies
+from gov_pipeline.services.processing import ProcessStats, RetryPolicy, process_pending
+from gov_pipeline.services.webhooks import verify
+from gov_pipeline.services.workflows import COMPILED, apply_definition
+
+NO_WAIT = RetryPolicy(max_attempts=3, delay_s=0.0)
+
+
+def make_settings(db_url: str, **env: str) -> Settings:
+    COMPILED.clear()  # ids restart in every test database
+    return load_settings(
+        {
+            "GOV_PIPELINE_DATABASE_URL": db_url,
+            "GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+            "GOV_PIPELINE_WEBHOOK_RETRY_DELAY": "0.01",
+            "GOV_PIPELINE_WEBHOOK_SECRET": "test-secret",
+            **env,
+        }
+    )
+
+
+def apply_yaml(sessions: sessionmaker[Session], text: str, **overrides: Any) -> None:
+    data = yaml.safe_load(text)
+    data.update(overrides)
+    with sessions.begin() as session:
+        apply_definition(session, parse_definition(data))
+
+
+def process(
+    sessions: sessionmaker[Session], settings: Settings, consumer: str = "sync"
+) -> ProcessStats:
+    return process_pending(
+        sessions, settings, consumer=consumer, retry=NO_WAIT, sleep=lambda s: None
+    )
+
+
+def new_policy(sessions: sessionmaker[Session], tenant: str = "acme", **fields: Any) -> int:
+    values = {
+        "title": "Access control",
+        "policy_type": "Information Security",
+        "owner_id": "olivia",
+        **fields,
+    }
+    with sessions.begin() as session:
+        return policies.create_policy(session, tenant_id=tenant, fields=values).id
+
+
+def move(sessions: sessionmaker[Session], pid: int, status: str, tenant: str = "acme") -> None:
+    with sessions.begin() as session:
+        policies.transition_status(
+            session,
+            tenant_id=tenant,
+            policy_id=pid,
+            to_status=status,
+            actor=policies.Actor("alice"),
+        )
+
+
+def count(sessions: sessionmaker[Session], model: type[Any], *where: Any) -> int:
+    with sessions.begin() as session:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+@dataclass
+class Received:
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    delivery_ids: list[str] = field(default_factory=list)
+    bad_signatures: int = 0
+
+
+@contextmanager
+def webhook_server(
+    statuses: list[int], secret: str = "test-secret"
+) -> Iterator[tuple[str, Received]]:
+    """A receiving server on 127.0.0.1 that verifies signatures and answers `statuses` in turn
+    (the last one repeats)."""
+    received = Received()
+    answers = list(statuses)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if not verify(secret, dict(self.headers.items()), body):
+                received.bad_signatures += 1
+                self.send_response(401)
+                self.end_headers()
+                return
+            code = answers.pop(0) if len(answers) > 1 else answers[0]
+            if code < 300:
+                received.bodies.append(json.loads(body))
+                received.delivery_ids.append(self.headers["X-Gov-Delivery-Id"])
+            self.send_response(code)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()

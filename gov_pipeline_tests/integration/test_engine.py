@@ -1,0 +1,371 @@
+"""The engine end to end on both databases: matching, actions, idempotency, failures, chains."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from gov_pipeline.actions import HANDLERS
+from gov_pipeline.db.models import (
+    ActionRun,
+    ConsumerCursor,
+    Notification,
+    Policy,
+    Task,
+    WebhookDelivery,
+    WorkflowExecution,
+)
+from gov_pipeline.services.tenants import upsert_user
+from gov_pipeline_tests.integration.engine_support import (
+    apply_yaml,
+    count,
+    make_settings,
+    move,
+    new_policy,
+    process,
+    webhook_server,
+)
+
+REVIEW_NOTICE = """
+name: review notice
+tenant_id: acme
+type: notification
+trigger: on_status_change
+conditions: {field: new.status, op: changed_to, value: in_review}
+owner_id: wanda
+actions:
+  - {type: notify, include_owner: true, roles: [compliance_officer], title: "Review {entity.title}"}
+  - {type: create_task, title: "Review {entity.title}", assignee: owner, due_in_days: 7, priority: high}
+  - {type: assign, user: carol, target: assignee}
+"""
+
+NEVER = """
+name: privacy only
+tenant_id: acme
+type: notification
+trigger: on_status_change
+conditions: {policy_type: Privacy}
+actions: [{type: notify, users: [x], title: never}]
+"""
+
+
+@pytest.fixture
+def settings(db_url: str):  # type: ignore[no-untyped-def]
+    return make_settings(db_url)
+
+
+@pytest.fixture
+def people(sessions: sessionmaker[Session], tenant: str) -> None:
+    with sessions.begin() as session:
+        upsert_user(session, tenant_id="acme", user_id="carol", roles=["compliance_officer"])
+        upsert_user(session, tenant_id="acme", user_id="ciso", roles=["admin"])
+        upsert_user(session, tenant_id="acme", user_id="mallory", roles=["viewer"])
+        upsert_user(session, tenant_id="globex", user_id="gina", roles=["compliance_officer"])
+
+
+def _executions(sessions: sessionmaker[Session]) -> list[WorkflowExecution]:
+    with sessions.begin() as session:
+        return list(session.scalars(select(WorkflowExecution).order_by(WorkflowExecution.id)))
+
+
+def test_a_matching_change_runs_each_action_once_and_others_are_skipped_with_a_reason(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    apply_yaml(sessions, REVIEW_NOTICE)
+    apply_yaml(sessions, NEVER)
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    stats = process(sessions, settings)
+    assert stats.changes == 2
+    executions = _executions(sessions)
+    by_status = sorted((e.status, e.status_reason or "") for e in executions)
+    assert [s for s, _ in by_status] == ["completed", "skipped"]
+    assert "policy_type eq 'Privacy'" in by_status[1][1]
+    notified = {n.user_id for n in _all(sessions, Notification)}
+    assert notified == {"olivia", "carol"}
+    task = _all(sessions, Task)[0]
+    assert (task.assignee_id, task.priority, task.title) == (
+        "olivia",
+        "high",
+        "Review Access control",
+    )
+    done = next(e for e in executions if e.status == "completed")
+    assert done.assignee_id == "carol" and done.workflow_version == 1
+    # The same changes again (a replay from the start) change nothing.
+    with sessions.begin() as session:
+        session.execute(text("DELETE FROM consumer_cursors"))
+    process(sessions, settings)
+    assert len(_executions(sessions)) == 2
+    assert count(sessions, Notification) == 3  # 2 notify + 1 task_assigned
+    assert count(sessions, Task) == 1
+
+
+def _all(sessions: sessionmaker[Session], model: type[Any]) -> list[Any]:
+    with sessions.begin() as session:
+        return list(session.scalars(select(model).order_by(model.id)))
+
+
+def test_applying_a_changed_definition_makes_a_new_version(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    apply_yaml(sessions, REVIEW_NOTICE)
+    apply_yaml(sessions, REVIEW_NOTICE)  # unchanged: still version 1
+    apply_yaml(sessions, REVIEW_NOTICE, priority=7)
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    process(sessions, settings)
+    assert [e.workflow_version for e in _executions(sessions)] == [2]
+
+
+def test_a_crash_in_the_middle_of_the_actions_redoes_each_effect_once(
+    sessions: sessionmaker[Session], settings: Any, people: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply_yaml(sessions, REVIEW_NOTICE)
+    real = HANDLERS["create_task"]
+    calls = {"n": 0}
+
+    def crash_once(ctx: Any, action: Any) -> dict[str, Any]:
+        calls["n"] += 1
+        result = real(ctx, action)  # the task row is written ...
+        if calls["n"] == 1:
+            raise ConnectionError("worker died")  # ... and then the process dies
+        return result
+
+    monkeypatch.setitem(HANDLERS, "create_task", crash_once)
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    process(sessions, settings)
+    assert calls["n"] == 2
+    (execution,) = _executions(sessions)
+    assert execution.status == "completed" and execution.attempts == 2
+    assert count(sessions, Task) == 1
+    assert count(sessions, Notification) == 3
+    assert count(sessions, ActionRun, ActionRun.step_key == "0") == 1
+
+
+def test_a_failing_action_is_retried_then_fails_the_execution_and_others_continue(
+    sessions: sessionmaker[Session], settings: Any, people: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply_yaml(sessions, REVIEW_NOTICE)
+    real = HANDLERS["create_task"]
+    doomed: set[int] = set()
+
+    def flaky(ctx: Any, action: Any) -> dict[str, Any]:
+        if int(ctx.execution.entity_id) in doomed:
+            raise TimeoutError("task service unreachable")
+        return real(ctx, action)
+
+    monkeypatch.setitem(HANDLERS, "create_task", flaky)
+    bad, good = new_policy(sessions, title="Bad"), new_policy(sessions, title="Good")
+    doomed.add(bad)
+    move(sessions, bad, "in_review")
+    move(sessions, good, "in_review")
+    process(sessions, settings)
+    failed, ok = sorted(_executions(sessions), key=lambda e: e.entity_id != str(bad))
+    assert failed.status == "failed" and failed.attempts == 3
+    assert "task service unreachable" in (failed.error or "") and "after 3 attempts" in (
+        failed.error or ""
+    )
+    assert ok.status == "completed"
+    failed_run = _all(sessions, ActionRun)
+    assert any(r.status == "failed" and r.step_key == "1" for r in failed_run)
+    # The workflow owner hears about it, once; no half-done effects of the failed one remain.
+    owner_notes = [n for n in _all(sessions, Notification) if n.user_id == "wanda"]
+    assert len(owner_notes) == 1 and "failed" in owner_notes[0].title
+    assert count(sessions, Task) == 1
+
+
+def test_an_illegal_status_move_fails_at_once_without_retries(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    apply_yaml(
+        sessions,
+        """
+name: publish at once
+tenant_id: acme
+type: status_change
+trigger: on_create
+actions: [{type: change_status, to: published}]
+""",
+    )
+    new_policy(sessions)
+    process(sessions, settings)
+    (execution,) = _executions(sessions)
+    assert execution.status == "failed" and execution.attempts == 1
+    assert "draft -> published" in (execution.error or "") and "not retryable" in (
+        execution.error or ""
+    )
+
+
+PING = """
+name: ping
+tenant_id: acme
+type: status_change
+trigger: on_status_change
+conditions: {field: new.status, op: changed_to, value: in_review}
+actions: [{type: change_status, to: draft}]
+"""
+PONG = """
+name: pong
+tenant_id: acme
+type: status_change
+trigger: on_status_change
+conditions: {field: new.status, op: changed_to, value: draft}
+actions: [{type: change_status, to: in_review}]
+"""
+
+
+def test_chains_are_recorded_and_a_loop_stops_at_the_depth_limit(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    apply_yaml(sessions, PING)
+    apply_yaml(sessions, PONG)
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    process(sessions, settings)
+    executions = [e for e in _executions(sessions) if e.status != "skipped"]
+    depths = [e.chain_depth for e in executions]
+    assert depths == list(range(settings.chain_depth_limit + 1))
+    assert [e.workflow_id for e in executions] == [1, 2, 1, 2, 1, 2]
+    assert all(e.status == "completed" for e in executions[:-1])
+    last = executions[-1]
+    assert last.status == "failed"
+    assert f"chain depth limit {settings.chain_depth_limit} reached" in (last.error or "")
+    assert last.caused_by_execution_id == executions[-2].id
+
+
+def test_workflows_only_see_their_own_tenant(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    apply_yaml(sessions, REVIEW_NOTICE)
+    theirs = new_policy(sessions, tenant="globex")
+    move(sessions, theirs, "in_review", tenant="globex")
+    process(sessions, settings)
+    assert _executions(sessions) == []
+    assert count(sessions, Notification) == 0
+
+
+def test_a_change_for_a_vanished_entity_is_skipped_with_a_reason(
+    sessions: sessionmaker[Session], settings: Any, people: None, engine: Any
+) -> None:
+    apply_yaml(sessions, REVIEW_NOTICE)
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM policies WHERE id = :id"), {"id": pid})
+    process(sessions, settings)
+    (execution,) = _executions(sessions)
+    assert execution.status == "skipped" and "not found" in (execution.status_reason or "")
+
+
+def test_two_processors_at_once_produce_each_effect_once(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    """The sync path beside another consumer (as the Dagster path would be)."""
+    apply_yaml(sessions, REVIEW_NOTICE)
+    ids = [new_policy(sessions, title=f"P{i}") for i in range(12)]
+    for pid in ids:
+        move(sessions, pid, "in_review")
+    errors: list[BaseException] = []
+
+    def consume(name: str) -> None:
+        try:
+            process(sessions, settings, consumer=name)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=consume, args=(n,)) for n in ("sync", "other")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    executions = _executions(sessions)
+    assert len(executions) == 12 and {e.status for e in executions} == {"completed"}
+    assert count(sessions, Task) == 12
+    assert count(sessions, Notification) == 36
+    with sessions.begin() as session:
+        assert len(session.scalars(select(ConsumerCursor)).all()) == 2
+
+
+WEBHOOK = """
+name: publication hook
+tenant_id: acme
+type: notification
+trigger: on_status_change
+owner_id: wanda
+conditions: {field: new.status, op: changed_to, value: in_review}
+actions: [{type: webhook, url: "URL", max_attempts: 4}]
+"""
+
+
+def test_a_webhook_that_fails_then_succeeds_is_delivered_once_signed(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    with webhook_server([500, 200]) as (url, received):
+        apply_yaml(sessions, WEBHOOK.replace("URL", url))
+        pid = new_policy(sessions)
+        move(sessions, pid, "in_review")
+        process(sessions, settings)
+    assert received.bad_signatures == 0
+    assert len(received.bodies) == 1
+    body = received.bodies[0]
+    assert body["change"]["new"]["status"] == "in_review" and body["entity"]["id"] == str(pid)
+    (delivery,) = _all(sessions, WebhookDelivery)
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 2, 200)
+    assert _executions(sessions)[0].status == "completed"
+
+
+def test_a_webhook_that_always_fails_fails_its_execution_and_tells_the_owner(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    with webhook_server([500]) as (url, received):
+        apply_yaml(sessions, WEBHOOK.replace("URL", url))
+        apply_yaml(sessions, REVIEW_NOTICE)
+        first, second = new_policy(sessions), new_policy(sessions)
+        move(sessions, first, "in_review")
+        move(sessions, second, "in_review")
+        process(sessions, settings)
+    assert received.bodies == []
+    hooks = [e for e in _executions(sessions) if e.workflow_id == 1]
+    assert {e.status for e in hooks} == {"failed"}
+    assert all("after 4 attempts" in (e.error or "") for e in hooks)
+    others = [e for e in _executions(sessions) if e.workflow_id != 1]
+    assert {e.status for e in others} == {"completed"}
+    assert len([n for n in _all(sessions, Notification) if n.user_id == "wanda"]) == 2
+
+
+def test_a_webhook_to_a_host_off_the_allow_list_is_refused(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    apply_yaml(sessions, WEBHOOK.replace("URL", "https://evil.example/x"))
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    process(sessions, settings)
+    (execution,) = _executions(sessions)
+    assert execution.status == "failed" and "not allow-listed" in (execution.error or "")
+    assert count(sessions, WebhookDelivery) == 0
+
+
+def test_assign_owner_is_a_captured_change(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    apply_yaml(
+        sessions,
+        """
+name: hand over
+tenant_id: acme
+type: status_change
+trigger: on_create
+actions: [{type: assign, user: carol, target: owner}]
+""",
+    )
+    pid = new_policy(sessions)
+    process(sessions, settings)
+    with sessions.begin() as session:
+        assert session.get(Policy, pid).owner_id == "carol"  # type: ignore[union-attr]
+    assert _executions(sessions)[0].status == "completed"
