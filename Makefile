@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install services lint format typecheck test unit clean
+.PHONY: help install services lint format typecheck test unit demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ unit: install ## Unit tests only (no services needed)
 
 test: install services lint typecheck ## The whole suite: lint, types, unit and integration tests
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: install ## Run the main flow end to end on the embedded default (no server needed)
+	$(BIN)/python -m gov_pipeline.demo
 
 clean: ## Remove the virtualenv, caches and the embedded default's data
 	rm -rf $(VENV) .gov_pipeline .pytest_cache .mypy_cache .ruff_cache *.egg-info

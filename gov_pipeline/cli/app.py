@@ -138,8 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the `gov-pipeline` console script."""
     # Importing the command modules registers them on `cli`.
     from gov_pipeline.cli import db as _db  # noqa: F401
+    from gov_pipeline.cli import executions as _executions  # noqa: F401
     from gov_pipeline.cli import policies as _policies  # noqa: F401
+    from gov_pipeline.cli import process as _process  # noqa: F401
     from gov_pipeline.cli import tenants as _tenants  # noqa: F401
+    from gov_pipeline.cli import workflows as _workflows  # noqa: F401
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args

@@ -36,11 +36,12 @@ def next_move(mode: ApprovalMode, statuses: Sequence[ApprovalStatus]) -> NextMov
         return NextMove(FlowOutcome.REJECTED)
     if ApprovalStatus.CHANGES_REQUESTED in statuses:
         return NextMove(FlowOutcome.CHANGES_REQUESTED)
-    if all(s is ApprovalStatus.APPROVED for s in statuses):
-        return NextMove(FlowOutcome.APPROVED)
     if ApprovalStatus.PENDING in statuses:
         return NextMove(FlowOutcome.WAIT)
     waiting = [i for i, s in enumerate(statuses) if s is ApprovalStatus.WAITING]
-    if mode is ApprovalMode.SEQUENTIAL and waiting:
+    if not waiting:
+        # Nobody left to ask: every step that was asked approved (skipped ones never were).
+        return NextMove(FlowOutcome.APPROVED)
+    if mode is ApprovalMode.SEQUENTIAL:
         return NextMove(FlowOutcome.OPEN, (waiting[0],))
     return NextMove(FlowOutcome.OPEN, tuple(waiting))

@@ -165,11 +165,16 @@ def attempt_execution(
         return None
 
 
-def _with_retries(
+def with_retries(
     attempt: Callable[[], ExecutionReport | None],
     retry: RetryPolicy,
-    sleep: Callable[[float], None],
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ExecutionReport | None:
+    """Call `attempt` until it stops raising TransientExecutionError, waiting between tries.
+
+    Raises:
+        TransientExecutionError: the last attempt failed too.
+    """
     for number in range(1, retry.max_attempts + 1):
         try:
             return attempt()
@@ -225,7 +230,7 @@ def process_change(
         kind = change.kind
         report = ChangeReport(change_id, match_change(session, change, settings))
     if kind == ChangeKind.APPROVAL_DECIDED.value:
-        done = _with_retries(
+        done = with_retries(
             lambda: attempt_continuation(sessions, change_id, settings, retry.max_attempts),
             retry,
             sleep,
@@ -234,7 +239,7 @@ def process_change(
             report.ran.append(done)
     for execution_id in report.match.executions:
         try:
-            ran = _with_retries(
+            ran = with_retries(
                 lambda eid=execution_id: attempt_execution(  # type: ignore[misc]
                     sessions, eid, settings, retry.max_attempts
                 ),
@@ -312,3 +317,35 @@ def process_pending(
     deliver_pending(sessions, settings, sleep=sleep)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def retry_now(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    execution_id: int,
+    what: str,
+    retry: RetryPolicy = RetryPolicy(),
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Run what `executions.retry_execution` queued again, in this process."""
+    from gov_pipeline.services.deliveries import deliver_pending
+    from gov_pipeline.services.executions import unhandled_decisions
+
+    if what == "pending":
+        with_retries(
+            lambda: attempt_execution(sessions, execution_id, settings, retry.max_attempts),
+            retry,
+            sleep,
+        )
+    elif what == "continuation":
+        with sessions.begin() as session:
+            changes = unhandled_decisions(session, execution_id)
+        for change_id in changes:
+            with_retries(
+                lambda cid=change_id: attempt_continuation(  # type: ignore[misc]
+                    sessions, cid, settings, retry.max_attempts
+                ),
+                retry,
+                sleep,
+            )
+    deliver_pending(sessions, settings, sleep=sleep)

@@ -55,8 +55,12 @@ def check_url_allowed(url: str, allowed_hosts: tuple[str, ...]) -> str:
     if parts.scheme not in {"http", "https"} or not host:
         raise InvalidInputError("url", f"not an http(s) URL: {url[:100]!r}")
     if host not in allowed_hosts:
-        listed = ", ".join(allowed_hosts) or "none (set GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS)"
-        raise InvalidInputError("url", f"host {host!r} is not allow-listed (allowed: {listed})")
+        listed = ", ".join(allowed_hosts) or "none"
+        raise InvalidInputError(
+            "url",
+            f"host {host!r} is not allow-listed (allowed: {listed}; "
+            "add it to GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS)",
+        )
     return host
 
 
@@ -78,7 +82,11 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, max_age_s: floa
         age = abs(time.time() - float(timestamp))
     except ValueError:
         return False
-    return age <= max_age_s and hmac.compare_digest(signature, sign(secret, timestamp, body))
+    expected = sign(secret, timestamp, body).encode()
+    # Bytes: compare_digest refuses non-ASCII str, and a header may carry anything.
+    return age <= max_age_s and hmac.compare_digest(
+        signature.encode("utf-8", "surrogateescape"), expected
+    )
 
 
 def _secret_for(delivery: WebhookDelivery, settings: Settings) -> str | None:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import yaml
@@ -18,8 +14,8 @@ from gov_pipeline.config import Settings, load_settings
 from gov_pipeline.domain.definitions import parse_definition
 from gov_pipeline.services import policies
 from gov_pipeline.services.processing import ProcessStats, RetryPolicy, process_pending
-from gov_pipeline.services.webhooks import verify
 from gov_pipeline.services.workflows import COMPILED, apply_definition
+from gov_pipeline.webhook_receiver import Received, webhook_receiver
 
 NO_WAIT = RetryPolicy(max_attempts=3, delay_s=0.0)
 
@@ -79,45 +75,10 @@ def count(sessions: sessionmaker[Session], model: type[Any], *where: Any) -> int
         return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
-@dataclass
-class Received:
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    delivery_ids: list[str] = field(default_factory=list)
-    bad_signatures: int = 0
-
-
 @contextmanager
 def webhook_server(
     statuses: list[int], secret: str = "test-secret"
 ) -> Iterator[tuple[str, Received]]:
-    """A receiving server on 127.0.0.1 that verifies signatures and answers `statuses` in turn
-    (the last one repeats)."""
-    received = Received()
-    answers = list(statuses)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if not verify(secret, dict(self.headers.items()), body):
-                received.bad_signatures += 1
-                self.send_response(401)
-                self.end_headers()
-                return
-            code = answers.pop(0) if len(answers) > 1 else answers[0]
-            if code < 300:
-                received.bodies.append(json.loads(body))
-                received.delivery_ids.append(self.headers["X-Gov-Delivery-Id"])
-            self.send_response(code)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    finally:
-        server.shutdown()
-        server.server_close()
+    """The package's receiver, with the tests' secret."""
+    with webhook_receiver(secret, tuple(statuses)) as served:
+        yield served

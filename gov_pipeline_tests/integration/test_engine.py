@@ -369,3 +369,55 @@ actions: [{type: assign, user: carol, target: owner}]
     with sessions.begin() as session:
         assert session.get(Policy, pid).owner_id == "carol"  # type: ignore[union-attr]
     assert _executions(sessions)[0].status == "completed"
+
+
+def test_retrying_a_failed_delivery_resends_it_without_repeating_the_actions(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    from gov_pipeline.services.executions import retry_execution
+    from gov_pipeline.services.processing import retry_now
+
+    with webhook_server([500, 500, 500, 500, 200]) as (url, received):
+        apply_yaml(sessions, WEBHOOK.replace("URL", url))
+        pid = new_policy(sessions)
+        move(sessions, pid, "in_review")
+        process(sessions, settings)
+        (execution,) = _executions(sessions)
+        assert execution.status == "failed"
+        with sessions.begin() as session:
+            assert retry_execution(session, "acme", execution.id) == "deliveries"
+        retry_now(sessions, settings, execution.id, "deliveries", sleep=lambda s: None)
+    assert len(received.bodies) == 1
+    (execution,) = _executions(sessions)
+    assert execution.status == "completed"
+    assert count(sessions, WebhookDelivery) == 1
+    assert (
+        count(sessions, ActionRun, ActionRun.status == "completed", ActionRun.step_key == "0") == 1
+    )
+
+
+def test_retrying_an_execution_that_kept_nothing_runs_it_again(
+    sessions: sessionmaker[Session], settings: Any, people: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gov_pipeline.services.executions import retry_execution
+    from gov_pipeline.services.processing import retry_now
+
+    apply_yaml(sessions, REVIEW_NOTICE)
+    real = HANDLERS["create_task"]
+    monkeypatch.setitem(HANDLERS, "create_task", lambda ctx, action: 1 / 0)
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    process(sessions, settings)
+    (execution,) = _executions(sessions)
+    assert (
+        execution.status == "failed"
+        and count(sessions, Notification, Notification.user_id == "wanda") == 1
+    )
+    monkeypatch.setitem(HANDLERS, "create_task", real)
+    with sessions.begin() as session:
+        assert retry_execution(session, "acme", execution.id) == "pending"
+    retry_now(sessions, settings, execution.id, "pending", sleep=lambda s: None)
+    (execution,) = _executions(sessions)
+    assert execution.status == "completed" and execution.attempts == 1
+    assert count(sessions, Task) == 1
+    assert count(sessions, ActionRun, ActionRun.status == "failed") == 0

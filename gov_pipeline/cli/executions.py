@@ -1,0 +1,274 @@
+"""`gov-pipeline executions|approvals|notifications|tasks ...`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from sqlalchemy import select
+
+from gov_pipeline.cli.app import AppContext, cli, json_option, pass_app, tenant_option
+from gov_pipeline.cli.output import emit_json, emit_record, emit_table
+from gov_pipeline.db.models import Task
+from gov_pipeline.domain.errors import InvalidInputError
+from gov_pipeline.services import approvals as approval_svc
+from gov_pipeline.services import executions as svc
+from gov_pipeline.services import notifications as notification_svc
+from gov_pipeline.services.processing import retry_now
+
+
+@cli.group()
+def executions() -> None:
+    """Workflow executions: what ran, why, and retrying failures."""
+
+
+@executions.command("list")
+@tenant_option
+@click.option("--status", help="Only this status (e.g. failed, awaiting_approval).")
+@click.option("--workflow", help="Only this workflow (by name).")
+@click.option("--policy", "policy_id", help="Only this policy.")
+@click.option("--limit", default=50, show_default=True, type=int)
+@json_option
+@pass_app
+def list_(
+    app: AppContext,
+    tenant: str | None,
+    status: str | None,
+    workflow: str | None,
+    policy_id: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List executions, newest first.
+
+    \b
+    Examples:
+      gov-pipeline executions list --tenant acme --status failed
+      gov-pipeline executions list -t acme --policy 3 --json
+    """
+    with app.transaction() as session:
+        rows = svc.list_executions(
+            session, app.tenant(tenant), status=status, workflow=workflow,
+            policy_id=policy_id, limit=limit,
+        )  # fmt: skip
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        row["policy"] = row["entity_id"]
+        row["why"] = row["error"] or row["status_reason"]
+    columns = ["id", "workflow", "policy", "change_id", "status", "attempts", "why"]
+    emit_table(rows, columns, empty="no executions")
+
+
+@executions.command("show")
+@click.argument("execution_id")
+@tenant_option
+@json_option
+@pass_app
+def show(app: AppContext, execution_id: str, tenant: str | None, as_json: bool) -> None:
+    """Show one execution with its action runs, approvals, tasks and deliveries.
+
+    \b
+    Example:
+      gov-pipeline executions show 12 --tenant acme
+    """
+    with app.transaction() as session:
+        data = svc.describe_execution(session, app.tenant(tenant), execution_id)
+    if as_json:
+        emit_json(data)
+        return
+    nested = {k: data.pop(k) for k in ("action_runs", "approvals", "tasks", "webhook_deliveries")}
+    data.pop("input", None)
+    emit_record(data)
+    for run in nested["action_runs"]:
+        why = run["error"] or json.dumps(run["result"], default=str)[:100]
+        click.echo(
+            f"  step {run['step_key']:<24} {run['action_type']:<18} {run['status']:<10} {why}"
+        )
+    for step in nested["approvals"]:
+        who = step["decided_by"] or ",".join(step["approver_users"] + step["approver_roles"])
+        click.echo(
+            f"  approval {step['id']} step {step['step_index'] + 1}: {step['status']} ({who})"
+        )
+    for delivery in nested["webhook_deliveries"]:
+        click.echo(
+            f"  webhook {delivery['id']} {delivery['url']}: {delivery['status']}"
+            f" after {delivery['attempts']} attempt(s) {delivery['last_error'] or ''}"
+        )
+
+
+@executions.command("retry")
+@click.argument("execution_id")
+@tenant_option
+@pass_app
+def retry(app: AppContext, execution_id: str, tenant: str | None) -> None:
+    """Run a failed execution again (or resend its failed webhook deliveries).
+
+    \b
+    Example:
+      gov-pipeline executions retry 12 --tenant acme
+    """
+    with app.transaction() as session:
+        what = svc.retry_execution(session, app.tenant(tenant), execution_id)
+        eid = svc.get_execution(session, app.tenant(tenant), execution_id).id
+    retry_now(app.sessions, app.settings, eid, what)
+    with app.transaction() as session:
+        status = svc.get_execution(session, app.tenant(tenant), eid).status
+    click.echo(f"execution {eid}: retried ({what}), now {status}")
+
+
+@cli.group()
+def approvals() -> None:
+    """Approval steps: list what waits for you, and decide."""
+
+
+@approvals.command("list")
+@tenant_option
+@click.option("--user", help="Only the open steps this user may decide.")
+@click.option("--status", help="Only this status (pending, waiting, approved, ...).")
+@json_option
+@pass_app
+def list_approvals(
+    app: AppContext, tenant: str | None, user: str | None, status: str | None, as_json: bool
+) -> None:
+    """List approval steps.
+
+    \b
+    Example:
+      gov-pipeline approvals list --tenant acme --user carol
+    """
+    with app.transaction() as session:
+        rows = [
+            {
+                "id": a.id, "execution_id": a.execution_id, "policy": a.entity_id,
+                "step": a.step_index + 1, "name": a.name, "status": a.status,
+                "approvers": a.approver_users + a.approver_roles, "due_at": a.due_at,
+                "decided_by": a.decided_by,
+            }
+            for a in approval_svc.list_approvals(
+                session, app.tenant(tenant), user_id=user, status=status
+            )
+        ]  # fmt: skip
+    if as_json:
+        emit_json(rows)
+    else:
+        columns = ["id", "policy", "step", "name", "status", "approvers", "due_at", "decided_by"]
+        emit_table(rows, columns, empty="no approvals")
+
+
+def _decision_command(name: str, decision: str, summary: str) -> None:
+    @approvals.command(name, help=summary)
+    @click.argument("approval_id")
+    @tenant_option
+    @click.option("--user", required=True, help="The approver deciding.")
+    @click.option("--comment", help="A comment kept with the decision.")
+    @click.option("--signature", help='JSON, e.g. \'{"type": "typed", "data": "Carol Smith"}\'.')
+    @pass_app
+    def command(
+        app: AppContext,
+        approval_id: str,
+        tenant: str | None,
+        user: str,
+        comment: str | None,
+        signature: str | None,
+    ) -> None:
+        try:
+            signed = json.loads(signature) if signature else None
+        except ValueError:
+            raise InvalidInputError("--signature", "must be JSON") from None
+        if signed is not None and not isinstance(signed, dict):
+            raise InvalidInputError("--signature", "must be a JSON object")
+        with app.transaction() as session:
+            change = approval_svc.decide(
+                session, tenant_id=app.tenant(tenant), approval_id=approval_id, user_id=user,
+                decision=decision, comment=comment, signature=signed,
+            )  # fmt: skip
+            click.echo(
+                f"approval {approval_id}: {decision} by {user} (change {change.id};"
+                " the flow continues when it is processed)"
+            )
+
+
+_EXAMPLE = (
+    "\n\n\b\nExample:\n  gov-pipeline approvals {cmd} 4 --tenant acme --user carol --comment ok"
+)
+_decision_command("approve", "approve", "Approve an open step." + _EXAMPLE.format(cmd="approve"))
+_decision_command(
+    "reject", "reject", "Reject an open step; the flow ends." + _EXAMPLE.format(cmd="reject")
+)
+_decision_command(
+    "request-changes",
+    "request_changes",
+    "Ask for changes: the policy goes back to draft." + _EXAMPLE.format(cmd="request-changes"),
+)
+
+
+@cli.group()
+def notifications() -> None:
+    """In-app notifications."""
+
+
+@notifications.command("list")
+@tenant_option
+@click.option("--user", help="Only this recipient.")
+@click.option("--limit", default=100, show_default=True, type=int)
+@json_option
+@pass_app
+def list_notifications(
+    app: AppContext, tenant: str | None, user: str | None, limit: int, as_json: bool
+) -> None:
+    """List notifications, newest first.
+
+    \b
+    Example:
+      gov-pipeline notifications list --tenant acme --user olivia
+    """
+    with app.transaction() as session:
+        rows = [
+            {
+                "id": n.id, "user": n.user_id, "type": n.type, "priority": n.priority,
+                "title": n.title, "policy": n.entity_id, "created_at": n.created_at,
+            }
+            for n in notification_svc.list_notifications(session, app.tenant(tenant), user, limit)
+        ]  # fmt: skip
+    if as_json:
+        emit_json(rows)
+    else:
+        columns = ["id", "user", "type", "priority", "title", "policy"]
+        emit_table(rows, columns, empty="no notifications")
+
+
+@cli.group()
+def tasks() -> None:
+    """Tasks created by workflows."""
+
+
+@tasks.command("list")
+@tenant_option
+@click.option("--assignee", help="Only this assignee.")
+@json_option
+@pass_app
+def list_tasks(app: AppContext, tenant: str | None, assignee: str | None, as_json: bool) -> None:
+    """List tasks.
+
+    \b
+    Example:
+      gov-pipeline tasks list --tenant acme --assignee olivia
+    """
+    with app.transaction() as session:
+        query = select(Task).where(Task.tenant_id == app.tenant(tenant))
+        if assignee:
+            query = query.where(Task.assignee_id == assignee)
+        rows = [
+            {
+                "id": t.id, "title": t.title, "priority": t.priority, "status": t.status,
+                "assignee": t.assignee_id, "due_date": t.due_date, "policy": t.entity_id,
+            }
+            for t in session.scalars(query.order_by(Task.id))
+        ]  # fmt: skip
+    if as_json:
+        emit_json(rows)
+    else:
+        columns = ["id", "title", "priority", "status", "assignee", "due_date", "policy"]
+        emit_table(rows, columns, empty="no tasks")

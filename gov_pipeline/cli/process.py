@@ -1,0 +1,57 @@
+"""`gov-pipeline process --sync`: process pending changes in this process."""
+
+from __future__ import annotations
+
+import click
+
+from gov_pipeline.cli.app import AppContext, cli, pass_app
+from gov_pipeline.domain.errors import InvalidInputError
+from gov_pipeline.services.processing import ProcessStats, RetryPolicy, process_pending
+
+
+@cli.command("process")
+@click.option("--sync", "sync", is_flag=True, help="Process in this process (required for now).")
+@click.option("--batch-size", default=200, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--max-changes", type=click.IntRange(1), help="Stop after this many changes.")
+@click.option("--consumer", default="sync", show_default=True, help="Name of the stored cursor.")
+@click.option("--retry-delay", default=2.0, show_default=True, type=float,
+              help="First retry wait in seconds (doubles; 5 attempts).")  # fmt: skip
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@pass_app
+def process(
+    app: AppContext,
+    sync: bool,
+    batch_size: int,
+    max_changes: int | None,
+    consumer: str,
+    retry_delay: float,
+    quiet: bool,
+) -> None:
+    """Read committed changes after the stored cursor and run the workflows they trigger.
+
+    The backward-compatible path and the fallback when no orchestration runs; safe to run
+    beside the Dagster path (each effect happens once).
+
+    \b
+    Example:
+      gov-pipeline process --sync
+    """
+    if not sync:
+        raise InvalidInputError("--sync", "is required: the Dagster path runs from its sensor")
+
+    def progress(stats: ProcessStats) -> None:
+        if not quiet:
+            rate = stats.changes / stats.seconds if stats.seconds else 0.0
+            click.echo(
+                f"  {stats.changes} changes, {stats.executions} executions ({rate:.0f} changes/s)",
+                err=True,
+            )
+
+    stats = process_pending(
+        app.sessions, app.settings, consumer=consumer, batch_size=batch_size,
+        max_changes=max_changes, retry=RetryPolicy(delay_s=retry_delay), on_progress=progress,
+    )  # fmt: skip
+    click.echo(
+        f"processed {stats.changes} changes, {stats.executions} executions ran, "
+        f"in {stats.seconds:.2f}s"
+    )

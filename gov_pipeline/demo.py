@@ -1,0 +1,224 @@
+"""`make demo`: the whole story on the embedded default, in about a second.
+
+Applies the example workflows, creates a handful of policies, walks one through the
+lifecycle with its two-step approval (draft -> in_review -> approved -> published), has
+another rejected and a third sent back with changes requested, lets the engine process
+every change, and prints what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from gov_pipeline.config import Settings, load_settings
+from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.migrate import upgrade
+from gov_pipeline.db.models import Approval, Notification, Policy, Task, WorkflowExecution
+from gov_pipeline.domain.definitions import load_definition_file
+from gov_pipeline.services import approvals, policies, tenants, workflows
+from gov_pipeline.services.processing import ProcessStats, RetryPolicy, process_pending
+from gov_pipeline.webhook_receiver import webhook_receiver
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "workflows"
+TENANT = "acme"
+
+
+def _say(text: str) -> None:
+    click.echo(text)
+
+
+class Demo:
+    def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.processed = ProcessStats()
+
+    def process(self) -> None:
+        stats = process_pending(self.sessions, self.settings, retry=RetryPolicy(delay_s=0.1))
+        self.processed.changes += stats.changes
+        self.processed.executions += stats.executions
+        _say(f"    processed {stats.changes} change(s): {stats.executions} execution(s) ran")
+
+    def policy(self, title: str, policy_type: str, owner: str) -> int:
+        with self.sessions.begin() as session:
+            pid = policies.create_policy(
+                session,
+                tenant_id=TENANT,
+                fields={"title": title, "policy_type": policy_type, "owner_id": owner},
+                actor=policies.Actor(owner),
+            ).id
+        _say(f"  created policy {pid} '{title}' ({policy_type}), owner {owner}")
+        return pid
+
+    def move(self, pid: int, status: str, actor: str) -> None:
+        with self.sessions.begin() as session:
+            policy = policies.transition_status(
+                session, tenant_id=TENANT, policy_id=pid, to_status=status,
+                actor=policies.Actor(actor),
+            )  # fmt: skip
+            _say(f"  {actor} moves policy {pid} to {policy.status}")
+
+    def open_step(self, pid: int) -> Approval:
+        with self.sessions.begin() as session:
+            return session.scalars(
+                select(Approval).where(Approval.entity_id == str(pid), Approval.status == "pending")
+            ).one()
+
+    def decide(self, pid: int, user: str, decision: str, comment: str) -> None:
+        step = self.open_step(pid)
+        with self.sessions.begin() as session:
+            approvals.decide(
+                session, tenant_id=TENANT, approval_id=step.id, user_id=user,
+                decision=decision, comment=comment,
+                signature={"type": "typed", "data": user.title()},
+            )  # fmt: skip
+        _say(f"  {user} decides '{decision}' on step {step.step_index + 1} ({step.name})")
+
+    def status(self, pid: int) -> str:
+        with self.sessions.begin() as session:
+            policy = session.get(Policy, pid)
+            assert policy is not None
+            return policy.status
+
+
+def setup(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        tenants.create_tenant(session, tenant_id=TENANT, name="Acme Corp")
+        people = {
+            "olivia": ["policy_owner"], "paul": ["policy_owner"],
+            "carol": ["compliance_officer"], "ciso": ["admin"], "avery": ["auditor"],
+            "compliance-lead": ["compliance_officer"],
+        }  # fmt: skip
+        for user, roles in people.items():
+            tenants.upsert_user(session, tenant_id=TENANT, user_id=user, roles=roles)
+        for path in sorted(EXAMPLES.glob("*.yaml")):
+            for definition in load_definition_file(path):
+                result = workflows.apply_definition(session, definition, actor="demo")
+                _say(f"  workflow '{result.workflow.name}' v{result.version} ({path.name})")
+
+
+def story(demo: Demo, step: Callable[[str], None]) -> dict[str, int]:
+    step("A security policy goes through the whole lifecycle")
+    access = demo.policy("Access control", "Information Security", "olivia")
+    demo.move(access, "in_review", "olivia")
+    demo.process()
+    _say(f"    policy {access} is {demo.status(access)}, waiting for Compliance")
+    demo.decide(access, "carol", "approve", "Meets ISO 27001 A.9")
+    demo.process()
+    _say(f"    policy {access} is {demo.status(access)}, waiting for the CISO")
+    demo.decide(access, "ciso", "approve", "Signed off")
+    demo.process()
+    _say(f"    policy {access} is {demo.status(access)}")
+    demo.move(access, "published", "olivia")
+    demo.process()
+
+    step("A privacy policy is rejected")
+    retention = demo.policy("Data retention", "Privacy", "paul")
+    demo.move(retention, "in_review", "paul")
+    demo.process()
+    demo.decide(retention, "carol", "reject", "Retention periods are missing")
+    demo.process()
+    _say(f"    policy {retention} stays {demo.status(retention)}; paul has a rework task")
+
+    step("Another security policy comes back with changes requested")
+    crypto = demo.policy("Cryptography standard", "Information Security", "olivia")
+    demo.move(crypto, "in_review", "olivia")
+    demo.process()
+    demo.decide(crypto, "carol", "request_changes", "Name the approved algorithms")
+    demo.process()
+    _say(f"    policy {crypto} is back to {demo.status(crypto)}")
+
+    step("A policy no workflow cares about")
+    demo.policy("Travel expenses", "Finance", "paul")
+    demo.process()
+    return {"access": access, "retention": retention, "crypto": crypto}
+
+
+def summary(sessions: sessionmaker[Session]) -> str:
+    with sessions.begin() as session:
+        executions = Counter(session.scalars(select(WorkflowExecution.status)))
+        steps = Counter(session.scalars(select(Approval.status)))
+        notes = Counter(session.scalars(select(Notification.type)))
+        tasks = session.scalars(select(Task)).all()
+        states = session.execute(select(Policy.id, Policy.title, Policy.status)).all()
+    lines = ["", "Summary", "-------"]
+    lines.append("executions:    " + ", ".join(f"{k} {v}" for k, v in sorted(executions.items())))
+    lines.append("approvals:     " + ", ".join(f"{k} {v}" for k, v in sorted(steps.items())))
+    lines.append(
+        f"notifications: {sum(notes.values())} ("
+        + ", ".join(f"{k} {v}" for k, v in sorted(notes.items()))
+        + ")"
+    )
+    lines.append(
+        f"tasks:         {len(tasks)} ("
+        + "; ".join(f"{t.title} -> {t.assignee_id}" for t in tasks)
+        + ")"
+    )
+    lines.append(
+        "policies:      " + "; ".join(f"{pid} {title}: {status}" for pid, title, status in states)
+    )
+    return "\n".join(lines)
+
+
+DEMO_SECRET = "demo-webhook-secret"
+RECEIVER_PORT = 8765  # the port examples/workflows/publication_notice.yaml posts to
+
+
+def demo_settings() -> Settings:
+    """The environment's settings, with a fresh embedded database unless one was named, and
+    webhooks allowed to the local receiver."""
+    env = dict(os.environ)
+    if not env.get("GOV_PIPELINE_DATABASE_URL"):
+        home = load_settings(env).home / "demo"
+        shutil.rmtree(home, ignore_errors=True)
+        env["GOV_PIPELINE_HOME"] = str(home)
+    env["GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1"
+    env["GOV_PIPELINE_WEBHOOK_SECRET"] = DEMO_SECRET
+    return load_settings(env)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="    log: %(levelname)s %(message)s")
+    settings = demo_settings()
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    steps = iter(range(1, 100))
+
+    def step(title: str) -> None:
+        _say(f"\n{next(steps)}. {title}")
+
+    try:
+        _say(f"gov_pipeline demo on {engine.url.render_as_string(hide_password=True)}")
+        step("Schema, tenant, people and the example workflows")
+        upgrade(settings.database_url)
+        setup(sessions)
+        demo = Demo(sessions, settings)
+        with webhook_receiver(DEMO_SECRET, port=RECEIVER_PORT, path="/policy-events") as (
+            _,
+            received,
+        ):
+            story(demo, step)
+        _say(summary(sessions))
+        _say(
+            f"webhooks:      {len(received.bodies)} delivered to the local receiver, "
+            f"signatures checked ({received.bad_signatures} bad)"
+        )
+        _say(
+            "\nExplore it: GOV_PIPELINE_HOME=" + str(settings.home)
+            + " .venv/bin/gov-pipeline executions list --tenant acme"
+        )  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

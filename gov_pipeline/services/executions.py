@@ -1,0 +1,255 @@
+"""Executions for operators: list, show with their steps, retry a failed one, dry-run."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from gov_pipeline.db.models import (
+    ActionRun,
+    Approval,
+    EntityChange,
+    Task,
+    WebhookDelivery,
+    Workflow,
+    WorkflowExecution,
+)
+from gov_pipeline.domain.definitions import RequestApprovalAction, WorkflowDefinition
+from gov_pipeline.domain.errors import ConflictError, InvalidInputError, NotFoundError
+from gov_pipeline.domain.statuses import ActionRunStatus, ChangeKind, ExecutionStatus
+from gov_pipeline.services.engine import TRIGGERS_BY_KIND, build_facts, load_entity
+from gov_pipeline.services.webhooks import DeliveryStatus
+
+MAX_LIST = 1000
+
+
+def _jsonable(row: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for column in row.__table__.columns:
+        value = getattr(row, column.key)
+        data[column.key] = value.isoformat() if isinstance(value, datetime | date) else value
+    return data
+
+
+def list_executions(
+    session: Session,
+    tenant_id: str,
+    *,
+    status: str | None = None,
+    workflow: str | None = None,
+    policy_id: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Newest first, with the workflow's name."""
+    if not 1 <= limit <= MAX_LIST:
+        raise InvalidInputError("limit", f"must be between 1 and {MAX_LIST}")
+    query = (
+        select(WorkflowExecution, Workflow.name)
+        .join(Workflow, Workflow.id == WorkflowExecution.workflow_id)
+        .where(WorkflowExecution.tenant_id == tenant_id)
+    )
+    if status is not None:
+        if status not in {s.value for s in ExecutionStatus}:
+            known = ", ".join(s.value for s in ExecutionStatus)
+            raise InvalidInputError("status", f"unknown status {status!r} (one of: {known})")
+        query = query.where(WorkflowExecution.status == status)
+    if workflow is not None:
+        query = query.where(Workflow.name == workflow)
+    if policy_id is not None:
+        query = query.where(WorkflowExecution.entity_id == str(policy_id))
+    rows = session.execute(query.order_by(WorkflowExecution.id.desc()).limit(limit)).all()
+    return [{**_jsonable(e), "workflow": name} for e, name in rows]
+
+
+def get_execution(session: Session, tenant_id: str, execution_id: int | str) -> WorkflowExecution:
+    """One execution of the tenant.
+
+    Raises:
+        InvalidInputError: not an id.
+        NotFoundError: no such execution in this tenant.
+    """
+    try:
+        eid = int(str(execution_id))
+    except ValueError:
+        raise InvalidInputError("execution", f"not an execution id: {execution_id!r}") from None
+    execution = session.scalars(
+        select(WorkflowExecution).where(
+            WorkflowExecution.id == eid, WorkflowExecution.tenant_id == tenant_id
+        )
+    ).one_or_none()
+    if execution is None:
+        raise NotFoundError("execution", eid, tenant_id)
+    return execution
+
+
+def describe_execution(session: Session, tenant_id: str, execution_id: int | str) -> dict[str, Any]:
+    """An execution with its workflow, action runs, approvals, tasks and deliveries."""
+    execution = get_execution(session, tenant_id, execution_id)
+    workflow = session.get(Workflow, execution.workflow_id)
+
+    def rows(model: Any) -> list[dict[str, Any]]:
+        found = session.scalars(
+            select(model).where(model.execution_id == execution.id).order_by(model.id)
+        )
+        return [_jsonable(r) for r in found]
+
+    return {
+        **_jsonable(execution),
+        "workflow": workflow.name if workflow else None,
+        "action_runs": rows(ActionRun),
+        "approvals": rows(Approval),
+        "tasks": rows(Task),
+        "webhook_deliveries": rows(WebhookDelivery),
+    }
+
+
+def retry_execution(session: Session, tenant_id: str, execution_id: int | str) -> str:
+    """Make a failed execution run again, from where it failed.
+
+    - Its actions committed and only a webhook delivery failed: the failed deliveries are
+      queued again (re-running the actions would repeat their effects).
+    - Its approval flow had started and a follow-up failed: it waits for approval again,
+      and the decisions not yet handled are to be continued (`unhandled_decisions`).
+    - Otherwise nothing of the failed attempts was kept: it goes back to pending.
+
+    Returns:
+        `deliveries`, `continuation` or `pending`: what is to be retried.
+
+    Raises:
+        ConflictError: the execution has not failed.
+    """
+    execution = get_execution(session, tenant_id, execution_id)
+    if execution.status != ExecutionStatus.FAILED.value:
+        raise ConflictError(f"execution {execution.id} is {execution.status}, not failed")
+    failed_deliveries = session.scalars(
+        select(WebhookDelivery).where(
+            WebhookDelivery.execution_id == execution.id,
+            WebhookDelivery.status == DeliveryStatus.FAILED,
+        )
+    ).all()
+    _forget_failure_records(session, execution.id)
+    execution.error = None
+    execution.finished_at = None
+    if failed_deliveries:
+        for delivery in failed_deliveries:
+            delivery.status = DeliveryStatus.PENDING
+            delivery.attempts = 0
+            delivery.next_attempt_at = None
+        execution.status = ExecutionStatus.COMPLETED.value
+        execution.status_reason = "webhook delivery queued again by retry"
+        return "deliveries"
+    started_approval = session.scalar(
+        select(Approval.id).where(Approval.execution_id == execution.id).limit(1)
+    )
+    if started_approval is not None:
+        execution.status = ExecutionStatus.AWAITING_APPROVAL.value
+        execution.status_reason = "approval follow-up queued again by retry"
+        return "continuation"
+    execution.status = ExecutionStatus.PENDING.value
+    execution.status_reason = None
+    execution.attempts = 0
+    return "pending"
+
+
+def unhandled_decisions(session: Session, execution_id: int) -> list[int]:
+    """Ids of the execution's `approval_decided` changes whose continuation did not commit."""
+    decided = session.scalars(
+        select(EntityChange.id)
+        .where(
+            EntityChange.caused_by_execution_id == execution_id,
+            EntityChange.kind == ChangeKind.APPROVAL_DECIDED.value,
+        )
+        .order_by(EntityChange.id)
+    ).all()
+    handled = set(
+        session.scalars(
+            select(ActionRun.step_key).where(
+                ActionRun.execution_id == execution_id, ActionRun.step_key.like("decision:%")
+            )
+        )
+    )
+    return [cid for cid in decided if f"decision:{cid}" not in handled]
+
+
+def _forget_failure_records(session: Session, execution_id: int) -> None:
+    # A new failure must be recorded, and its owner told, again.
+    session.execute(
+        delete(ActionRun).where(
+            ActionRun.execution_id == execution_id,
+            (ActionRun.status == ActionRunStatus.FAILED.value)
+            | (ActionRun.step_key == "failure-notice"),
+        )
+    )
+    session.execute(
+        update(WorkflowExecution)
+        .where(WorkflowExecution.id == execution_id)
+        .values(updated_at=datetime.now().astimezone())
+    )
+
+
+def _plan(actions: list[Any]) -> list[dict[str, Any]]:
+    planned = []
+    for index, action in enumerate(actions):
+        entry = {
+            "step": action.id or str(index),
+            **action.model_dump(mode="json", exclude_none=True),
+        }
+        if isinstance(action, RequestApprovalAction):
+            entry["note"] = "the execution waits here for the approvers"
+        planned.append(entry)
+    return planned
+
+
+def dry_run(
+    session: Session,
+    definition: WorkflowDefinition,
+    *,
+    policy_id: int | str,
+    trigger: str | None = None,
+    change_id: int | None = None,
+) -> dict[str, Any]:
+    """Would `definition` match, which conditions fail, and what would it do — writes nothing.
+
+    Without `change_id` the policy is taken as if it had just arrived in its current state
+    (every field changed, nothing before). With `change_id` that real change is used.
+
+    Raises:
+        NotFoundError: unknown policy or change in the definition's tenant.
+    """
+    tenant = definition.tenant_id
+    entity = load_entity(session, tenant, definition.entity_type.value, str(policy_id))
+    if entity is None:
+        raise NotFoundError("policy", policy_id, tenant)
+    if change_id is not None:
+        change = session.get(EntityChange, change_id)
+        if change is None or change.tenant_id != tenant or change.entity_id != str(entity.id):
+            raise NotFoundError("change", change_id, tenant)
+    else:
+        facts_entity = build_facts(
+            EntityChange(old_values={}, new_values={}, changed_fields=[]), entity, ""
+        )["entity"]
+        change = EntityChange(
+            id=0, kind="created", old_values={}, new_values=facts_entity,
+            changed_fields=sorted(facts_entity), actor=None, chain_depth=0,
+        )  # fmt: skip
+    wanted = trigger or definition.trigger.value
+    facts = build_facts(change, entity, wanted)
+    condition = definition.compiled_conditions()
+    matched = condition.evaluate(facts)
+    fires = TRIGGERS_BY_KIND.get(change.kind, ()) if change_id is not None else (wanted,)
+    trigger_ok = definition.trigger.value in fires and wanted == definition.trigger.value
+    return {
+        "workflow": definition.name,
+        "tenant_id": tenant,
+        "policy_id": entity.id,
+        "trigger": wanted,
+        "trigger_matches": trigger_ok,
+        "conditions_met": matched,
+        "would_run": matched and trigger_ok and definition.status.value == "active",
+        "failed_conditions": [] if matched else condition.explain(facts),
+        "actions": _plan(list(definition.actions)),
+        "status": definition.status.value,
+    }

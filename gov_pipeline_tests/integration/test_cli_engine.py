@@ -1,0 +1,181 @@
+"""The engine's commands: workflows, process --sync, approvals, executions; and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gov_pipeline.cli import main
+from gov_pipeline.services.workflows import COMPILED
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted(str(p) for p in (ROOT / "examples/workflows").glob("*.yaml"))
+
+
+@pytest.fixture
+def run(db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    COMPILED.clear()
+    monkeypatch.setenv("GOV_PIPELINE_DATABASE_URL", db_url)
+    monkeypatch.setenv("GOV_PIPELINE_TENANT", "acme")
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    assert invoke("tenants", "create", "acme")[0] == 0
+    for user, role in (
+        ("carol", "compliance_officer"),
+        ("ciso", "admin"),
+        ("olivia", "policy_owner"),
+    ):
+        assert invoke("users", "create", user, "--role", role)[0] == 0
+    return invoke
+
+
+def test_validate_lists_every_problem_and_apply_stores_nothing_on_error(
+    run, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\ntenant_id: acme\ntype: bogus\ntrigger: on_create\n"
+        "conditions: {field: new.status, op: is, value: 1}\n"
+        "actions: [{type: notify, title: t}]\n"
+    )
+    code, _, err = run("workflows", "validate", *EXAMPLES, str(bad))
+    assert code == 1
+    assert "bad.yaml: type:" in err and "bad.yaml: conditions.op: unknown operator 'is'" in err
+    assert "bad.yaml: actions[0]: notify needs a recipient" in err
+    assert err.strip().splitlines()[-1] == "error: 3 problem(s) in 1 file(s); nothing stored"
+    assert run("workflows", "apply", *EXAMPLES, str(bad))[0] == 1
+    code, out, _ = run("workflows", "list", "--json")
+    assert code == 0 and json.loads(out) == []
+    code, out, _ = run("workflows", "apply", *EXAMPLES)
+    assert code == 0 and out.count("created") == len(EXAMPLES)
+    code, out, _ = run("workflows", "apply", *EXAMPLES)
+    assert out.count("unchanged") == len(EXAMPLES)
+
+
+def test_dry_run_explains_and_writes_nothing(run) -> None:  # type: ignore[no-untyped-def]
+    run("workflows", "apply", *EXAMPLES)
+    _, out, _ = run(
+        "policies", "create", "--title", "A", "--type", "Privacy", "--owner", "olivia", "--json"
+    )
+    pid = str(json.loads(out)["id"])
+    run("policies", "set-status", pid, "in_review")
+    code, out, _ = run(
+        "workflows",
+        "dry-run",
+        str(ROOT / "examples/workflows/policy_approval.yaml"),
+        "--policy",
+        pid,
+        "--json",
+    )
+    (report,) = json.loads(out)
+    assert code == 0 and report["would_run"] is True and report["failed_conditions"] == []
+    assert [a["type"] for a in report["actions"]] == ["notify", "request_approval"]
+    code, out, _ = run(
+        "workflows",
+        "dry-run",
+        str(ROOT / "examples/workflows/publication_notice.yaml"),
+        "--policy",
+        pid,
+    )
+    assert "would not run" in out and "failed: new.status changed_to 'published'" in out
+    # Nothing was written: no execution exists until the changes are processed.
+    assert json.loads(run("executions", "list", "--json")[1]) == []
+
+
+def test_process_approve_and_inspect_from_the_command_line(run) -> None:  # type: ignore[no-untyped-def]
+    run("workflows", "apply", str(ROOT / "examples/workflows/policy_approval.yaml"))
+    _, out, _ = run(
+        "policies", "create", "--title", "A", "--type", "Privacy", "--owner", "olivia", "--json"
+    )
+    pid = str(json.loads(out)["id"])
+    run("policies", "set-status", pid, "in_review")
+    code, out, _ = run("process", "--sync", "--quiet")
+    assert code == 0 and out.startswith("processed 2 changes, 1 executions ran")
+    _, out, _ = run("approvals", "list", "--user", "carol", "--json")
+    (step,) = json.loads(out)
+    code, _, err = run("approvals", "approve", str(step["id"]), "--user", "olivia")
+    assert code == 1 and "may not decide" in err
+    code, _, err = run(
+        "approvals", "approve", str(step["id"]), "--user", "carol", "--signature", "{oops"
+    )
+    assert code == 2 and "--signature: must be JSON" in err
+    assert (
+        run("approvals", "approve", str(step["id"]), "--user", "carol", "--comment", "ok")[0] == 0
+    )
+    run("process", "--sync", "--quiet")
+    _, out, _ = run("approvals", "list", "--user", "ciso", "--json")
+    assert [s["step"] for s in json.loads(out)] == [2]
+    _, out, _ = run("executions", "list", "--status", "awaiting_approval", "--json")
+    (execution,) = json.loads(out)
+    code, out, _ = run("executions", "show", str(execution["id"]))
+    assert code == 0 and "decision:" in out and "approval" in out
+    code, _, err = run("executions", "retry", str(execution["id"]))
+    assert code == 1 and "not failed" in err
+    code, _, err = run("process")
+    assert code == 2 and "--sync" in err
+    code, out, _ = run("notifications", "list", "--user", "ciso", "--json")
+    assert [n["type"] for n in json.loads(out)] == ["workflow_approval_required"]
+
+
+def test_a_failed_follow_up_is_retried_from_where_it_failed(run) -> None:  # type: ignore[no-untyped-def]
+    """The owner pulls the policy back to draft before the last approval, so the follow-up
+    (draft -> approved) is illegal and fails; once the policy is in review again, a retry
+    resumes the flow instead of starting it over."""
+    run("workflows", "apply", str(ROOT / "examples/workflows/policy_approval.yaml"))
+    _, out, _ = run(
+        "policies", "create", "--title", "A", "--type", "Privacy", "--owner", "olivia", "--json"
+    )
+    pid = str(json.loads(out)["id"])
+    run("policies", "set-status", pid, "in_review")
+    run("process", "--sync", "--quiet")
+    (step,) = json.loads(run("approvals", "list", "--status", "pending", "--json")[1])
+    run("approvals", "approve", str(step["id"]), "--user", "carol")
+    run("process", "--sync", "--quiet")
+    run("policies", "set-status", pid, "draft", "--actor", "olivia")
+    (step,) = json.loads(run("approvals", "list", "--status", "pending", "--json")[1])
+    run("approvals", "approve", str(step["id"]), "--user", "ciso")
+    run("process", "--sync", "--quiet", "--retry-delay", "0")
+    (failed,) = json.loads(run("executions", "list", "--status", "failed", "--json")[1])
+    assert "draft -> approved" in failed["error"]
+    run("policies", "set-status", pid, "in_review", "--actor", "olivia")
+    code, out, _ = run("executions", "retry", str(failed["id"]))
+    assert (
+        code == 0
+        and out.strip() == f"execution {failed['id']}: retried (continuation), now completed"
+    )
+    shown = json.loads(run("policies", "show", pid, "--json")[1])
+    assert shown["status"] == "approved"
+    detail = json.loads(run("executions", "show", str(failed["id"]), "--json")[1])
+    keys = [r["step_key"] for r in detail["action_runs"]]
+    assert keys.count("review-started") == 1 and keys.count("on_approved.0") == 1
+    assert not any(r["status"] == "failed" for r in detail["action_runs"])
+
+
+def test_make_demo_tells_the_whole_story(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOV_PIPELINE_")}
+    env["GOV_PIPELINE_HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [sys.executable, "-m", "gov_pipeline.demo"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "1 Access control: published" in out
+    assert "2 Data retention: in_review" in out and "3 Cryptography standard: draft" in out
+    assert "approvals:     approved 2, changes_requested 1, rejected 1, skipped 2" in out
+    assert "executions:    completed 4, skipped 8" in out
+    assert "1 delivered to the local receiver, signatures checked (0 bad)" in out
+    assert "log: WARNING" not in out + done.stderr
