@@ -4,7 +4,7 @@ PostgreSQL hands out ids before commit, so a plain `id > cursor` poll skips a ro
 transaction commits after a later id was read. The cursor therefore remembers *gaps*: ids
 below its watermark that were not visible when read. A gap is returned as soon as its row
 becomes visible, and dropped once every transaction that could have written it has ended
-(the snapshot xmin has passed the xmax of the snapshot that first saw the gap): it was
+(the snapshot xmin has passed an xid drawn by the read that first saw the gap): it was
 rolled back. Ids are drawn only by transactions that already have an xid
 (`gov_next_change_id`), which is what makes that horizon safe.
 
@@ -89,7 +89,7 @@ class ChangeBatch:
 
 
 def _snapshot(session: Session) -> tuple[int, int]:
-    """(xmin, xmax) of a fresh PostgreSQL snapshot."""
+    """(xmin, xmax) of a fresh PostgreSQL snapshot (only xmin is used for gaps)."""
     row = session.execute(
         text(
             "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint"
@@ -97,6 +97,17 @@ def _snapshot(session: Session) -> tuple[int, int]:
         )
     ).one()
     return int(row[0]), int(row[1])
+
+
+def _horizon_above_writers(session: Session) -> int:
+    """An xid above that of every transaction that could have drawn a gap id just seen.
+
+    The writer of a gap drew its xid before its id, and its id before a visible id that was
+    drawn and committed before our read. This transaction's own xid, assigned now, is
+    therefore above the writer's. (Snapshot xmax is not: it is one past the highest
+    *completed* xid, and a writer still running can hold an xid at or above it.)
+    """
+    return int(session.execute(text("SELECT pg_current_xact_id()::text::bigint")).scalar_one())
 
 
 def _missing_ranges(start: int, ids: Sequence[int], end: int) -> list[tuple[int, int]]:
@@ -123,9 +134,10 @@ def read_changes(session: Session, cursor: ChangeCursor | str | None, limit: int
     """Return committed changes after `cursor`, in id order, at most `limit`.
 
     Never skips a committed change and never returns one twice for the same cursor.
-    READ COMMITTED is enough: xmin is taken before the rows are read (so a gap older than it
-    whose row is still invisible was rolled back) and xmax after (so the writer of a new gap
-    is older than the horizon recorded for it).
+    READ COMMITTED is enough: xmin is taken before the rows are read (so a gap whose horizon
+    it has passed and whose row is still invisible was rolled back), and a new gap's horizon
+    is this transaction's own xid, drawn after the read (so it is above the gap's writer).
+    On PostgreSQL a read that finds a new gap therefore needs a writable transaction.
 
     Args:
         session: the caller's session.
@@ -155,7 +167,6 @@ def read_changes(session: Session, cursor: ChangeCursor | str | None, limit: int
         # One writer at a time: a missing id was rolled back (if reused, it comes above).
         return ChangeBatch(rows, ChangeCursor(new_watermark), has_more)
 
-    xmax = _snapshot(session)[1]
     # Every visible candidate up to `reach` was returned; gaps above it were not looked at.
     reach = ids[-1] if has_more else None
     gaps: list[Gap] = []
@@ -168,7 +179,10 @@ def read_changes(session: Session, cursor: ChangeCursor | str | None, limit: int
                 continue
             gaps.append(part)
     above = [i for i in ids if i > cur.watermark]
-    gaps += [Gap(lo, hi, xmax) for lo, hi in _missing_ranges(cur.watermark, above, new_watermark)]
+    missing = _missing_ranges(cur.watermark, above, new_watermark)
+    if missing:
+        horizon = _horizon_above_writers(session)
+        gaps += [Gap(lo, hi, horizon) for lo, hi in missing]
     gaps += cur.gaps[MAX_GAP_RANGES_PER_READ:]
     pending = sum(g.hi - g.lo + 1 for g in gaps)
     return ChangeBatch(
