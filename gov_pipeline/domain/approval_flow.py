@@ -25,6 +25,8 @@ class NextMove:
 
 def initial_statuses(mode: ApprovalMode, steps: int) -> list[ApprovalStatus]:
     """Sequential: only the first step is asked; parallel: all are."""
+    if steps < 1:
+        return []
     if mode is ApprovalMode.PARALLEL:
         return [ApprovalStatus.PENDING] * steps
     return [ApprovalStatus.PENDING] + [ApprovalStatus.WAITING] * (steps - 1)

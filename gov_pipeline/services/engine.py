@@ -49,6 +49,10 @@ TRIGGERS_BY_KIND: dict[str, tuple[str, ...]] = {
 }
 
 
+# Actions that write the entity itself (the rest write rows of their own).
+ENTITY_WRITING_ACTIONS = frozenset({"change_status", "assign"})
+
+
 class ActionFailedError(GovPipelineError):
     """An action raised; `permanent` when retrying cannot help (bad data, illegal move)."""
 
@@ -106,11 +110,20 @@ def load_entity(
     return session.scalars(query).one_or_none()
 
 
-def insert_ignore(session: Session, model: type[Any], values: dict[str, Any]) -> bool:
-    """INSERT that does nothing on a unique conflict; True if a row was written."""
+def insert_ignore(
+    session: Session, model: type[Any], values: dict[str, Any] | list[dict[str, Any]]
+) -> int:
+    """INSERT (one row or many, in one statement) that skips rows hitting a unique key.
+
+    Returns:
+        How many rows were written.
+    """
+    rows = values if isinstance(values, list) else [values]
+    if not rows:
+        return 0
     dialect_insert = pg_insert if is_postgres(session) else sqlite_insert
-    stmt = dialect_insert(model).values(**values).on_conflict_do_nothing()
-    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    stmt = dialect_insert(model).values(rows).on_conflict_do_nothing()
+    return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
 
 def match_change(session: Session, change: EntityChange, settings: Settings) -> MatchReport:
@@ -122,6 +135,7 @@ def match_change(session: Session, change: EntityChange, settings: Settings) -> 
         return report
     entity = load_entity(session, change.tenant_id, change.entity_type, change.entity_id)
     now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
     for loaded in candidates:
         trigger = loaded.definition.trigger.value
         facts = build_facts(change, entity, trigger)
@@ -145,9 +159,7 @@ def match_change(session: Session, change: EntityChange, settings: Settings) -> 
         else:
             report.matched.append(loaded.name)
         finished = now if status is not ExecutionStatus.PENDING else None
-        insert_ignore(
-            session,
-            WorkflowExecution,
+        rows.append(
             {
                 "tenant_id": change.tenant_id, "workflow_id": loaded.id,
                 "workflow_version": loaded.version, "dedupe_key": f"change:{change.id}",
@@ -158,8 +170,10 @@ def match_change(session: Session, change: EntityChange, settings: Settings) -> 
                 "input": facts, "caused_by_execution_id": change.caused_by_execution_id,
                 "chain_depth": change.chain_depth, "finished_at": finished,
                 "created_at": now, "updated_at": now, "attempts": 0,
-            },
+            }
         )  # fmt: skip
+    # One statement for every candidate; a replayed change finds its rows already there.
+    insert_ignore(session, WorkflowExecution, rows)
     report.executions = pending_executions(session, change.id)
     return report
 
@@ -234,8 +248,8 @@ def run_actions(
         run.finished_at = datetime.now(UTC)
         done.append(step_key)
         awaiting = awaiting or bool(result.get("awaiting"))
-        if entity is not None:
-            session.refresh(entity)
+        if entity is not None and action.type in ENTITY_WRITING_ACTIONS:
+            session.refresh(entity)  # later actions see the entity as this one left it
     return done, awaiting
 
 
