@@ -377,3 +377,15 @@ class WebhookDelivery(Base, Timestamps):
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+
+
+class ProcessedChange(Base):
+    """A change whose workflows have all been handled; lets a run process an entity's
+    earlier changes first, so per-entity order holds whatever order runs start in."""
+
+    __tablename__ = "processed_changes"
+
+    change_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    processed_by: Mapped[str | None] = mapped_column(String(100))
+    processed_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())

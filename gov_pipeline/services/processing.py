@@ -22,6 +22,7 @@ from gov_pipeline.db.models import (
     ActionRun,
     ConsumerCursor,
     EntityChange,
+    ProcessedChange,
     Workflow,
     WorkflowExecution,
 )
@@ -253,6 +254,67 @@ def process_change(
     return report
 
 
+def unprocessed_before(session: Session, change: EntityChange) -> list[int]:
+    """The entity's earlier changes not yet marked processed, oldest first.
+
+    They are all committed: an entity's changes commit in id order (its row is locked).
+    """
+    query = (
+        select(EntityChange.id)
+        .where(
+            EntityChange.tenant_id == change.tenant_id,
+            EntityChange.entity_type == change.entity_type,
+            EntityChange.entity_id == change.entity_id,
+            EntityChange.id < change.id,
+            ~select(ProcessedChange.change_id)
+            .where(ProcessedChange.change_id == EntityChange.id)
+            .exists(),
+        )
+        .order_by(EntityChange.id)
+    )
+    return list(session.scalars(query))
+
+
+def process_in_order(
+    sessions: sessionmaker[Session],
+    change_id: int,
+    settings: Settings,
+    retry: RetryPolicy = RetryPolicy(),
+    sleep: Callable[[float], None] = time.sleep,
+    processed_by: str | None = None,
+) -> list[ChangeReport]:
+    """Process `change_id`, after any earlier unprocessed change of the same entity.
+
+    Two runs holding changes of one policy may start in either order; whichever gets there
+    processes the policy's changes oldest first, and the engine's claims make the other
+    find nothing left to do. Each change is then marked processed.
+    """
+    with sessions.begin() as session:
+        change = session.get(EntityChange, change_id)
+        if change is None:
+            raise NotFoundError("change", change_id)
+        todo = [*unprocessed_before(session, change), change_id]
+        done = set(
+            session.scalars(
+                select(ProcessedChange.change_id).where(ProcessedChange.change_id.in_(todo))
+            )
+        )
+        tenant_id = change.tenant_id
+    reports = []
+    for cid in todo:
+        if cid in done:
+            continue
+        reports.append(process_change(sessions, cid, settings, retry, sleep))
+        with sessions.begin() as session:
+            insert_ignore(
+                session,
+                ProcessedChange,
+                {"change_id": cid, "tenant_id": tenant_id, "processed_by": processed_by,
+                 "processed_at": datetime.now(UTC)},
+            )  # fmt: skip
+    return reports
+
+
 @dataclass
 class ProcessStats:
     changes: int = 0
@@ -303,9 +365,11 @@ def process_pending(
             batch = read_changes(session, cursor, limit)
             ids = [c.id for c in batch.changes]
         for change_id in ids:
-            report = process_change(sessions, change_id, settings, retry, sleep)
+            for report in process_in_order(
+                sessions, change_id, settings, retry, sleep, processed_by=consumer
+            ):
+                stats.executions += len(report.ran)
             stats.changes += 1
-            stats.executions += len(report.ran)
         cursor = batch.cursor
         save_cursor(sessions, consumer, cursor)
         stats.batches += 1

@@ -421,3 +421,40 @@ def test_retrying_an_execution_that_kept_nothing_runs_it_again(
     assert execution.status == "completed" and execution.attempts == 1
     assert count(sessions, Task) == 1
     assert count(sessions, ActionRun, ActionRun.status == "failed") == 0
+
+
+def test_a_later_change_processed_first_brings_its_entitys_earlier_changes_first(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    """Two runs of one policy may start in the wrong order; the engine keeps commit order."""
+    from gov_pipeline.db.models import EntityChange, ProcessedChange
+    from gov_pipeline.services.processing import process_in_order
+    from gov_pipeline_tests.integration.engine_support import NO_WAIT
+
+    apply_yaml(sessions, REVIEW_NOTICE)
+    apply_yaml(
+        sessions,
+        """
+name: on create
+tenant_id: acme
+type: notification
+trigger: on_create
+actions: [{type: notify, users: [carol], title: created}]
+""",
+    )
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    new_policy(sessions, title="Other")
+    with sessions.begin() as session:
+        ids = list(session.scalars(select(EntityChange.id).order_by(EntityChange.id)))
+    created, moved, other_created = ids
+    reports = process_in_order(sessions, moved, settings, NO_WAIT, lambda s: None)
+    assert [r.change_id for r in reports] == [created, moved]  # not the other policy's
+    assert process_in_order(sessions, created, settings, NO_WAIT, lambda s: None) == []
+    runs = [e for e in _executions(sessions) if e.status == "completed"]
+    assert [e.change_id for e in runs] == [created, moved]
+    assert count(sessions, ProcessedChange) == 2
+    assert [
+        r.change_id
+        for r in process_in_order(sessions, other_created, settings, NO_WAIT, lambda s: None)
+    ] == [other_created]
