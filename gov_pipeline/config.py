@@ -29,6 +29,10 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_retry_delay_s: float = 1.0
     log_sql: bool = False
+    sensor_interval_s: int = 5
+    sensor_max_changes: int = 2000
+    batch_threshold: int = 20
+    batch_size: int = 200
     default_tenant: str | None = None
     default_actor: str | None = None
 
@@ -95,6 +99,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_secret=env.get("GOV_PIPELINE_WEBHOOK_SECRET") or None,
         webhook_retry_delay_s=_float(env, "GOV_PIPELINE_WEBHOOK_RETRY_DELAY", 1.0),
         log_sql=env.get("GOV_PIPELINE_LOG_SQL", "") in {"1", "true", "yes"},
+        sensor_interval_s=_int(env, "GOV_PIPELINE_SENSOR_INTERVAL", 5, minimum=1),
+        sensor_max_changes=_int(env, "GOV_PIPELINE_SENSOR_MAX_CHANGES", 2000, minimum=1),
+        batch_threshold=_int(env, "GOV_PIPELINE_BATCH_THRESHOLD", 20, minimum=0),
+        batch_size=_int(env, "GOV_PIPELINE_BATCH_SIZE", 200, minimum=1),
         default_tenant=env.get("GOV_PIPELINE_TENANT") or None,
         default_actor=env.get("GOV_PIPELINE_ACTOR") or None,
     )

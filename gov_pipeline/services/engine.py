@@ -254,7 +254,7 @@ def run_actions(
 
 
 def run_execution(
-    session: Session, execution_id: int, settings: Settings
+    session: Session, execution_id: int, settings: Settings, run_id: str | None = None
 ) -> ExecutionReport | None:
     """Run a pending execution's actions in the caller's transaction (claim first).
 
@@ -273,6 +273,7 @@ def run_execution(
     loaded = load_version(session, workflow, execution.workflow_version)
     now = datetime.now(UTC)
     execution.started_at = execution.started_at or now
+    execution.dagster_run_id = run_id or execution.dagster_run_id
     done, awaiting = run_actions(session, settings, loaded, execution, loaded.definition.actions)
     status = ExecutionStatus.AWAITING_APPROVAL if awaiting else ExecutionStatus.COMPLETED
     execution.status = status.value

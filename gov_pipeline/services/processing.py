@@ -42,6 +42,7 @@ from gov_pipeline.services.engine import (
     MatchReport,
     insert_ignore,
     match_change,
+    pending_executions,
     run_execution,
 )
 
@@ -149,7 +150,11 @@ _TRANSIENT = (ActionFailedError, OperationalError, DBAPIError)
 
 
 def attempt_execution(
-    sessions: sessionmaker[Session], execution_id: int, settings: Settings, max_attempts: int
+    sessions: sessionmaker[Session],
+    execution_id: int,
+    settings: Settings,
+    max_attempts: int,
+    run_id: str | None = None,
 ) -> ExecutionReport | None:
     """One attempt at a pending execution.
 
@@ -158,7 +163,7 @@ def attempt_execution(
     """
     try:
         with sessions.begin() as session:
-            return run_execution(session, execution_id, settings)
+            return run_execution(session, execution_id, settings, run_id)
     except _TRANSIENT as exc:
         status = record_failure(sessions, execution_id, exc, max_attempts)
         if status == ExecutionStatus.PENDING.value:
@@ -413,3 +418,62 @@ def retry_now(
                 sleep,
             )
     deliver_pending(sessions, settings, sleep=sleep)
+
+
+def attempt_change(
+    sessions: sessionmaker[Session],
+    change_id: int,
+    settings: Settings,
+    max_attempts: int,
+    run_id: str | None = None,
+) -> list[ExecutionReport]:
+    """One attempt at everything a matched change still needs: the continuation of its
+    approval flow (for a decision), then its pending executions, in order.
+
+    Raises:
+        TransientExecutionError: something failed and may be retried; what succeeded stays
+            done (the next attempt skips it).
+    """
+    with sessions.begin() as session:
+        change = session.get(EntityChange, change_id)
+        if change is None:
+            raise NotFoundError("change", change_id)
+        kind = change.kind
+        pending = pending_executions(session, change_id)
+    reports: list[ExecutionReport] = []
+    if kind == ChangeKind.APPROVAL_DECIDED.value:
+        done = attempt_continuation(sessions, change_id, settings, max_attempts)
+        if done is not None:
+            reports.append(done)
+    for execution_id in pending:
+        ran = attempt_execution(sessions, execution_id, settings, max_attempts, run_id)
+        if ran is not None:
+            reports.append(ran)
+    return reports
+
+
+def mark_processed(
+    sessions: sessionmaker[Session], change_ids: list[int], processed_by: str | None
+) -> int:
+    """Mark changes processed (idempotent); returns how many were new."""
+    if not change_ids:
+        return 0
+    with sessions.begin() as session:
+        tenants = dict(
+            session.execute(
+                select(EntityChange.id, EntityChange.tenant_id).where(
+                    EntityChange.id.in_(change_ids)
+                )
+            ).all()
+        )
+        now = datetime.now(UTC)
+        return insert_ignore(
+            session,
+            ProcessedChange,
+            [
+                {"change_id": cid, "tenant_id": tenants[cid], "processed_by": processed_by,
+                 "processed_at": now}
+                for cid in change_ids
+                if cid in tenants
+            ],
+        )  # fmt: skip

@@ -1,0 +1,1 @@
+"""The Dagster layer, thin: resources, ops, jobs, sensors, schedules."""

@@ -1,0 +1,113 @@
+"""The embedded Dagster instance (SQLite storage, no server): what `make demo` and a new
+user get. The production instance is the top-level dagster.yaml."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from gov_pipeline.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKSPACE = ROOT / "workspace.yaml"
+
+EMBEDDED_INSTANCE_YAML = """\
+# Embedded instance: SQLite storage under this directory, no server needed.
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 4
+    dequeue_interval_seconds: 1
+    tag_concurrency_limits:
+      - key: gov/policy_id
+        value: {applyLimitPerUniqueValue: true}
+        limit: 1
+run_retries:
+  enabled: true
+  max_retries: 2
+  retry_on_asset_or_op_failure: false
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 30
+sensors:
+  use_threads: true
+  num_workers: 2
+telemetry:
+  enabled: false
+"""
+
+
+def embedded_dagster_home(settings: Settings) -> Path:
+    """`<home>/dagster`, with its dagster.yaml written if missing."""
+    home = settings.home / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(EMBEDDED_INSTANCE_YAML)
+    return home
+
+
+def dagster_env(
+    settings: Settings, dagster_home: Path, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment for Dagster processes serving this project's data."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DAGSTER_HOME": str(dagster_home),
+            "GOV_PIPELINE_DATABASE_URL": settings.database_url,
+            "GOV_PIPELINE_HOME": str(settings.home),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(dict(extra or {}))
+    return env
+
+
+def bin_path(name: str) -> str:
+    """A console script of this virtualenv."""
+    return str(Path(sys.executable).with_name(name))
+
+
+@contextmanager
+def running_daemon(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`dagster-daemon run` for the workspace, stopped (SIGTERM, then SIGKILL) on exit."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [bin_path("dagster-daemon"), "run", "-w", str(WORKSPACE)],
+            cwd=ROOT,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    """SIGTERM the process and its children; SIGKILL what is left after `grace_s`."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if process.poll() is None:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

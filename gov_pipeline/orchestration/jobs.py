@@ -1,0 +1,189 @@
+"""Dagster jobs and their ops. Ops parse config, take resources, call a service, and attach
+metadata; the work itself lives in `gov_pipeline.services`."""
+
+# No "from __future__ import annotations": Dagster reads op and config annotations at runtime.
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+from sqlalchemy import func, select
+
+from gov_pipeline.db.models import EntityChange, WorkflowExecution
+from gov_pipeline.domain.batching import compact_ids
+from gov_pipeline.domain.errors import GovPipelineError, InvalidInputError
+from gov_pipeline.orchestration.resources import DatabaseResource
+from gov_pipeline.services.deliveries import deliver_pending
+from gov_pipeline.services.engine import match_change
+from gov_pipeline.services.processing import (
+    TransientExecutionError,
+    attempt_change,
+    mark_processed,
+    unprocessed_before,
+)
+
+
+@contextmanager
+def permanent_errors() -> Iterator[None]:
+    """Bad input (unknown ids, illegal moves, invalid config) fails the op at once: a
+    retry cannot fix it. Anything else propagates and the op's retry policy applies."""
+    try:
+        yield
+    except GovPipelineError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+
+# The policy queue of the original: 5 attempts, exponential backoff from 2 s.
+POLICY_RETRY = dg.RetryPolicy(max_retries=4, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+MAX_ATTEMPTS = POLICY_RETRY.max_retries + 1
+
+
+class ChangesConfig(dg.Config):
+    """The changes a run processes (the sensor fills this in)."""
+
+    change_ids: list[int]
+
+
+@dg.op(retry_policy=POLICY_RETRY)
+def load_changes(
+    context: dg.OpExecutionContext, config: ChangesConfig, database: DatabaseResource
+) -> list[int]:
+    """The run's changes, preceded by any earlier unprocessed change of the same policies."""
+    sessions = database.sessions()
+    with permanent_errors(), sessions.begin() as session:
+        if not config.change_ids:
+            raise InvalidInputError("change_ids", "a run needs at least one change")
+        rows = session.scalars(
+            select(EntityChange).where(EntityChange.id.in_(config.change_ids))
+        ).all()
+        found = {c.id for c in rows}
+        missing = sorted(set(config.change_ids) - found)
+        if missing:
+            raise InvalidInputError("change_ids", f"unknown change(s): {compact_ids(missing)}")
+        catch_up = sorted({i for c in rows for i in unprocessed_before(session, c)} - found)
+        policies = sorted({f"{c.tenant_id}/{c.entity_id}" for c in rows})
+    ordered = sorted(found | set(catch_up))
+    context.add_output_metadata(
+        {
+            "changes": len(ordered),
+            "change_ids": compact_ids(ordered),
+            "catch_up": dg.MetadataValue.text(compact_ids(catch_up) or "none"),
+            "policies": dg.MetadataValue.text(", ".join(policies[:50])),
+        }
+    )
+    return ordered
+
+
+@dg.op(retry_policy=POLICY_RETRY)
+def match_workflows(
+    context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
+) -> list[int]:
+    """Evaluate every candidate workflow's conditions; create the executions (once)."""
+    sessions = database.sessions()
+    settings = database.settings()
+    matched: Counter[str] = Counter()
+    failed: dict[str, list[str]] = {}
+    refused: dict[str, str] = {}
+    created = 0
+    for change_id in change_ids:
+        with sessions.begin() as session:
+            change = session.get(EntityChange, change_id)
+            assert change is not None  # checked by load_changes
+            report = match_change(session, change, settings)
+        matched.update(report.matched)
+        for name, reasons in report.skipped.items():
+            failed.setdefault(name, reasons[:3])
+        refused.update(report.refused)
+        created += len(report.executions)
+    context.add_output_metadata(
+        {
+            "workflows_matched": dg.MetadataValue.json(dict(matched)),
+            "conditions_failed": dg.MetadataValue.json(failed),
+            "refused": dg.MetadataValue.json(refused),
+            "executions_to_run": created,
+        }
+    )
+    return change_ids
+
+
+@dg.op(retry_policy=POLICY_RETRY)
+def execute_actions(
+    context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
+) -> list[int]:
+    """Run the pending executions (and approval follow-ups) of the changes, in order.
+
+    A transient failure raises, so the op's retry policy applies; what succeeded is not
+    done again. Attempts are counted per execution in the database, and an execution that
+    used up its attempts is failed (its owner told) and the run moves on.
+    """
+    sessions = database.sessions()
+    settings = database.settings()
+    actions: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    for change_id in change_ids:
+        try:
+            reports = attempt_change(sessions, change_id, settings, MAX_ATTEMPTS, context.run_id)
+        except TransientExecutionError as exc:
+            context.log.warning(f"change {change_id}: {exc}; the op will be retried")
+            raise
+        for report in reports:
+            statuses[report.status] += 1
+            actions.update(step.split(".")[-1] if "." in step else step for step in report.actions)
+            context.log.info(
+                f"execution {report.execution_id} ({report.workflow}) {report.status}: "
+                f"{', '.join(report.actions) or 'nothing to do'}"
+            )
+    context.add_output_metadata(
+        {
+            "executions_run": sum(statuses.values()),
+            "executions_by_status": dg.MetadataValue.json(dict(statuses)),
+            "actions_run": dg.MetadataValue.json(dict(actions)),
+        }
+    )
+    return change_ids
+
+
+@dg.op
+def record_outcome(
+    context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
+) -> None:
+    """Mark the changes processed, send queued webhooks, and summarise the executions."""
+    sessions = database.sessions()
+    newly = mark_processed(sessions, change_ids, f"dagster:{context.run_id}")
+    delivered = deliver_pending(sessions, database.settings())
+    with sessions.begin() as session:
+        by_status = dict(
+            session.execute(
+                select(WorkflowExecution.status, func.count())
+                .where(WorkflowExecution.change_id.in_(change_ids))
+                .group_by(WorkflowExecution.status)
+            ).all()
+        )
+    context.add_output_metadata(
+        {
+            "changes_processed": newly,
+            "executions_by_status": dg.MetadataValue.json(by_status),
+            "webhooks_delivered": delivered.delivered,
+            "webhooks_failed": delivered.failed,
+        }
+    )
+
+
+@dg.job(
+    executor_def=dg.in_process_executor,
+    tags={"gov/queue": "policy"},
+    description="Process captured policy changes: load → match workflows → run actions → record.",
+)
+def process_policy_changes() -> None:
+    record_outcome(execute_actions(match_workflows(load_changes())))
+
+
+def change_ids_of_run(run_config: Mapping[str, Any]) -> list[int]:
+    """The change ids a process_policy_changes run was given (empty if none)."""
+    try:
+        ids = run_config["ops"]["load_changes"]["config"]["change_ids"]
+    except (KeyError, TypeError):
+        return []
+    return [int(i) for i in ids] if isinstance(ids, list) else []

@@ -1,0 +1,227 @@
+"""The Dagster layer against real databases: the sensor as a scenario table, the jobs run
+in process. (Daemon, webserver and worker processes are exercised in the e2e tests.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from gov_pipeline.db.models import EntityChange, Notification, ProcessedChange, WorkflowExecution
+from gov_pipeline.definitions import defs
+from gov_pipeline.orchestration.jobs import process_policy_changes
+from gov_pipeline.orchestration.more_jobs import execute_workflow
+from gov_pipeline.orchestration.resources import DatabaseResource
+from gov_pipeline.orchestration.sensors import policy_change_sensor
+from gov_pipeline.services.changes import ChangeCursor
+from gov_pipeline.services.tenants import upsert_user
+from gov_pipeline_tests.integration.engine_support import (
+    apply_yaml,
+    count,
+    make_settings,
+    move,
+    new_policy,
+)
+
+NOTICE = """
+name: review notice
+tenant_id: acme
+type: notification
+trigger: on_status_change
+priority: 7
+owner_id: wanda
+conditions: {field: new.status, op: changed_to, value: in_review}
+actions:
+  - {type: notify, include_owner: true, title: "Review {entity.title}"}
+  - {type: create_task, title: "Review", assignee: owner}
+"""
+
+
+@pytest.fixture
+def database(
+    db_url: str, sessions: sessionmaker[Session], tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> DatabaseResource:
+    make_settings(db_url)  # clears the compiled-definition cache
+    monkeypatch.setenv("GOV_PIPELINE_BATCH_THRESHOLD", "3")
+    monkeypatch.setenv("GOV_PIPELINE_BATCH_SIZE", "4")
+    with sessions.begin() as session:
+        upsert_user(session, tenant_id="acme", user_id="carol", roles=["compliance_officer"])
+    apply_yaml(sessions, NOTICE)
+    return DatabaseResource(url=db_url)
+
+
+def tick(database: DatabaseResource, cursor: str | None) -> dg.SensorResult:
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"database": database}
+        ) as context,
+    ):
+        result = policy_change_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def test_the_definitions_load() -> None:
+    repo = defs.get_repository_def()
+    assert {j.name for j in repo.get_all_jobs()} >= {
+        "process_policy_changes", "execute_workflow", "deliver_notifications",
+        "escalate_overdue_approvals", "policy_review_reminders", "import_policies",
+    }  # fmt: skip
+    assert {s.name for s in repo.sensor_defs} == {
+        "policy_change_sensor",
+        "policy_run_failure_sensor",
+    }
+    assert (
+        repo.get_sensor_def("policy_change_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    )
+
+
+def test_sensor_scenarios(database: DatabaseResource, sessions: sessionmaker[Session]) -> None:
+    # First tick, empty table: a sentence, and a cursor.
+    first = tick(database, None)
+    assert first.run_requests == [] or first.run_requests is None
+    assert (
+        first.skip_reason is not None and "No new policy changes" in first.skip_reason.skip_message
+    )
+    # Some new: one run per change while the backlog is small, with the tags the UI shows.
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    some = tick(database, first.cursor)
+    requests = some.run_requests or []
+    assert [r.run_key for r in requests] == ["change-1", "change-2"]
+    tags = requests[1].tags
+    assert (tags["gov/policy_id"], tags["gov/change_ids"], tags["gov/queue"]) == (
+        str(pid),
+        "2",
+        "policy",
+    )
+    assert tags["dagster/priority"] == "7" and requests[0].tags["dagster/priority"] == "0"
+    assert requests[1].run_config == {"ops": {"load_changes": {"config": {"change_ids": [2]}}}}
+    # The same cursor evaluated twice asks for the same runs (the daemon dedupes by key).
+    again = tick(database, first.cursor)
+    assert [r.run_key for r in again.run_requests or []] == ["change-1", "change-2"]
+    # Nothing new.
+    idle = tick(database, some.cursor)
+    assert not idle.run_requests and idle.skip_reason is not None
+    # All new, backlog past the threshold: batches, a policy's changes together and in order.
+    pids = [new_policy(sessions, title=f"P{i}") for i in range(3)]
+    for p in pids:
+        move(sessions, p, "in_review")
+    burst = tick(database, idle.cursor)
+    batches = [
+        r.run_config["ops"]["load_changes"]["config"]["change_ids"]
+        for r in burst.run_requests or []
+    ]
+    assert sorted(i for b in batches for i in b) == list(range(3, 9))
+    with sessions.begin() as session:
+        entity_of = dict(session.execute(select(EntityChange.id, EntityChange.entity_id)).all())
+    for b in batches:
+        assert b == sorted(b) and len(b) <= 4
+    owners = {entity_of[i]: n for n, b in enumerate(batches) for i in b}
+    assert all(owners[entity_of[i]] == n for n, b in enumerate(batches) for i in b)
+
+
+def test_sensor_out_of_order_commit(database: DatabaseResource, engine: Any, is_pg: bool) -> None:
+    if not is_pg:
+        return  # SQLite cannot hold two writers; the reader tests cover it there
+    start = tick(database, None).cursor
+    early = engine.connect()
+    try:
+        t = early.begin()
+        early.execute(
+            text(
+                "INSERT INTO policies (tenant_id, title, policy_type, content, business_units, status, version, version_number, tags, custom_fields, requires_acknowledgment, created_at, updated_at) VALUES ('acme','E','S','','[]','draft','1.0',1,'[]','{}',false,now(),now())"
+            )
+        )
+        with engine.begin() as late:
+            late.execute(
+                text(
+                    "INSERT INTO policies (tenant_id, title, policy_type, content, business_units, status, version, version_number, tags, custom_fields, requires_acknowledgment, created_at, updated_at) VALUES ('acme','L','S','','[]','draft','1.0',1,'[]','{}',false,now(),now())"
+                )
+            )
+        one = tick(database, start)
+        assert [r.run_key for r in one.run_requests or []] == ["change-2"]
+        t.commit()
+    finally:
+        early.close()
+    two = tick(database, one.cursor)
+    assert [r.run_key for r in two.run_requests or []] == ["change-1"]
+    assert ChangeCursor.decode(two.cursor).gaps == ()
+
+
+def test_process_policy_changes_runs_the_engine_with_metadata(
+    database: DatabaseResource, sessions: sessionmaker[Session]
+) -> None:
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    result = process_policy_changes.execute_in_process(
+        run_config={"ops": {"load_changes": {"config": {"change_ids": [2]}}}},
+        resources={"database": database},
+    )
+    assert result.success
+    # Change 1 (the creation) was caught up first; both are marked processed.
+    loaded = result.output_for_node("load_changes")
+    assert loaded == [1, 2]
+    meta = {
+        e.step_key: e.event_specific_data.metadata  # type: ignore[union-attr]
+        for e in result.all_events
+        if e.event_type_value == "STEP_OUTPUT"
+    }
+    assert meta["match_workflows"]["workflows_matched"].value == {"review notice": 1}
+    assert meta["execute_actions"]["actions_run"].value == {"0": 1, "1": 1}
+    assert meta["record_outcome"]["executions_by_status"].value == {"completed": 1}
+    assert count(sessions, ProcessedChange) == 2
+    with sessions.begin() as session:
+        (execution,) = session.scalars(select(WorkflowExecution)).all()
+        assert execution.dagster_run_id == result.run_id
+    # The same run again changes nothing.
+    again = process_policy_changes.execute_in_process(
+        run_config={"ops": {"load_changes": {"config": {"change_ids": [1, 2]}}}},
+        resources={"database": database},
+    )
+    assert again.success and count(sessions, Notification) == 2
+
+
+def test_unknown_changes_fail_the_run_clearly(database: DatabaseResource) -> None:
+    result = process_policy_changes.execute_in_process(
+        run_config={"ops": {"load_changes": {"config": {"change_ids": [999]}}}},
+        resources={"database": database},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0]
+    assert "unknown change(s): 999" in str(failure.event_specific_data.error)  # type: ignore[union-attr]
+
+
+def test_execute_workflow_by_hand(
+    database: DatabaseResource, sessions: sessionmaker[Session]
+) -> None:
+    pid = new_policy(sessions)
+    config = {
+        "ops": {
+            "run_workflow": {
+                "config": {"tenant_id": "acme", "workflow": "review notice", "policy_id": pid}
+            }
+        }
+    }
+    result = execute_workflow.execute_in_process(
+        run_config=config, resources={"database": database}
+    )
+    assert result.success
+    with sessions.begin() as session:
+        (execution,) = session.scalars(select(WorkflowExecution)).all()
+    # A draft policy: the review notice's condition (changed_to in_review) is false.
+    assert execution.status == "skipped" and execution.dedupe_key == f"manual:{result.run_id}"
+    bad = {
+        "ops": {
+            "run_workflow": {"config": {"tenant_id": "acme", "workflow": "nope", "policy_id": pid}}
+        }
+    }
+    failed = execute_workflow.execute_in_process(
+        run_config=bad, resources={"database": database}, raise_on_error=False
+    )
+    assert not failed.success
