@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install services lint format typecheck test unit demo clean
+.PHONY: help install services lint format typecheck test unit demo dev clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,15 @@ test: install services lint typecheck ## The whole suite: lint, types, unit and 
 
 demo: install ## Run the main flow end to end on the embedded default (no server needed)
 	$(BIN)/python -m gov_pipeline.demo
+
+DEMO_HOME := $(CURDIR)/.gov_pipeline/demo
+
+dev: install ## Dagster UI and daemon on the demo's data (http://127.0.0.1:3000)
+	mkdir -p $(DEMO_HOME)/dagster
+	GOV_PIPELINE_HOME=$(DEMO_HOME) DAGSTER_HOME=$(DEMO_HOME)/dagster \
+	  $(BIN)/python -c "from gov_pipeline.config import load_settings; from gov_pipeline.orchestration.instance import embedded_dagster_home as h; h(load_settings())"
+	GOV_PIPELINE_HOME=$(DEMO_HOME) DAGSTER_HOME=$(DEMO_HOME)/dagster \
+	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean: ## Remove the virtualenv, caches and the embedded default's data
 	rm -rf $(VENV) .gov_pipeline .pytest_cache .mypy_cache .ruff_cache *.egg-info

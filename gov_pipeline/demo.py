@@ -1,31 +1,46 @@
-"""`make demo`: the whole story on the embedded default, in about a second.
+"""`make demo`: the whole story on the embedded default, through the real sensor and runs.
 
 Applies the example workflows, creates a handful of policies, walks one through the
 lifecycle with its two-step approval (draft -> in_review -> approved -> published), has
-another rejected and a third sent back with changes requested, lets the engine process
-every change, and prints what happened.
+another rejected and a third sent back with changes requested. A real `dagster-daemon` on
+the embedded instance (SQLite, no server) runs the change sensor and launches the
+`process_policy_changes` runs; the demo waits for them and prints what happened.
+`--sync` processes in this process instead (no Dagster).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings, load_settings
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.migrate import upgrade
-from gov_pipeline.db.models import Approval, Notification, Policy, Task, WorkflowExecution
+from gov_pipeline.db.models import (
+    Approval,
+    EntityChange,
+    Notification,
+    Policy,
+    ProcessedChange,
+    Task,
+    WebhookDelivery,
+    WorkflowExecution,
+)
 from gov_pipeline.domain.definitions import load_definition_file
+from gov_pipeline.orchestration.instance import dagster_env, embedded_dagster_home, running_daemon
 from gov_pipeline.services import approvals, policies, tenants, workflows
-from gov_pipeline.services.processing import ProcessStats, RetryPolicy, process_pending
+from gov_pipeline.services.processing import RetryPolicy, process_pending
 from gov_pipeline.webhook_receiver import webhook_receiver
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "workflows"
@@ -37,16 +52,29 @@ def _say(text: str) -> None:
 
 
 class Demo:
-    def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
+    def __init__(self, sessions: sessionmaker[Session], settings: Settings, sync: bool) -> None:
         self.sessions = sessions
         self.settings = settings
-        self.processed = ProcessStats()
+        self.sync = sync
 
-    def process(self) -> None:
-        stats = process_pending(self.sessions, self.settings, retry=RetryPolicy(delay_s=0.1))
-        self.processed.changes += stats.changes
-        self.processed.executions += stats.executions
-        _say(f"    processed {stats.changes} change(s): {stats.executions} execution(s) ran")
+    def process(self, timeout_s: float = 120.0) -> None:
+        """Let the changes be processed: here (--sync), or by the sensor and its runs."""
+        started = time.monotonic()
+        if self.sync:
+            stats = process_pending(self.sessions, self.settings, retry=RetryPolicy(delay_s=0.1))
+            _say(f"    processed {stats.changes} change(s) here: {stats.executions} execution(s)")
+            return
+        while True:
+            backlog = unprocessed_changes(self.sessions)
+            if backlog == 0:
+                break
+            if time.monotonic() - started > timeout_s:
+                raise RuntimeError(
+                    f"{backlog} change(s) still unprocessed after {timeout_s:.0f}s; "
+                    "see .gov_pipeline/demo/daemon.log"
+                )
+            time.sleep(0.5)
+        _say(f"    the sensor and its runs processed them in {time.monotonic() - started:.1f}s")
 
     def policy(self, title: str, policy_type: str, owner: str) -> int:
         with self.sessions.begin() as session:
@@ -107,40 +135,57 @@ def setup(sessions: sessionmaker[Session]) -> None:
 
 
 def story(demo: Demo, step: Callable[[str], None]) -> dict[str, int]:
-    step("A security policy goes through the whole lifecycle")
+    step("Three policies go to review; a fourth no workflow cares about")
     access = demo.policy("Access control", "Information Security", "olivia")
-    demo.move(access, "in_review", "olivia")
+    retention = demo.policy("Data retention", "Privacy", "paul")
+    crypto = demo.policy("Cryptography standard", "Information Security", "olivia")
+    demo.policy("Travel expenses", "Finance", "paul")
+    for pid, owner in ((access, "olivia"), (retention, "paul"), (crypto, "olivia")):
+        demo.move(pid, "in_review", owner)
     demo.process()
-    _say(f"    policy {access} is {demo.status(access)}, waiting for Compliance")
+    _say(f"    policy {access} is {demo.status(access)}: the approval waits for Compliance")
+
+    step("Compliance decides: approve one, reject one, ask for changes on one")
     demo.decide(access, "carol", "approve", "Meets ISO 27001 A.9")
+    demo.decide(retention, "carol", "reject", "Retention periods are missing")
+    demo.decide(crypto, "carol", "request_changes", "Name the approved algorithms")
     demo.process()
-    _say(f"    policy {access} is {demo.status(access)}, waiting for the CISO")
+    _say(f"    policy {access} is {demo.status(access)}, now waiting for the CISO")
+    _say(f"    policy {retention} stays {demo.status(retention)}; paul has a rework task")
+    _say(f"    policy {crypto} is back to {demo.status(crypto)}")
+
+    step("The CISO signs off, and the owner publishes")
     demo.decide(access, "ciso", "approve", "Signed off")
     demo.process()
     _say(f"    policy {access} is {demo.status(access)}")
     demo.move(access, "published", "olivia")
     demo.process()
-
-    step("A privacy policy is rejected")
-    retention = demo.policy("Data retention", "Privacy", "paul")
-    demo.move(retention, "in_review", "paul")
-    demo.process()
-    demo.decide(retention, "carol", "reject", "Retention periods are missing")
-    demo.process()
-    _say(f"    policy {retention} stays {demo.status(retention)}; paul has a rework task")
-
-    step("Another security policy comes back with changes requested")
-    crypto = demo.policy("Cryptography standard", "Information Security", "olivia")
-    demo.move(crypto, "in_review", "olivia")
-    demo.process()
-    demo.decide(crypto, "carol", "request_changes", "Name the approved algorithms")
-    demo.process()
-    _say(f"    policy {crypto} is back to {demo.status(crypto)}")
-
-    step("A policy no workflow cares about")
-    demo.policy("Travel expenses", "Finance", "paul")
-    demo.process()
     return {"access": access, "retention": retention, "crypto": crypto}
+
+
+def unprocessed_changes(sessions: sessionmaker[Session]) -> int:
+    with sessions.begin() as session:
+        total = session.scalar(select(func.count()).select_from(EntityChange)) or 0
+        done = session.scalar(select(func.count()).select_from(ProcessedChange)) or 0
+        deliveries = (
+            session.scalar(
+                select(func.count())
+                .select_from(WebhookDelivery)
+                .where(WebhookDelivery.status == "pending")
+            )
+            or 0
+        )
+    return int(total - done + deliveries)
+
+
+def dagster_runs(dagster_home: Path) -> list[tuple[str, str, str]]:
+    """(run id, job, status) of the runs on the embedded instance, oldest first."""
+    from dagster import DagsterInstance
+
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs(limit=200)
+        return [(r.run_id, r.job_name, r.status.value) for r in reversed(runs)]
 
 
 def summary(sessions: sessionmaker[Session]) -> str:
@@ -187,6 +232,9 @@ def demo_settings() -> Settings:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="gov_pipeline end to end on the embedded default")
+    parser.add_argument("--sync", action="store_true", help="process here, without Dagster")
+    args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="    log: %(levelname)s %(message)s")
     settings = demo_settings()
     engine = make_engine(settings.database_url)
@@ -196,26 +244,46 @@ def main() -> None:
     def step(title: str) -> None:
         _say(f"\n{next(steps)}. {title}")
 
+    dagster_home = embedded_dagster_home(settings)
+    env = dagster_env(
+        settings,
+        dagster_home,
+        {
+            "GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+            "GOV_PIPELINE_WEBHOOK_SECRET": DEMO_SECRET,
+        },
+    )
+    started = time.monotonic()
     try:
         _say(f"gov_pipeline demo on {engine.url.render_as_string(hide_password=True)}")
         step("Schema, tenant, people and the example workflows")
         upgrade(settings.database_url)
         setup(sessions)
-        demo = Demo(sessions, settings)
-        with webhook_receiver(DEMO_SECRET, port=RECEIVER_PORT, path="/policy-events") as (
-            _,
-            received,
-        ):
+        demo = Demo(sessions, settings, args.sync)
+        with ExitStack() as stack:
+            _, received = stack.enter_context(
+                webhook_receiver(DEMO_SECRET, port=RECEIVER_PORT, path="/policy-events")
+            )
+            if not args.sync:
+                _say(f"  starting dagster-daemon (DAGSTER_HOME={dagster_home})")
+                stack.enter_context(running_daemon(env, settings.home / "daemon.log"))
             story(demo, step)
         _say(summary(sessions))
         _say(
             f"webhooks:      {len(received.bodies)} delivered to the local receiver, "
             f"signatures checked ({received.bad_signatures} bad)"
         )
-        _say(
-            "\nExplore it: GOV_PIPELINE_HOME=" + str(settings.home)
-            + " .venv/bin/gov-pipeline executions list --tenant acme"
-        )  # fmt: skip
+        if not args.sync:
+            runs = dagster_runs(dagster_home)
+            statuses = Counter(status for _, _, status in runs)
+            _say(
+                f"dagster runs:  {len(runs)} ("
+                + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+                + ")"
+            )
+            for run_id, job, status in runs:
+                _say(f"               {run_id}  {job}  {status}")
+        _say(f"\nDone in {time.monotonic() - started:.0f}s. Open the UI on the same data: make dev")
     finally:
         engine.dispose()
 

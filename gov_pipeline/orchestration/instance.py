@@ -55,6 +55,19 @@ def embedded_dagster_home(settings: Settings) -> Path:
     return home
 
 
+def prepare_instance(dagster_home: Path) -> None:
+    """Create the instance's storage now, in this process.
+
+    Two Dagster processes starting on a fresh SQLite home (the daemon and a
+    `dagster job launch`, say) would both create the tables and one would fail.
+    """
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.get_runs(limit=1)
+        instance.all_instigator_state()
+
+
 def dagster_env(
     settings: Settings, dagster_home: Path, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -80,6 +93,7 @@ def bin_path(name: str) -> str:
 @contextmanager
 def running_daemon(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`dagster-daemon run` for the workspace, stopped (SIGTERM, then SIGKILL) on exit."""
+    prepare_instance(Path(env["DAGSTER_HOME"]))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = subprocess.Popen(

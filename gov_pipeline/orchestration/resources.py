@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
 from functools import cached_property
 from typing import Any
 
 import dagster as dg
-from pydantic import PrivateAttr
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from gov_pipeline.config import Settings, load_settings
+from gov_pipeline.config import Settings, load_settings, normalize_database_url
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
+
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def shared_engine(url: str) -> Engine:
+    """One engine (one connection pool) per process and URL: sensor ticks and ops reuse it."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _ENGINES[url] = make_engine(url)
+        return engine
 
 
 class DatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -19,30 +32,18 @@ class DatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     embedded SQLite file)."""
 
     url: str | None = None
-    _engine: Engine | None = PrivateAttr(default=None)
 
     def settings(self) -> Settings:
         settings = load_settings()
         if self.url:
-            from dataclasses import replace
-
-            from gov_pipeline.config import normalize_database_url
-
             settings = replace(settings, database_url=normalize_database_url(self.url))
         return settings
 
     def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = make_engine(self.settings().database_url)
-        return self._engine
+        return shared_engine(self.settings().database_url)
 
     def sessions(self) -> sessionmaker[Session]:
         return make_sessionmaker(self.engine())
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
 
 
 class RedisResource(dg.ConfigurableResource):  # type: ignore[type-arg]

@@ -164,11 +164,12 @@ def test_a_failed_follow_up_is_retried_from_where_it_failed(run) -> None:  # typ
     assert not any(r["status"] == "failed" for r in detail["action_runs"])
 
 
-def test_make_demo_tells_the_whole_story(tmp_path: Path) -> None:
+def test_the_demo_story_in_sync_mode(tmp_path: Path) -> None:
+    """The demo's story processed in process (the Dagster path is the e2e test's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOV_PIPELINE_")}
     env["GOV_PIPELINE_HOME"] = str(tmp_path / "home")
     done = subprocess.run(
-        [sys.executable, "-m", "gov_pipeline.demo"], cwd=ROOT, env=env,
+        [sys.executable, "-m", "gov_pipeline.demo", "--sync"], cwd=ROOT, env=env,
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -53,6 +53,13 @@ def database(
     return DatabaseResource(url=db_url)
 
 
+def output_metadata(result: Any, step: str) -> dict[str, Any]:
+    for event in result.all_events:
+        if event.event_type_value == "STEP_OUTPUT" and event.step_key == step:
+            return dict(event.event_specific_data.metadata)
+    raise AssertionError(f"no output from {step}")
+
+
 def tick(database: DatabaseResource, cursor: str | None) -> dg.SensorResult:
     with (
         dg.instance_for_test() as instance,
@@ -225,3 +232,120 @@ def test_execute_workflow_by_hand(
         run_config=bad, resources={"database": database}, raise_on_error=False
     )
     assert not failed.success
+
+
+def test_a_run_that_fails_for_good_fails_its_pending_executions(
+    database: DatabaseResource, sessions: sessionmaker[Session]
+) -> None:
+    from gov_pipeline.orchestration.sensors import policy_run_failure_sensor
+    from gov_pipeline.services.engine import match_change
+
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    with sessions.begin() as session:
+        change = session.get(EntityChange, 2)
+        assert change is not None
+        match_change(session, change, database.settings())  # pending, as a dead run leaves it
+    with dg.instance_for_test() as instance:
+        result = process_policy_changes.execute_in_process(
+            run_config={"ops": {"load_changes": {"config": {"change_ids": [2, 999]}}}},
+            resources={"database": database},
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not result.success
+        context = dg.build_run_status_sensor_context(
+            sensor_name="policy_run_failure_sensor",
+            dagster_event=result.get_run_failure_event(),
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            resources={"database": database},
+        ).for_run_failure()
+        policy_run_failure_sensor(context)
+    with sessions.begin() as session:
+        (execution,) = session.scalars(select(WorkflowExecution)).all()
+        assert execution.status == "failed"
+        assert f"Dagster run {result.run_id} failed" in (execution.error or "")
+        owner_notes = session.scalars(
+            select(Notification).where(Notification.user_id == "wanda")
+        ).all()
+        assert len(owner_notes) == 1
+
+
+def test_the_import_reminder_and_escalation_jobs(
+    database: DatabaseResource, sessions: sessionmaker[Session], tmp_path: Any
+) -> None:
+    from pathlib import Path
+
+    from gov_pipeline.db.models import Approval, Policy
+    from gov_pipeline.orchestration.more_jobs import (
+        escalate_overdue_approvals,
+        import_policies,
+        policy_review_reminders,
+    )
+
+    root = Path(__file__).resolve().parents[2]
+    apply_yaml(sessions, (root / "examples/workflows/review_reminder.yaml").read_text())
+    apply_yaml(sessions, (root / "examples/workflows/policy_approval.yaml").read_text())
+    csv_path = tmp_path / "policies.csv"
+    csv_path.write_text(
+        "title,policy_type,owner_id,status,next_review_date\n"
+        "Access,Information Security,olivia,published,2030-01-20\n"
+        "Backup,Operations,paul,draft,\n"
+        "Privacy notice,Privacy,olivia,draft,\n"
+    )
+    imported = import_policies.execute_in_process(
+        run_config={
+            "ops": {
+                "import_file": {
+                    "config": {"path": str(csv_path), "tenant_id": "acme", "chunk_size": 2}
+                }
+            }
+        },
+        resources={"database": database},
+    )
+    assert imported.success
+    meta = output_metadata(imported, "import_file")
+    assert (meta["created"].value, meta["chunks"].value) == (3, 2)
+    assert count(sessions, Policy) == 3
+    bad = import_policies.execute_in_process(
+        run_config={
+            "ops": {
+                "import_file": {
+                    "config": {"path": str(tmp_path / "missing.csv"), "tenant_id": "acme"}
+                }
+            }
+        },
+        resources={"database": database},
+        raise_on_error=False,
+    )
+    assert not bad.success and count(sessions, Policy) == 3
+
+    reminded = policy_review_reminders.execute_in_process(
+        run_config={"ops": {"remind": {"config": {"as_of": "2030-01-01"}}}},
+        resources={"database": database},
+    )
+    assert reminded.success
+    meta = output_metadata(reminded, "remind")
+    assert meta["created"].value == 1 and meta["by_workflow"].value == {"Review reminder": 1}
+
+    with sessions.begin() as session:
+        privacy = session.scalars(select(Policy).where(Policy.title == "Privacy notice")).one().id
+    move(sessions, privacy, "in_review")
+    process_policy_changes.execute_in_process(
+        run_config={"ops": {"load_changes": {"config": {"change_ids": [4]}}}},
+        resources={"database": database},
+    )
+    with sessions.begin() as session:
+        due = session.scalars(select(Approval.due_at).where(Approval.status == "pending")).one()
+    assert due is not None
+    from datetime import UTC, timedelta
+
+    later = (due.replace(tzinfo=due.tzinfo or UTC) + timedelta(minutes=1)).isoformat()
+    escalated = escalate_overdue_approvals.execute_in_process(
+        run_config={"ops": {"escalate": {"config": {"as_of": later}}}},
+        resources={"database": database},
+    )
+    assert escalated.success
+    meta = output_metadata(escalated, "escalate")
+    assert len(meta["escalated"].value) == 1

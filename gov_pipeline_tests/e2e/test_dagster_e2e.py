@@ -1,0 +1,213 @@
+"""End to end with real Dagster processes: dagster-daemon (sensor, queue, launcher),
+`dagster job launch`, and the production instance config on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from gov_pipeline.config import load_settings
+from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.migrate import upgrade
+from gov_pipeline.db.models import EntityChange, Policy, ProcessedChange, WorkflowExecution
+from gov_pipeline.orchestration.instance import (
+    ROOT,
+    bin_path,
+    dagster_env,
+    embedded_dagster_home,
+    running_daemon,
+)
+from gov_pipeline.services import policies, tenants
+from gov_pipeline_tests.integration.engine_support import apply_yaml
+
+pytestmark = pytest.mark.e2e
+
+NOTICE = """
+name: review notice
+tenant_id: acme
+type: notification
+trigger: on_status_change
+conditions: {field: new.status, op: changed_to, value: in_review}
+actions: [{type: notify, include_owner: true, title: "Review {entity.title}"}]
+"""
+
+
+def _wait(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def test_make_demo_goes_through_the_sensor_and_real_runs(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOV_PIPELINE_", "DAGSTER_"))}
+    env["GOV_PIPELINE_HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [sys.executable, "-m", "gov_pipeline.demo"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    log = tmp_path / "home" / "demo" / "daemon.log"
+    assert done.returncode == 0, (
+        done.stdout[-3000:]
+        + done.stderr[-3000:]
+        + (log.read_text()[-3000:] if log.exists() else "")
+    )
+    out = done.stdout
+    assert "the sensor and its runs processed them" in out
+    assert "1 Access control: published" in out and "3 Cryptography standard: draft" in out
+    assert "approvals:     approved 2, changes_requested 1, rejected 1, skipped 2" in out
+    assert "1 delivered to the local receiver, signatures checked (0 bad)" in out
+    runs_line = next(line for line in out.splitlines() if line.startswith("dagster runs:"))
+    assert "SUCCESS" in runs_line and "FAILURE" not in runs_line
+
+
+def test_job_launch_and_an_import_burst_through_the_daemon(tmp_path: Path) -> None:
+    """`dagster job launch` goes through the instance's coordinator; an import burst is
+    absorbed by the sensor's batching; every change is processed."""
+    home = tmp_path / "home"
+    settings = load_settings({"GOV_PIPELINE_HOME": str(home)})
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as session:
+        tenants.create_tenant(session, tenant_id="acme")
+        pid = policies.create_policy(
+            session,
+            tenant_id="acme",
+            fields={"title": "Access", "policy_type": "Security", "owner_id": "olivia"},
+        ).id
+    apply_yaml(sessions, NOTICE)
+    csv_path = tmp_path / "burst.csv"
+    csv_path.write_text(
+        "title,policy_type,owner_id\n"
+        + "".join(f"Imported {i},Security,olivia\n" for i in range(120))
+    )
+    dagster_home = embedded_dagster_home(settings)
+    env = dagster_env(
+        settings,
+        dagster_home,
+        {"GOV_PIPELINE_BATCH_THRESHOLD": "20", "GOV_PIPELINE_BATCH_SIZE": "50"},
+    )
+    try:
+        with running_daemon(env, home / "daemon.log"):
+            for job, config in (
+                (
+                    "execute_workflow",
+                    {
+                        "ops": {
+                            "run_workflow": {
+                                "config": {
+                                    "tenant_id": "acme",
+                                    "workflow": "review notice",
+                                    "policy_id": pid,
+                                }
+                            }
+                        }
+                    },
+                ),
+                (
+                    "import_policies",
+                    {
+                        "ops": {
+                            "import_file": {
+                                "config": {
+                                    "path": str(csv_path),
+                                    "tenant_id": "acme",
+                                    "chunk_size": 50,
+                                }
+                            }
+                        }
+                    },
+                ),
+            ):
+                launched = subprocess.run(
+                    [bin_path("dagster"), "job", "launch", "-w", str(ROOT / "workspace.yaml"), "-j", job, "--config-json", json.dumps(config)],
+                    cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+                )  # fmt: skip
+                assert launched.returncode == 0, launched.stderr[-2000:]
+
+            def all_processed() -> bool:
+                with sessions.begin() as session:
+                    total = session.scalar(select(func.count()).select_from(EntityChange))
+                    done = session.scalar(select(func.count()).select_from(ProcessedChange))
+                    return bool(total and total >= 121 and done == total)
+
+            _wait(all_processed, 240, "every change to be processed")
+    finally:
+        engine.dispose()
+    with sessions.begin() as session:
+        assert session.scalar(select(func.count()).select_from(Policy)) == 121
+        manual = session.scalars(
+            select(WorkflowExecution).where(WorkflowExecution.dedupe_key.like("manual:%"))
+        ).one()
+        assert manual.status == "skipped" and "changed_to 'in_review'" in (
+            manual.status_reason or ""
+        )
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs(limit=500)
+        processing = [r for r in runs if r.job_name == "process_policy_changes"]
+        assert {r.status.value for r in runs} == {"SUCCESS"}
+        # 121 created changes, batched: far fewer runs than changes, each batch <= 50.
+        sizes = [int(r.tags["gov/changes"]) for r in processing]
+        assert sum(sizes) >= 121 and len(processing) < 40 and max(sizes) <= 50
+        assert all(r.tags["gov/queue"] == "policy" for r in processing)
+
+
+def test_the_production_instance_config_works_on_postgres(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The top-level dagster.yaml, with its secrets from the environment, on a fresh database."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_url)
+    name = f"{url.database}_dagster"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_USER": url.username or "postgres",
+        "DAGSTER_PG_PASSWORD": url.password or "",
+        "DAGSTER_PG_HOST": url.host or "127.0.0.1",
+        "DAGSTER_PG_DB": name,
+        "DAGSTER_PG_PORT": str(url.port or 5432),
+        "GOV_PIPELINE_DATABASE_URL": postgres_url,
+    }
+    script = (
+        "from dagster import DagsterInstance\n"
+        "from gov_pipeline.definitions import defs\n"
+        "with DagsterInstance.get() as i:\n"
+        "    job = defs.resolve_job_def('deliver_notifications')\n"
+        "    r = job.execute_in_process(instance=i)\n"
+        "    print(type(i.run_storage).__name__, type(i.run_coordinator).__name__, r.success, len(i.get_runs()))\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.split() == ["PostgresRunStorage", "QueuedRunCoordinator", "True", "1"]
+        with create_engine(make_url(postgres_url).set(database=name)).connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM runs")).scalar_one() == 1
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
