@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     from gov_pipeline.cli import executions as _executions  # noqa: F401
     from gov_pipeline.cli import policies as _policies  # noqa: F401
     from gov_pipeline.cli import process as _process  # noqa: F401
+    from gov_pipeline.cli import queue as _queue  # noqa: F401
     from gov_pipeline.cli import tenants as _tenants  # noqa: F401
     from gov_pipeline.cli import workflows as _workflows  # noqa: F401
 

@@ -190,6 +190,7 @@ def test_the_production_instance_config_works_on_postgres(
         "DAGSTER_PG_DB": name,
         "DAGSTER_PG_PORT": str(url.port or 5432),
         "GOV_PIPELINE_DATABASE_URL": postgres_url,
+        "GOV_PIPELINE_REDIS_URL": os.environ.get("GOV_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
     }
     script = (
         "from dagster import DagsterInstance\n"
@@ -204,7 +205,7 @@ def test_the_production_instance_config_works_on_postgres(
             [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        assert done.stdout.split() == ["PostgresRunStorage", "QueuedRunCoordinator", "True", "1"]
+        assert done.stdout.split() == ["PostgresRunStorage", "RedisRunCoordinator", "True", "1"]
         with create_engine(make_url(postgres_url).set(database=name)).connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM runs")).scalar_one() == 1
     finally:

@@ -1,0 +1,203 @@
+"""`gov-pipeline worker` and `gov-pipeline queue ...`: the Redis run queue."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gov_pipeline.cli.app import cli, json_option
+from gov_pipeline.cli.output import emit_json, emit_table
+from gov_pipeline.domain.errors import ConfigurationError, NotFoundError
+
+DEFAULT_WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
+
+
+def _instance() -> Any:
+    """The Dagster instance of $DAGSTER_HOME, with the Redis run coordinator configured."""
+    from dagster import DagsterInstance
+
+    from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
+
+    try:
+        instance = DagsterInstance.get()
+    except Exception as exc:  # Dagster raises its own error types for a missing home
+        raise ConfigurationError(f"cannot open the Dagster instance: {exc}") from exc
+    if not isinstance(instance.run_coordinator, RedisRunCoordinator):
+        raise ConfigurationError(
+            f"$DAGSTER_HOME/dagster.yaml names {type(instance.run_coordinator).__name__}, not "
+            "gov_pipeline.coordinator.run_coordinator.RedisRunCoordinator"
+        )
+    return instance
+
+
+@cli.command("worker")
+@click.option(
+    "--mode",
+    type=click.Choice(["launch", "execute"]),
+    default="launch",
+    show_default=True,
+    help="launch: hand runs to the run launcher; execute: run them in this warm process.",
+)
+@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--lanes", default="", help="Comma-separated lanes to serve (default: all).")
+@click.option("--burst", is_flag=True, help="Drain the queue, then exit.")
+@click.option("-w", "--workspace", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=DEFAULT_WORKSPACE, show_default=True)  # fmt: skip
+@click.option("--worker-id", help="Name of this worker (default: host:pid).")
+def worker(
+    mode: str, concurrency: int, lanes: str, burst: bool, workspace: Path, worker_id: str | None
+) -> None:
+    """Claim runs from the Redis queue and launch or execute them. Any number, any host.
+
+    The first SIGTERM finishes the current runs, the second stops now.
+
+    \b
+    Examples:
+      DAGSTER_HOME=/srv/dagster gov-pipeline worker --concurrency 4
+      gov-pipeline worker --mode execute --lanes policy,notification
+      gov-pipeline worker --burst
+    """
+    from gov_pipeline.coordinator.queue import default_worker_id
+    from gov_pipeline.coordinator.worker import Worker
+
+    logging.getLogger("gov_pipeline").setLevel(logging.INFO)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    instance = _instance()
+    started = time.monotonic()
+    name = worker_id or default_worker_id()
+    children: list[subprocess.Popen[bytes]] = []
+    if mode == "execute" and concurrency > 1:
+        # One warm process per slot: Dagster's execute_run is not thread-safe.
+        for i in range(1, concurrency):
+            args = [
+                sys.argv[0],
+                "worker",
+                "--mode",
+                "execute",
+                "--concurrency",
+                "1",
+                "--lanes",
+                lanes,
+                "-w",
+                str(workspace),
+                "--worker-id",
+                f"{name}/{i}",
+            ]
+            children.append(subprocess.Popen(args + (["--burst"] if burst else [])))  # fmt: skip
+        name, concurrency = f"{name}/0", 1
+    worker_ = Worker(
+        instance, workspace=workspace, mode=mode, concurrency=concurrency,
+        lanes=[x.strip() for x in lanes.split(",") if x.strip()], burst=burst, worker_id=name,
+    )  # fmt: skip
+
+    def stop(signum: int, frame: Any) -> None:
+        for child in children:
+            child.send_signal(signum)
+        worker_.request_stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        stats = worker_.run(install_signals=False)
+    finally:
+        for child in children:
+            child.wait()
+    click.echo(
+        f"worker done in {time.monotonic() - started:.1f}s: {stats.claimed} claimed, "
+        f"{stats.finished} finished, {stats.recovered} recovered, {stats.requeued} requeued, "
+        f"outcomes {stats.outcomes}"
+    )
+
+
+@cli.group()
+def queue() -> None:
+    """The Redis run queue: lanes, workers, pause/resume, requeue."""
+
+
+@queue.command("status")
+@json_option
+def status(as_json: bool) -> None:
+    """Per lane: queued, running, oldest wait, limit; workers with their last heartbeat.
+
+    \b
+    Example:
+      gov-pipeline queue status --json
+    """
+    data = _instance().run_coordinator.queue.status()
+    if as_json:
+        emit_json(data)
+        return
+    emit_table(data["lanes"], ["lane", "queued", "running", "oldest_wait_s", "limit", "paused"],
+               empty="no lanes")  # fmt: skip
+    click.echo(f"running {data['running']} of at most {data['max_concurrent_runs']}")
+    now = time.time()
+    workers = [
+        {**w, "seen_s_ago": round(now - float(w.get("last_heartbeat", 0)), 1)}
+        for w in data["workers"]
+    ]
+    emit_table(workers, ["worker_id", "alive", "mode", "lanes", "running", "seen_s_ago"],
+               empty="no workers")  # fmt: skip
+
+
+@queue.command("pause")
+@click.argument("lane")
+def pause(lane: str) -> None:
+    """Stop claiming from a lane (runs keep waiting in it).
+
+    \b
+    Example:
+      gov-pipeline queue pause import
+    """
+    _instance().run_coordinator.queue.pause(lane)
+    click.echo(f"lane {lane} paused")
+
+
+@queue.command("resume")
+@click.argument("lane")
+def resume(lane: str) -> None:
+    """Claim from a paused lane again.
+
+    \b
+    Example:
+      gov-pipeline queue resume import
+    """
+    _instance().run_coordinator.queue.resume(lane)
+    click.echo(f"lane {lane} resumed")
+
+
+@queue.command("requeue")
+@click.argument("run_id")
+def requeue(run_id: str) -> None:
+    """Put a QUEUED run back in line (e.g. after Redis lost it, or a worker vanished).
+
+    \b
+    Example:
+      gov-pipeline queue requeue 6c426521-bc1e-42c9-91e3-0284787ce81a
+    """
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+
+    instance = _instance()
+    coordinator = instance.run_coordinator
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        raise NotFoundError("run", run_id)
+    if run.status != DagsterRunStatus.QUEUED:
+        raise ConfigurationError(
+            f"run {run_id} is {run.status.value}; only QUEUED runs can be requeued"
+        )
+    record = coordinator.queue.record(run_id)
+    # A live record goes back to its old place (even if its lane lost it); none: enqueue anew.
+    if not (
+        record
+        and record.get("state") != "finished"
+        and coordinator.queue.requeue(run_id, "requeued by an operator")
+    ):
+        coordinator.enqueue(run)
+    click.echo(f"run {run_id} queued again in lane {coordinator.queue.record(run_id).get('lane')}")

@@ -1,0 +1,1 @@
+"""Redis run coordination: the RunCoordinator Dagster calls, the worker, the Redis scripts."""

@@ -1,0 +1,166 @@
+"""RedisRunCoordinator: Dagster's RunCoordinator contract, with Redis as the queue.
+
+`submit_run` records the enqueue event first (status QUEUED), then puts the run in line in
+Redis; a `gov-pipeline worker` claims and launches it. If Redis cannot be reached at
+submit, the run is launched directly (fallback `launch`, the default, with an engine event
+saying so) or fails (fallback `fail`). Not a QueuedRunCoordinator subclass on purpose:
+that would start Dagster's own dequeuer, which would launch the same runs again.
+"""
+
+# No "from __future__ import annotations": Dagster's config machinery reads this class.
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from dagster import DagsterEvent, Field, IntSource, Noneable, Permissive, StringSource
+from dagster._core.run_coordinator import RunCoordinator, SubmitRunContext
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+from dagster._serdes import ConfigurableClass, ConfigurableClassData
+
+from gov_pipeline.config import load_settings
+from gov_pipeline.coordinator.queue import (
+    DEFAULT_LANES,
+    QueueLimits,
+    RunQueue,
+    TagLimit,
+    lane_of,
+    priority_of,
+)
+
+log = logging.getLogger(__name__)
+
+FALLBACKS = ("launch", "fail")
+
+
+class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
+    """Queue runs in Redis for `gov-pipeline worker` processes to claim and launch."""
+
+    def __init__(
+        self,
+        inst_data: ConfigurableClassData | None = None,
+        redis_url: str | None = None,
+        key_prefix: str | None = None,
+        max_concurrent_runs: int = 10,
+        lanes: Mapping[str, int] | None = None,
+        default_lane: str = "policy",
+        tag_concurrency_limits: list[Mapping[str, Any]] | None = None,
+        ordering_tag: str = "gov/policy_id",
+        unordered_values: list[str] | None = None,
+        lease_seconds: int = 30,
+        fallback: str = "launch",
+        retention_seconds: int = 86_400,
+    ) -> None:
+        settings = load_settings()
+        if fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
+        self._inst_data = inst_data
+        self.redis_url = redis_url or settings.redis_url
+        self.key_prefix = key_prefix or settings.redis_prefix
+        self.default_lane = default_lane
+        self.ordering_tag = ordering_tag
+        self.unordered_values = frozenset(unordered_values or ["multiple", ""])
+        self.lease_seconds = lease_seconds
+        self.fallback = fallback
+        self.retention_seconds = retention_seconds
+        self.limits = QueueLimits(
+            max_concurrent_runs=max_concurrent_runs,
+            lanes={**DEFAULT_LANES, **dict(lanes or {})},
+            tag_limits=tuple(TagLimit.parse(t) for t in tag_concurrency_limits or []),
+        )
+        self._queue: RunQueue | None = None
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    @property
+    def inst_data(self) -> ConfigurableClassData | None:
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls) -> dict[str, Field]:
+        return {
+            "redis_url": Field(StringSource, is_required=False),
+            "key_prefix": Field(StringSource, is_required=False),
+            "max_concurrent_runs": Field(IntSource, is_required=False, default_value=10),
+            "lanes": Field(Permissive(), is_required=False),  # type: ignore[no-untyped-call]
+            "default_lane": Field(str, is_required=False, default_value="policy"),
+            "tag_concurrency_limits": Field(Noneable(list), is_required=False),
+            "ordering_tag": Field(str, is_required=False, default_value="gov/policy_id"),
+            "unordered_values": Field(Noneable(list), is_required=False),
+            "lease_seconds": Field(IntSource, is_required=False, default_value=30),
+            "fallback": Field(str, is_required=False, default_value="launch"),
+            "retention_seconds": Field(IntSource, is_required=False, default_value=86_400),
+        }
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
+    ) -> "RedisRunCoordinator":
+        return cls(inst_data=inst_data, **config_value)
+
+    @property
+    def queue(self) -> RunQueue:
+        if self._queue is None:
+            self._queue = RunQueue.from_url(self.redis_url, self.key_prefix, self.limits)
+        return self._queue
+
+    def order_of(self, tags: Mapping[str, str]) -> str | None:
+        value = tags.get(self.ordering_tag)
+        return None if value is None or value in self.unordered_values else value
+
+    def limit_tags(self, tags: Mapping[str, str]) -> dict[str, str]:
+        """The tags the limits look at (stored with the run in Redis)."""
+        wanted = {t.key for t in self.limits.tag_limits} | {self.ordering_tag, "gov/queue"}
+        return {k: v for k, v in tags.items() if k in wanted}
+
+    def enqueue(self, run: DagsterRun) -> bool:
+        """Put a QUEUED run in line in Redis (also used to rebuild the queue)."""
+        tags = run.tags
+        return self.queue.enqueue(
+            run.run_id,
+            lane=lane_of(tags, self.default_lane),
+            priority=priority_of(tags),
+            order=self.order_of(tags),
+            tags=self.limit_tags(tags),
+        )
+
+    def submit_run(self, context: SubmitRunContext) -> DagsterRun:
+        run = context.dagster_run
+        if run.status != DagsterRunStatus.NOT_STARTED:
+            log.warning("submit_run for run %s in status %s: nothing to do", run.run_id, run.status)
+            return self._reload(run.run_id)
+        # The enqueue event comes first: a worker must never see a run that is not QUEUED.
+        self._instance.report_dagster_event(DagsterEvent.job_enqueue(run), run_id=run.run_id)
+        try:
+            self.enqueue(self._reload(run.run_id))
+        except redis.RedisError as exc:
+            if self.fallback == "fail":
+                raise
+            queued = self._reload(run.run_id)
+            self._instance.report_engine_event(
+                f"Redis unreachable at submit ({type(exc).__name__}: {exc}); "
+                "fallback 'launch': launching this run directly, outside the Redis queue",
+                queued,
+            )
+            self._instance.launch_run(run.run_id, context.workspace)
+        return self._reload(run.run_id)
+
+    def cancel_run(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        if run is None:
+            return False
+        if run.status == DagsterRunStatus.QUEUED:
+            try:
+                self.queue.remove_queued(run_id, self.retention_seconds)
+            except redis.RedisError as exc:  # the worker re-checks the status before launching
+                log.warning("could not remove run %s from Redis: %s", run_id, exc)
+            self._instance.report_run_canceling(run, message="Canceling run from the queue.")
+            self._instance.report_run_canceled(run)
+            return True
+        return bool(self._instance.run_launcher.terminate(run_id))
+
+    def _reload(self, run_id: str) -> DagsterRun:
+        run = self._instance.get_run_by_id(run_id)
+        if run is None:
+            raise RuntimeError(f"run {run_id} vanished from run storage")
+        return run

@@ -1,0 +1,354 @@
+"""`gov-pipeline worker`: claims runs from the Redis queue and launches or executes them.
+
+Shape: `try: while not stopping: heartbeat, recover, reconcile, claim ... finally: teardown`.
+The first SIGTERM (or Ctrl-C) stops claiming and lets the current runs finish; the second
+stops now (their leases then expire and another worker recovers them).
+
+Modes:
+- `launch`: hand the run to the instance's run launcher (a new process per run with the
+  default launcher; a container with a Docker or Kubernetes launcher) and hold its slot
+  until the run ends;
+- `execute`: execute the run inside this warm process (no process start per run).
+
+Recovery: a run whose lease expired belonged to a dead worker. It is checked in Dagster's
+run storage: still QUEUED -> put back in line; ended -> slot released; started by a
+launcher -> adopted (its process lives on) and watched to its end; started inside a dead
+worker (execute mode) -> failed with the reason (run retries then apply).
+Reconciliation (at start, then periodically): QUEUED runs missing from Redis (flushed,
+restarted, or down at submit) are queued again; runs holding slots that have ended release.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from dagster import DagsterEvent, DagsterEventType, DagsterInstance
+from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+
+from gov_pipeline.coordinator.queue import default_worker_id
+from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
+
+log = logging.getLogger(__name__)
+
+ENDED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+# Dagster's execute_run is not safe in two threads of one process (its log-handler setup and
+# the PostgreSQL event store deadlock on logging locks): one execution at a time per process.
+# `gov-pipeline worker --mode execute --concurrency N` therefore runs N processes.
+_EXECUTE_LOCK = threading.Lock()
+MODES = ("launch", "execute")
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    finished: int = 0
+    requeued: int = 0
+    recovered: int = 0
+    reconciled: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """One worker process: `concurrency` runs at a time from `lanes` (all if empty)."""
+
+    def __init__(
+        self,
+        instance: DagsterInstance,
+        *,
+        workspace: Path,
+        mode: str = "launch",
+        concurrency: int = 1,
+        lanes: Sequence[str] = (),
+        burst: bool = False,
+        worker_id: str | None = None,
+        poll_s: float = 0.2,
+        reconcile_every_s: float = 30.0,
+    ) -> None:
+        coordinator = instance.run_coordinator
+        if not isinstance(coordinator, RedisRunCoordinator):
+            raise RuntimeError(
+                "the instance's run coordinator is "
+                f"{type(coordinator).__name__}, not RedisRunCoordinator: name it in "
+                "$DAGSTER_HOME/dagster.yaml (see the top-level dagster.yaml)"
+            )
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "execute" and concurrency > 1:
+            raise ValueError(
+                "execute mode runs one run at a time per process; start more processes "
+                "(gov-pipeline worker --mode execute --concurrency N does)"
+            )
+        self.instance = instance
+        self.coordinator = coordinator
+        self.queue = coordinator.queue
+        self.workspace = workspace
+        self.mode = mode
+        self.concurrency = max(1, concurrency)
+        self.lanes = list(lanes)
+        self.burst = burst
+        self.worker_id = worker_id or default_worker_id()
+        self.lease_s = float(coordinator.lease_seconds)
+        self.poll_s = poll_s
+        self.reconcile_every_s = reconcile_every_s
+        self.stats = WorkerStats()
+        self._inflight: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._run_ended = threading.Event()
+        self._signals = 0
+        self._workspace_context: Any = None
+        self._recon_repo: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def request_stop(self, *_: Any) -> None:
+        """First call: finish the current runs and exit. Second: exit now."""
+        self._signals += 1
+        if self._signals == 1:
+            log.info("worker %s: stopping after the current runs", self.worker_id)
+            self._stopping.set()
+            self._run_ended.set()
+        else:
+            log.warning("worker %s: stopping now; leases of %s will expire",
+                        self.worker_id, list(self._inflight))  # fmt: skip
+            os._exit(1)
+
+    def run(self, install_signals: bool = True) -> WorkerStats:
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        last_reconcile = 0.0
+        last_beat = 0.0
+        try:
+            self._open_code()
+            self._heartbeat()
+            self.reconcile()
+            last_reconcile = time.monotonic()
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if now - last_beat >= self.lease_s / 3:
+                    self._heartbeat()
+                    last_beat = now
+                self.recover_expired()
+                if now - last_reconcile >= self.reconcile_every_s:
+                    self.reconcile()
+                    last_reconcile = now
+                # Reap first: a finished run's slot is free for this very claim.
+                self._reap()
+                claimed = self._claim_free_slots()
+                if self.burst and not claimed and not self._inflight and not self._waiting():
+                    log.info("worker %s: queue drained (--burst), exiting", self.worker_id)
+                    break
+                if not claimed:
+                    # Wake when a run ends (a slot frees up) or after poll_s for new work.
+                    self._run_ended.wait(self.poll_s)
+                    self._run_ended.clear()
+            self._drain_inflight()
+        finally:
+            self._teardown()
+        return self.stats
+
+    def _open_code(self) -> None:
+        if self.mode == "launch":
+            from dagster._core.workspace.context import WorkspaceProcessContext
+            from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+            self._workspace_context = WorkspaceProcessContext(
+                self.instance, WorkspaceFileTarget(paths=[str(self.workspace)])
+            )
+        else:
+            from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+            self._recon_repo = ReconstructableRepository.for_module(
+                "gov_pipeline.definitions", "defs", working_directory=str(self.workspace.parent)
+            )
+
+    def _teardown(self) -> None:
+        try:
+            self.queue.forget_worker(self.worker_id)
+        except redis.RedisError as exc:
+            log.warning("worker %s: could not unregister: %s", self.worker_id, exc)
+        if self._workspace_context is not None:
+            self._workspace_context.__exit__(None, None, None)
+            self._workspace_context = None
+
+    def _heartbeat(self) -> None:
+        info = {
+            "host": socket.gethostname(), "pid": os.getpid(), "mode": self.mode,
+            "lanes": self.lanes or ["*"], "concurrency": self.concurrency,
+            "running": sorted(self._inflight),
+        }  # fmt: skip
+        self.queue.heartbeat(self.worker_id, info, ttl_s=self.lease_s)
+        for run_id in list(self._inflight):
+            if not self.queue.renew(run_id, self.worker_id, self.lease_s):
+                log.warning("worker %s: lost the lease of run %s", self.worker_id, run_id)
+
+    # -- claiming and running ----------------------------------------------------------
+
+    def _claim_free_slots(self) -> int:
+        claimed = 0
+        while len(self._inflight) < self.concurrency and not self._stopping.is_set():
+            run_id = self.queue.claim(self.worker_id, self.lanes, self.lease_s, self.mode)
+            if run_id is None:
+                break
+            claimed += 1
+            self.stats.claimed += 1
+            log.info("worker %s: claimed run %s", self.worker_id, run_id)
+            thread = threading.Thread(
+                target=self._handle, args=(run_id,), name=f"run-{run_id[:8]}", daemon=True
+            )
+            with self._lock:
+                self._inflight[run_id] = thread
+            thread.start()
+        return claimed
+
+    def _waiting(self) -> bool:
+        lanes = self.lanes or self.queue.lanes()
+        return any(self.queue.queued(lane) for lane in lanes if lane not in self.queue.paused())
+
+    def _reap(self) -> None:
+        with self._lock:
+            for run_id, thread in list(self._inflight.items()):
+                if not thread.is_alive():
+                    del self._inflight[run_id]
+
+    def _drain_inflight(self) -> None:
+        while True:
+            self._reap()
+            if not self._inflight:
+                return
+            self._heartbeat()
+            time.sleep(min(1.0, self.lease_s / 3))
+
+    def _handle(self, run_id: str) -> None:
+        outcome = "ERROR"
+        try:
+            run = self.instance.get_run_by_id(run_id)
+            if run is None or run.status != DagsterRunStatus.QUEUED:
+                # Canceled while waiting, or already launched (by a fallback or a replay).
+                outcome = f"SKIPPED:{run.status.value if run else 'missing'}"
+                return
+            if self.queue.lease_holder(run_id) != self.worker_id:
+                outcome = "SKIPPED:lease-lost"
+                return
+            self.queue.mark(run_id, state="started", started_at=time.time())
+            if self.mode == "launch":
+                self.instance.launch_run(run_id, self._workspace_context.create_request_context())
+                outcome = self._wait_until_ended(run_id)
+            else:
+                outcome = self._execute(run_id)
+        except Exception as exc:
+            log.exception("worker %s: run %s: %s", self.worker_id, run_id, exc)
+            outcome = f"ERROR:{type(exc).__name__}"
+        finally:
+            self._finish(run_id, outcome)
+
+    def _execute(self, run_id: str) -> str:
+        from dagster._core.execution.api import execute_run
+
+        run = self.instance.get_run_by_id(run_id)
+        assert run is not None
+        starting = DagsterEvent(
+            event_type_value=DagsterEventType.PIPELINE_STARTING.value, job_name=run.job_name
+        )
+        self.instance.report_dagster_event(starting, run_id=run_id)
+        run = self.instance.get_run_by_id(run_id)
+        assert run is not None
+        job = self._recon_repo.get_reconstructable_job(run.job_name)
+        with _EXECUTE_LOCK:
+            execute_run(job, run, self.instance)
+        return self._status(run_id)
+
+    def _wait_until_ended(self, run_id: str) -> str:
+        while True:
+            status = self._status(run_id)
+            if DagsterRunStatus(status) in ENDED:
+                return status
+            time.sleep(0.25)
+
+    def _status(self, run_id: str) -> str:
+        run = self.instance.get_run_by_id(run_id)
+        return run.status.value if run else "missing"
+
+    def _finish(self, run_id: str, outcome: str) -> None:
+        try:
+            self.queue.release(run_id, outcome, self.coordinator.retention_seconds)
+        except redis.RedisError as exc:  # reconciliation releases it later
+            log.warning("worker %s: could not release run %s: %s", self.worker_id, run_id, exc)
+        self.stats.finished += 1
+        self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
+        log.info("worker %s: run %s ended: %s", self.worker_id, run_id, outcome)
+        with self._lock:  # the slot is free now, not when this thread has fully exited
+            self._inflight.pop(run_id, None)
+        self._run_ended.set()
+
+    # -- recovery and reconciliation ---------------------------------------------------
+
+    def recover_expired(self) -> None:
+        """Handle runs holding a slot whose lease has expired (their worker died)."""
+        for run_id in self.queue.active() - set(self._inflight):
+            if self.queue.lease_holder(run_id) is not None:
+                continue
+            run = self.instance.get_run_by_id(run_id)
+            record = self.queue.record(run_id)
+            if run is None or run.status in ENDED:
+                self.queue.release(run_id, run.status.value if run else "missing",
+                                   self.coordinator.retention_seconds)  # fmt: skip
+                continue
+            if run.status == DagsterRunStatus.QUEUED:
+                if self.queue.requeue(run_id, "lease expired before launch"):
+                    self.stats.requeued += 1
+                    log.warning("run %s: its worker died before launching it; queued again", run_id)
+                continue
+            if not self.queue.adopt(run_id, self.worker_id, self.lease_s):
+                continue  # another worker got there first
+            self.stats.recovered += 1
+            if record.get("mode") == "execute":
+                message = (
+                    f"worker {record.get('worker', '?')} died while executing this run "
+                    "(its lease expired); run retries apply"
+                )
+                self.instance.report_engine_event(message, run)
+                self.instance.report_run_failed(run)
+                self._finish(run_id, "FAILURE:worker-died")
+                log.warning("run %s: %s", run_id, message)
+                continue
+            # Launched by a dead worker: the run's own process lives on; watch it to the end.
+            thread = threading.Thread(target=self._watch_adopted, args=(run_id,), daemon=True)
+            with self._lock:
+                self._inflight[run_id] = thread
+            thread.start()
+            log.warning("run %s: adopted from a dead worker; watching it", run_id)
+
+    def _watch_adopted(self, run_id: str) -> None:
+        self._finish(run_id, self._wait_until_ended(run_id))
+
+    def reconcile(self) -> int:
+        """Make Redis agree with Dagster's run storage; returns how many runs were fixed."""
+        fixed = 0
+        queued = self.instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.QUEUED]))
+        for waiting in queued:
+            record = self.queue.record(waiting.run_id)
+            missing = not record or record.get("state") == "finished"
+            if missing and self.coordinator.enqueue(waiting):
+                fixed += 1
+                log.warning("run %s: QUEUED in Dagster but not in Redis; queued again",
+                            waiting.run_id)  # fmt: skip
+        for run_id in self.queue.active() - set(self._inflight):
+            run = self.instance.get_run_by_id(run_id)
+            if run is None or run.status in ENDED:
+                self.queue.release(run_id, run.status.value if run else "missing",
+                                   self.coordinator.retention_seconds)  # fmt: skip
+                fixed += 1
+        self.stats.reconciled += fixed
+        return fixed

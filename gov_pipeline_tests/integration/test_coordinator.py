@@ -1,0 +1,287 @@
+"""The Redis run coordinator and worker against real Redis and a real Dagster instance
+(PostgreSQL storage): submit -> QUEUED -> worker -> SUCCESS, limits, priority, per-policy
+order, cancel, terminate, crash recovery, Redis flushed, Redis down at submit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from dagster._core.storage.dagster_run import DagsterRunStatus
+
+from gov_pipeline.orchestration.instance import WORKSPACE, bin_path
+from gov_pipeline_tests.conftest import REDIS_URL, _truncate_all
+from gov_pipeline_tests.integration.coordinator_support import Coordinated, coordinated_instance
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def make_coordinated(
+    tmp_path: Path, postgres_url: str, dagster_storage_url: str, redis_prefix: str
+):  # type: ignore[no-untyped-def]
+    stack: list[Any] = []
+
+    def make(redis_url: str = REDIS_URL, **coordinator: Any) -> Coordinated:
+        _truncate_all(postgres_url)
+        cm = coordinated_instance(
+            tmp_path, postgres_url, dagster_storage_url, redis_url, redis_prefix, **coordinator
+        )
+        stack.append(cm)
+        return cm.__enter__()
+
+    yield make
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+
+
+def statuses(c: Coordinated, ids: list[str]) -> list[str]:
+    return [c.instance.get_run_by_id(i).status.value for i in ids]  # type: ignore[union-attr]
+
+
+def wait_for(predicate, timeout_s: float = 60, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_submit_queues_in_redis_and_a_worker_runs_it(make_coordinated) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated()
+    ids = c.submit([("execute_workflow", c.config(), {"gov/policy_id": "1"})] * 2)
+    assert statuses(c, ids) == ["QUEUED", "QUEUED"]
+    queue = c.instance.run_coordinator.queue
+    assert queue.queued("policy") == ids
+    # `dagster job launch` goes through the same coordinator.
+    launched = subprocess.run(
+        [bin_path("dagster"), "job", "launch", "-w", str(WORKSPACE), "-j", "execute_workflow",
+         "--config-json", json.dumps(c.config())],
+        env=c.env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert launched.returncode == 0, launched.stderr[-2000:]
+    runs = c.instance.get_runs()
+    assert len(runs) == 3 and len(queue.queued("policy")) == 3
+    stats = c.worker(mode="execute").run(install_signals=False)
+    assert stats.outcomes == {"SUCCESS": 3}
+    assert {r.status for r in c.instance.get_runs()} == {DagsterRunStatus.SUCCESS}
+    record = queue.record(ids[0])
+    assert (
+        record["state"] == "finished"
+        and record["outcome"] == "SUCCESS"
+        and record["attempts"] == "1"
+    )
+    for stamp in ("queued_at", "claimed_at", "started_at", "finished_at"):
+        assert float(record[stamp]) > 0
+    assert float(record["queued_at"]) <= float(record["claimed_at"]) <= float(record["finished_at"])
+    assert queue.active() == set() and queue.queued("policy") == []
+
+
+def test_launch_mode_hands_runs_to_the_run_launcher(make_coordinated) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated()
+    ids = c.submit([("execute_workflow", c.config(), {})])
+    stats = c.worker(mode="launch").run(install_signals=False)
+    assert stats.outcomes == {"SUCCESS": 1}
+    run = c.instance.get_run_by_id(ids[0])
+    assert run is not None and ".dagster/grpc_info" in run.tags  # launched by DefaultRunLauncher
+
+
+def _intervals(c: Coordinated, ids: list[str]) -> list[tuple[float, float]]:
+    out = []
+    for run_id in ids:
+        stats = c.instance.get_run_stats(run_id)
+        out.append((float(stats.start_time or 0), float(stats.end_time or 0)))
+    return out
+
+
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = current = 0
+    for _, delta in events:
+        current += delta
+        best = max(best, current)
+    return best
+
+
+def test_never_more_running_than_the_limits_allow(make_coordinated) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated(max_concurrent_runs=2)
+    ids = c.submit([("execute_workflow", c.config(), {"gov/policy_id": str(i)}) for i in range(8)])
+    c.run_workers([c.worker(mode="launch", concurrency=3, worker_id=f"w{i}") for i in range(2)])
+    assert set(statuses(c, ids)) == {"SUCCESS"}
+    intervals = _intervals(c, ids)
+    assert _max_overlap(intervals) <= 2
+    # A lane limit of 1 (the audit lane): one at a time, whatever the workers offer.
+    c2 = make_coordinated(max_concurrent_runs=-1, lanes={"audit": 1})
+    ids2 = c2.submit(
+        [
+            ("execute_workflow", c2.config(), {"gov/queue": "audit", "gov/policy_id": str(i)})
+            for i in range(4)
+        ]
+    )
+    c2.run_workers([c2.worker(mode="launch", concurrency=3, worker_id=f"v{i}") for i in range(2)])
+    assert set(statuses(c2, ids2)) == {"SUCCESS"}
+    assert _max_overlap(_intervals(c2, ids2)) == 1
+
+
+def test_priority_order_then_submit_order(make_coordinated) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated(max_concurrent_runs=1)
+    jobs = [("execute_workflow", c.config(), {"dagster/priority": p, "gov/policy_id": str(i)})
+            for i, p in enumerate(["0", "0", "5", "-3", "5"])]  # fmt: skip
+    ids = c.submit(jobs)
+    c.worker(mode="execute").run(install_signals=False)
+    started = sorted(ids, key=lambda i: c.instance.get_run_stats(i).start_time or 0)
+    assert started == [ids[2], ids[4], ids[0], ids[1], ids[3]]
+
+
+def test_per_policy_runs_go_one_at_a_time_in_submit_order(make_coordinated) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated(max_concurrent_runs=-1)
+    jobs = [("execute_workflow", c.config(), {"gov/policy_id": "A" if i % 2 == 0 else "B", "dagster/priority": str(i % 3)})
+            for i in range(8)]  # fmt: skip
+    ids = c.submit(jobs)
+    c.run_workers([c.worker(mode="launch", concurrency=2, worker_id=f"w{i}") for i in range(2)])
+    assert set(statuses(c, ids)) == {"SUCCESS"}
+    for policy in ("A", "B"):
+        mine = [
+            i for i, (_, _, tags) in zip(ids, jobs, strict=True) if tags["gov/policy_id"] == policy
+        ]
+        intervals = _intervals(c, mine)
+        assert _max_overlap(intervals) == 1, policy
+        assert [s for s, _ in intervals] == sorted(s for s, _ in intervals), (
+            policy
+        )  # FIFO despite priority
+
+
+def test_cancel_a_queued_run(make_coordinated) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated()
+    keep, drop = c.submit([("execute_workflow", c.config(), {"gov/policy_id": "P"})] * 2)
+    assert c.instance.run_coordinator.cancel_run(drop) is True
+    assert statuses(c, [drop]) == ["CANCELED"]
+    queue = c.instance.run_coordinator.queue
+    assert queue.queued("policy") == [keep]
+    assert queue.record(drop)["outcome"] == "CANCELED"
+    c.worker(mode="execute").run(install_signals=False)
+    assert statuses(c, [keep, drop]) == ["SUCCESS", "CANCELED"]
+
+
+def _slow_import(
+    c: Coordinated, tmp_path: Path, rows: int = 40_000
+) -> tuple[str, dict[str, Any], dict[str, str]]:
+    path = tmp_path / "big.csv"
+    path.write_text("title,policy_type\n" + "".join(f"P{i},S\n" for i in range(rows)))
+    config = {
+        "ops": {
+            "import_file": {"config": {"path": str(path), "tenant_id": "acme", "chunk_size": 500}}
+        }
+    }
+    return ("import_policies", config, {})
+
+
+def test_terminate_a_running_run(make_coordinated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated()
+    (run_id,) = c.submit([_slow_import(c, tmp_path)])
+    worker = c.worker(mode="launch", burst=True)
+    import threading
+
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
+    thread.start()
+    wait_for(lambda: statuses(c, [run_id]) == ["STARTED"], 120, "the run to start")
+    assert c.instance.run_coordinator.cancel_run(run_id) is True
+    thread.join(timeout=180)
+    assert statuses(c, [run_id]) == ["CANCELED"]
+    assert c.instance.run_coordinator.queue.active() == set()
+
+
+def test_a_worker_killed_mid_run_is_recovered(make_coordinated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated()
+    slow, quick = c.submit([_slow_import(c, tmp_path), ("execute_workflow", c.config(), {})])
+    victim = subprocess.Popen(
+        [bin_path("gov-pipeline"), "worker", "--mode", "execute", "--worker-id", "victim"],
+        env=c.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: statuses(c, [slow]) == ["STARTED"], 120, "the slow run to start")
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            os.killpg(victim.pid, signal.SIGKILL)
+    time.sleep(3.5)  # the lease (3 s) expires
+    stats = c.worker(mode="execute", worker_id="rescuer").run(install_signals=False)
+    assert stats.recovered == 1
+    assert statuses(c, [slow, quick]) == ["FAILURE", "SUCCESS"]
+    logs = [e.message for e in c.instance.all_logs(slow) if e.message]
+    assert any("victim died while executing this run" in m for m in logs)
+    assert c.instance.run_coordinator.queue.active() == set()
+
+
+def test_runs_queued_when_redis_is_flushed_still_complete(
+    make_coordinated, private_redis: str
+) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated(redis_url=private_redis)
+    ids = c.submit([("execute_workflow", c.config(), {"gov/policy_id": str(i)}) for i in range(3)])
+    redis.Redis.from_url(private_redis).flushall()
+    stats = c.worker(mode="execute").run(install_signals=False)
+    assert stats.reconciled == 3
+    assert statuses(c, ids) == ["SUCCESS"] * 3
+
+
+def test_redis_down_at_submit_falls_back_to_launching_directly(
+    make_coordinated, private_redis: str
+) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated(redis_url=private_redis)
+    redis.Redis.from_url(private_redis).shutdown(nosave=True)
+    (run_id,) = c.submit([("execute_workflow", c.config(), {})])
+    wait_for(lambda: statuses(c, [run_id]) == ["SUCCESS"], 120, "the directly launched run")
+    logs = [e.message for e in c.instance.all_logs(run_id) if e.message]
+    assert any(
+        "Redis unreachable at submit" in m and "launching this run directly" in m for m in logs
+    )
+
+
+def test_redis_down_at_submit_with_fallback_fail_fails_the_run(
+    make_coordinated, private_redis: str
+) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated(redis_url=private_redis, fallback="fail")
+    redis.Redis.from_url(private_redis).shutdown(nosave=True)
+    with pytest.raises(redis.RedisError):
+        c.submit([("execute_workflow", c.config(), {})])
+    (run,) = c.instance.get_runs()
+    assert run.status == DagsterRunStatus.FAILURE
+
+
+def test_queue_status_pause_resume_and_requeue_from_the_cli(make_coordinated) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated()
+    (run_id,) = c.submit([("execute_workflow", c.config(), {"gov/queue": "audit"})])
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [bin_path("gov-pipeline"), *args],
+            env=c.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = cli("queue", "status", "--json")
+    assert done.returncode == 0, done.stderr
+    audit = next(lane for lane in json.loads(done.stdout)["lanes"] if lane["lane"] == "audit")
+    assert (audit["queued"], audit["running"], audit["limit"]) == (1, 0, 1)
+    assert cli("queue", "pause", "audit").returncode == 0
+    stats = c.worker(mode="execute").run(install_signals=False)
+    assert stats.claimed == 0 and statuses(c, [run_id]) == ["QUEUED"]
+    c.instance.run_coordinator.queue.client.delete(
+        c.instance.run_coordinator.queue.keys.queued("audit")
+    )
+    assert cli("queue", "requeue", run_id).returncode == 0
+    assert cli("queue", "resume", "audit").returncode == 0
+    c.worker(mode="execute").run(install_signals=False)
+    assert statuses(c, [run_id]) == ["SUCCESS"]
+    bad = cli("queue", "requeue", run_id)
+    assert bad.returncode == 2 and "only QUEUED runs" in bad.stderr
