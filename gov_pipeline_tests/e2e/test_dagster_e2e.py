@@ -212,3 +212,109 @@ def test_the_production_instance_config_works_on_postgres(
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_sensor_and_webserver_runs_go_through_the_redis_coordinator(
+    tmp_path: Path, postgres_url: str, dagster_storage_url: str, redis_prefix: str
+) -> None:
+    """dagster-daemon (sensor) + gov-pipeline worker + dagster-webserver (launchRun), with
+    the Redis run coordinator and PostgreSQL storage."""
+    import socket
+    import urllib.request
+
+    from gov_pipeline.services.policies import transition_status
+    from gov_pipeline_tests.conftest import REDIS_URL, _truncate_all
+    from gov_pipeline_tests.integration.coordinator_support import coordinated_instance
+
+    _truncate_all(postgres_url)
+    with coordinated_instance(
+        tmp_path, postgres_url, dagster_storage_url, REDIS_URL, redis_prefix
+    ) as c:
+        engine = make_engine(postgres_url)
+        sessions = make_sessionmaker(engine)
+        apply_yaml(sessions, NOTICE)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        worker = subprocess.Popen(
+            [bin_path("gov-pipeline"), "worker", "--mode", "execute", "--concurrency", "2"],
+            env=c.env, start_new_session=True, stdout=(logs / "worker.log").open("wb"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        web = subprocess.Popen(
+            [bin_path("dagster-webserver"), "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+            env=c.env, cwd=ROOT, start_new_session=True, stdout=(logs / "web.log").open("wb"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            with running_daemon(c.env, logs / "daemon.log"):
+                # 1. The sensor: a status change becomes a run, queued in Redis, run by the worker.
+                with sessions.begin() as session:
+                    transition_status(
+                        session, tenant_id="acme", policy_id=c.policy_id, to_status="in_review"
+                    )
+
+                def processed() -> bool:
+                    with sessions.begin() as session:
+                        total = session.scalar(select(func.count()).select_from(EntityChange))
+                        done = session.scalar(select(func.count()).select_from(ProcessedChange))
+                        return bool(total and done == total)
+
+                _wait(processed, 180, "the sensor's runs")
+                sensor_runs = [
+                    r for r in c.instance.get_runs() if r.job_name == "process_policy_changes"
+                ]
+                assert sensor_runs and {r.status.value for r in sensor_runs} == {"SUCCESS"}
+                assert all(
+                    c.instance.run_coordinator.queue.record(r.run_id).get("outcome") == "SUCCESS"
+                    for r in sensor_runs
+                )
+
+                # 2. The webserver's launchRun mutation: same coordinator, same worker.
+                def server_up() -> bool:
+                    try:
+                        with urllib.request.urlopen(
+                            f"http://127.0.0.1:{port}/server_info", timeout=2
+                        ) as r:
+                            return r.status == 200
+                    except OSError:
+                        return False
+
+                _wait(server_up, 120, "the webserver")
+                query = (
+                    "mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename "
+                    "... on LaunchRunSuccess { run { runId status } } ... on PythonError { message } } }"
+                )
+                params = {
+                    "selector": {
+                        "repositoryLocationName": "gov_pipeline",
+                        "repositoryName": "__repository__",
+                        "jobName": "execute_workflow",
+                    },
+                    "runConfigData": c.config(),
+                }
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql",
+                    data=json.dumps({"query": query, "variables": {"p": params}}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    answer = json.loads(response.read())["data"]["launchRun"]
+                assert answer["__typename"] == "LaunchRunSuccess", answer
+                run_id = answer["run"]["runId"]
+                assert answer["run"]["status"] in ("QUEUED", "STARTING", "STARTED", "SUCCESS")
+                _wait(
+                    lambda: c.instance.get_run_by_id(run_id).status.value == "SUCCESS",
+                    120,
+                    "the launched run",
+                )  # type: ignore[union-attr]
+                assert c.instance.run_coordinator.queue.record(run_id)["outcome"] == "SUCCESS"
+        finally:
+            for process in (worker, web):
+                if process.poll() is None:
+                    os.killpg(process.pid, 15)
+                    try:
+                        process.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(process.pid, 9)
+            engine.dispose()
