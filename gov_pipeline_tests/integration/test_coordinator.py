@@ -285,3 +285,26 @@ def test_queue_status_pause_resume_and_requeue_from_the_cli(make_coordinated) ->
     assert statuses(c, [run_id]) == ["SUCCESS"]
     bad = cli("queue", "requeue", run_id)
     assert bad.returncode == 2 and "only QUEUED runs" in bad.stderr
+
+
+def test_the_first_sigterm_lets_the_current_run_finish(make_coordinated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated()
+    slow, waiting = c.submit(
+        [_slow_import(c, tmp_path, rows=6_000), ("execute_workflow", c.config(), {})]
+    )
+    worker = subprocess.Popen(
+        [bin_path("gov-pipeline"), "worker", "--mode", "execute", "--worker-id", "polite"],
+        env=c.env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: statuses(c, [slow]) == ["STARTED"], 120, "the slow run to start")
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=180)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    assert worker.returncode == 0, out[-2000:]
+    # The run in hand finished; nothing new was claimed after the signal.
+    assert statuses(c, [slow, waiting]) == ["SUCCESS", "QUEUED"]
+    assert "1 claimed, 1 finished" in out
+    assert c.instance.run_coordinator.queue.workers() == []
