@@ -37,7 +37,7 @@ from gov_pipeline.db.models import (
     WebhookDelivery,
     WorkflowExecution,
 )
-from gov_pipeline.domain.definitions import load_definition_file
+from gov_pipeline.domain.definitions import load_definitions
 from gov_pipeline.orchestration.instance import dagster_env, embedded_dagster_home, running_daemon
 from gov_pipeline.services import approvals, policies, tenants, workflows
 from gov_pipeline.services.processing import RetryPolicy, process_pending
@@ -118,7 +118,7 @@ class Demo:
             return policy.status
 
 
-def setup(sessions: sessionmaker[Session]) -> None:
+def setup(sessions: sessionmaker[Session], receiver_url: str) -> None:
     with sessions.begin() as session:
         tenants.create_tenant(session, tenant_id=TENANT, name="Acme Corp")
         people = {
@@ -129,7 +129,10 @@ def setup(sessions: sessionmaker[Session]) -> None:
         for user, roles in people.items():
             tenants.upsert_user(session, tenant_id=TENANT, user_id=user, roles=roles)
         for path in sorted(EXAMPLES.glob("*.yaml")):
-            for definition in load_definition_file(path):
+            # The publication notice posts to the example receiver; point it at this one's
+            # port (any free port, so two demos on one machine do not collide).
+            text = path.read_text().replace(EXAMPLE_RECEIVER, receiver_url)
+            for definition in load_definitions(text, "yaml", str(path)):
                 result = workflows.apply_definition(session, definition, actor="demo")
                 _say(f"  workflow '{result.workflow.name}' v{result.version} ({path.name})")
 
@@ -215,7 +218,7 @@ def summary(sessions: sessionmaker[Session]) -> str:
 
 
 DEMO_SECRET = "demo-webhook-secret"
-RECEIVER_PORT = 8765  # the port examples/workflows/publication_notice.yaml posts to
+EXAMPLE_RECEIVER = "http://127.0.0.1:8765/policy-events"  # in publication_notice.yaml
 
 
 def demo_settings() -> Settings:
@@ -258,12 +261,12 @@ def main() -> None:
         _say(f"gov_pipeline demo on {engine.url.render_as_string(hide_password=True)}")
         step("Schema, tenant, people and the example workflows")
         upgrade(settings.database_url)
-        setup(sessions)
         demo = Demo(sessions, settings, args.sync)
         with ExitStack() as stack:
-            _, received = stack.enter_context(
-                webhook_receiver(DEMO_SECRET, port=RECEIVER_PORT, path="/policy-events")
+            receiver_url, received = stack.enter_context(
+                webhook_receiver(DEMO_SECRET, path="/policy-events")
             )
+            setup(sessions, receiver_url)
             if not args.sync:
                 _say(f"  starting dagster-daemon (DAGSTER_HOME={dagster_home})")
                 stack.enter_context(running_daemon(env, settings.home / "daemon.log"))

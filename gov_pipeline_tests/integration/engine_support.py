@@ -82,3 +82,44 @@ def webhook_server(
     """The package's receiver, with the tests' secret."""
     with webhook_receiver(secret, tuple(statuses)) as served:
         yield served
+
+
+EXAMPLES_DIR = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples" / "workflows"
+APPROVAL_EXAMPLE = (EXAMPLES_DIR / "policy_approval.yaml").read_text()
+
+
+def start_example_approval(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    extra_users: tuple[tuple[str, str, str], ...] = (),
+) -> int:
+    """The example two-step sequential approval, started on one new policy (owner olivia;
+    carol is the compliance officer, ciso the admin). Returns the policy id."""
+    from gov_pipeline.services.tenants import upsert_user
+
+    people = (("acme", "carol", "compliance_officer"), ("acme", "ciso", "admin"),
+              ("acme", "olivia", "policy_owner"), *extra_users)  # fmt: skip
+    with sessions.begin() as session:
+        for tenant_id, user_id, role in people:
+            upsert_user(session, tenant_id=tenant_id, user_id=user_id, roles=[role])
+    apply_yaml(sessions, APPROVAL_EXAMPLE)
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    process(sessions, settings)
+    return pid
+
+
+def cli_invoker(capsys: Any) -> Any:
+    """Call the CLI's entry point in process: returns (exit code, stdout, stderr)."""
+    from gov_pipeline.cli import main
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke

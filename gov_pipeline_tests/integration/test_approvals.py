@@ -28,6 +28,7 @@ from gov_pipeline_tests.integration.engine_support import (
     move,
     new_policy,
     process,
+    start_example_approval,
 )
 
 EXAMPLE = (
@@ -43,15 +44,7 @@ def settings(db_url: str):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def flow(sessions: sessionmaker[Session], tenant: str, settings: Any) -> int:
     """The example two-step sequential approval, started on one policy."""
-    with sessions.begin() as session:
-        upsert_user(session, tenant_id="acme", user_id="carol", roles=["compliance_officer"])
-        upsert_user(session, tenant_id="acme", user_id="ciso", roles=["admin"])
-        upsert_user(session, tenant_id="acme", user_id="mallory", roles=["viewer"])
-    apply_yaml(sessions, EXAMPLE)
-    pid = new_policy(sessions)
-    move(sessions, pid, "in_review")
-    process(sessions, settings)
-    return pid
+    return start_example_approval(sessions, settings, (("acme", "mallory", "viewer"),))
 
 
 def _steps(sessions: sessionmaker[Session]) -> list[Approval]:

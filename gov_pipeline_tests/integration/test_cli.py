@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gov_pipeline.cli import main
+from gov_pipeline_tests.integration.engine_support import cli_invoker
 
 
 @pytest.fixture
@@ -18,14 +18,7 @@ def run(db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
     monkeypatch.setenv("GOV_PIPELINE_DATABASE_URL", db_url)
     monkeypatch.delenv("GOV_PIPELINE_TENANT", raising=False)
 
-    def invoke(*args: str) -> tuple[int, str, str]:
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+    invoke = cli_invoker(capsys)
 
     return invoke
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gov_pipeline.cli import main
 from gov_pipeline.services.workflows import COMPILED
+from gov_pipeline_tests.integration.engine_support import cli_invoker
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(str(p) for p in (ROOT / "examples/workflows").glob("*.yaml"))
@@ -23,14 +23,7 @@ def run(db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
     monkeypatch.setenv("GOV_PIPELINE_DATABASE_URL", db_url)
     monkeypatch.setenv("GOV_PIPELINE_TENANT", "acme")
 
-    def invoke(*args: str) -> tuple[int, str, str]:
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+    invoke = cli_invoker(capsys)
 
     assert invoke("tenants", "create", "acme")[0] == 0
     for user, role in (

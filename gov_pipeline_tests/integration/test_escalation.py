@@ -14,14 +14,11 @@ from gov_pipeline.config import Settings
 from gov_pipeline.db.models import Approval, Notification
 from gov_pipeline.services import approvals
 from gov_pipeline.services.escalation import escalate_one, escalate_overdue
-from gov_pipeline.services.tenants import upsert_user
 from gov_pipeline_tests.integration.engine_support import (
-    apply_yaml,
     count,
     make_settings,
-    move,
-    new_policy,
     process,
+    start_example_approval,
 )
 
 EXAMPLE = (
@@ -38,16 +35,7 @@ def settings(db_url: str) -> Settings:
 @pytest.fixture
 def flow(sessions: sessionmaker[Session], tenant: str, settings: Settings) -> int:
     """The example two-step sequential approval, started on one policy."""
-    with sessions.begin() as session:
-        upsert_user(session, tenant_id="acme", user_id="carol", roles=["compliance_officer"])
-        upsert_user(session, tenant_id="acme", user_id="ciso", roles=["admin"])
-        upsert_user(session, tenant_id="acme", user_id="olivia", roles=["policy_owner"])
-        upsert_user(session, tenant_id="globex", user_id="gina", roles=["admin"])
-    apply_yaml(sessions, EXAMPLE)
-    pid = new_policy(sessions)
-    move(sessions, pid, "in_review")
-    process(sessions, settings)
-    return pid
+    return start_example_approval(sessions, settings, (("globex", "gina", "admin"),))
 
 
 def steps(sessions: sessionmaker[Session]) -> list[Approval]:
