@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install services lint format typecheck test unit demo dev clean
+.PHONY: help install services lint format typecheck test unit demo dev bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,12 @@ test: install services lint typecheck ## The whole suite: lint, types, unit and 
 
 demo: install ## Run the main flow end to end on the embedded default (no server needed)
 	$(BIN)/python -m gov_pipeline.demo
+
+bench: install services ## Benchmarks (print tables, write JSON to benchmarks/results/): ~15 min
+	mkdir -p benchmarks/results
+	$(BIN)/python -m benchmarks.capture_cost --json benchmarks/results/capture_cost.json
+	$(BIN)/python -m benchmarks.sync_floor --json benchmarks/results/sync_floor.json
+	$(BIN)/python -m benchmarks.coordinator_throughput --json benchmarks/results/coordinator_throughput.json
 
 DEMO_HOME := $(CURDIR)/.gov_pipeline/demo
 
