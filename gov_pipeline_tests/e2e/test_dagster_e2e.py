@@ -143,6 +143,16 @@ def test_job_launch_and_an_import_burst_through_the_daemon(tmp_path: Path) -> No
                     return bool(total and total >= 121 and done == total)
 
             _wait(all_processed, 240, "every change to be processed")
+            # A run may still be queued whose changes another run's catch-up already took.
+            from dagster import DagsterInstance as _Instance
+
+            with _Instance.from_config(str(dagster_home)) as watcher:
+                ended = {"SUCCESS", "FAILURE", "CANCELED"}
+                _wait(
+                    lambda: {r.status.value for r in watcher.get_runs(limit=500)} <= ended,
+                    240,
+                    "every run to end",
+                )
     finally:
         engine.dispose()
     with sessions.begin() as session:
