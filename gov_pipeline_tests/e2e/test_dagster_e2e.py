@@ -271,6 +271,15 @@ def test_sensor_and_webserver_runs_go_through_the_redis_coordinator(
                         return bool(total and done == total)
 
                 _wait(processed, 180, "the sensor's runs")
+                # A run may still be queued whose change another run's catch-up took.
+                _wait(
+                    lambda: all(
+                        r.status.value in ("SUCCESS", "FAILURE", "CANCELED")
+                        for r in c.instance.get_runs()
+                    ),
+                    180,
+                    "the sensor's runs to end",
+                )
                 sensor_runs = [
                     r for r in c.instance.get_runs() if r.job_name == "process_policy_changes"
                 ]
