@@ -181,6 +181,21 @@ def unprocessed_changes(sessions: sessionmaker[Session]) -> int:
     return int(total - done + deliveries)
 
 
+def wait_for_runs_to_end(dagster_home: Path, timeout_s: float = 180.0) -> None:
+    """Before the daemon stops: a run whose changes another run's catch-up already took
+    may still be queued or running, and stopping the daemon would interrupt it."""
+    from dagster import DagsterInstance
+
+    ended = {"SUCCESS", "FAILURE", "CANCELED"}
+    deadline = time.monotonic() + timeout_s
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        while time.monotonic() < deadline:
+            if all(r.status.value in ended for r in instance.get_runs(limit=500)):
+                return
+            time.sleep(0.5)
+    raise RuntimeError(f"Dagster runs still going after {timeout_s:.0f}s; see daemon.log")
+
+
 def dagster_runs(dagster_home: Path) -> list[tuple[str, str, str]]:
     """(run id, job, status) of the runs on the embedded instance, oldest first."""
     from dagster import DagsterInstance
@@ -271,6 +286,8 @@ def main() -> None:
                 _say(f"  starting dagster-daemon (DAGSTER_HOME={dagster_home})")
                 stack.enter_context(running_daemon(env, settings.home / "daemon.log"))
             story(demo, step)
+            if not args.sync:
+                wait_for_runs_to_end(dagster_home)
         _say(summary(sessions))
         _say(
             f"webhooks:      {len(received.bodies)} delivered to the local receiver, "
