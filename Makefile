@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install services lint format typecheck test unit demo dev bench clean
+.PHONY: help install services browser lint format typecheck test unit demo dev bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 services: ## Make sure PostgreSQL and Redis are running (starts or installs them)
 	@bash scripts/ensure-services.sh
 
+browser: ## Make sure headless Chromium is installed (for the browser test)
+	@bash scripts/ensure-chromium.sh
+
 lint: install ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -36,7 +39,7 @@ typecheck: install ## mypy (strict) on the package
 unit: install ## Unit tests only (no services needed)
 	$(BIN)/pytest gov_pipeline_tests/unit $(PYTEST_ARGS)
 
-test: install services lint typecheck ## The whole suite: lint, types, unit and integration tests
+test: install services browser lint typecheck ## The whole suite: lint, types, unit, integration, e2e, browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: install ## Run the main flow end to end on the embedded default (no server needed)

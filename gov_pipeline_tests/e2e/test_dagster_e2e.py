@@ -49,26 +49,122 @@ def _wait(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-un
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def test_make_demo_goes_through_the_sensor_and_real_runs(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """`make demo` once for the module: its output and its GOV_PIPELINE_HOME."""
+    home = tmp_path_factory.mktemp("demo") / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOV_PIPELINE_", "DAGSTER_"))}
-    env["GOV_PIPELINE_HOME"] = str(tmp_path / "home")
+    env["GOV_PIPELINE_HOME"] = str(home)
     done = subprocess.run(
         [sys.executable, "-m", "gov_pipeline.demo"], cwd=ROOT, env=env,
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    log = tmp_path / "home" / "demo" / "daemon.log"
+    log = home / "demo" / "daemon.log"
     assert done.returncode == 0, (
         done.stdout[-3000:]
         + done.stderr[-3000:]
         + (log.read_text()[-3000:] if log.exists() else "")
     )
-    out = done.stdout
+    return done.stdout, home / "demo"
+
+
+def test_make_demo_goes_through_the_sensor_and_real_runs(demo: tuple[str, Path]) -> None:
+    out, _ = demo
     assert "the sensor and its runs processed them" in out
     assert "1 Access control: published" in out and "3 Cryptography standard: draft" in out
     assert "approvals:     approved 2, changes_requested 1, rejected 1, skipped 2" in out
     assert "1 delivered to the local receiver, signatures checked (0 bad)" in out
     runs_line = next(line for line in out.splitlines() if line.startswith("dagster runs:"))
     assert "SUCCESS" in runs_line and "FAILURE" not in runs_line
+
+
+CHROMIUM = [
+    "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--virtual-time-budget=20000", "--window-size=1600,1000",
+]  # fmt: skip
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+
+
+def _page(url: str, profile: Path, screenshot: Path | None = None) -> str:
+    """The rendered DOM of `url` (and a screenshot) from headless Chromium."""
+    args = [*CHROMIUM, f"--user-data-dir={profile}"]
+    if screenshot is not None:
+        subprocess.run(
+            [*args, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True
+        )
+    done = subprocess.run(
+        [*args, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout
+
+
+def test_the_ui_shows_the_demo_runs_tags_metadata_and_sensor_ticks(
+    demo: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The Dagster UI in a real (headless) browser, on the demo's data."""
+    import socket
+    import urllib.request
+
+    from dagster import DagsterInstance
+
+    _, demo_home = demo
+    dagster_home = demo_home / "dagster"
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = [
+            r
+            for r in instance.get_runs()
+            if r.job_name == "process_policy_changes" and r.status.value == "SUCCESS"
+        ]
+    assert runs
+    run = runs[0]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "GOV_PIPELINE_HOME": str(demo_home)}
+    web = subprocess.Popen(
+        [bin_path("dagster-webserver"), "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT, env=env, start_new_session=True, stdout=(tmp_path / "web.log").open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        _wait(up, 120, "the webserver")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        base = f"http://127.0.0.1:{port}"
+        runs_page = _page(f"{base}/runs", tmp_path / "profile", ARTIFACTS / "runs.png")
+        assert "process_policy_changes" in runs_page and run.run_id[:8] in runs_page
+        assert f"gov/policy_id: {run.tags['gov/policy_id']}" in runs_page
+        run_page = _page(f"{base}/runs/{run.run_id}", tmp_path / "profile", ARTIFACTS / "run.png")
+        for shown in (
+            "load_changes",
+            "match_workflows",
+            "execute_actions",
+            "record_outcome",
+            "workflows_matched",
+            "actions_run",
+            "executions_by_status",
+            "RUN_SUCCESS",
+        ):
+            assert shown in run_page, shown  # fmt: skip
+        sensor_page = _page(
+            f"{base}/locations/gov_pipeline/sensors/policy_change_sensor", tmp_path / "profile",
+            ARTIFACTS / "sensor.png",
+        )  # fmt: skip
+        assert "Latest tick" in sensor_page and "run requested" in sensor_page
+        assert all(
+            (ARTIFACTS / name).stat().st_size > 10_000
+            for name in ("runs.png", "run.png", "sensor.png")
+        )
+    finally:
+        os.killpg(web.pid, 15)
+        web.wait(timeout=30)
 
 
 def test_job_launch_and_an_import_burst_through_the_daemon(tmp_path: Path) -> None:

@@ -173,3 +173,20 @@ def test_the_demo_story_in_sync_mode(tmp_path: Path) -> None:
     assert "executions:    completed 4, skipped 8" in out
     assert "1 delivered to the local receiver, signatures checked (0 bad)" in out
     assert "log: WARNING" not in out + done.stderr
+
+
+def test_policies_import_with_progress_and_all_or_nothing(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    good = tmp_path / "good.csv"
+    good.write_text(
+        "title,policy_type,owner_id\n" + "".join(f"P{i},Security,olivia\n" for i in range(120))
+    )
+    code, out, _ = run("policies", "import", str(good), "--chunk-size", "50")
+    assert code == 0 and "imported 120 policies" in out and "in 3 chunk(s)" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("title,policy_type\nok,Security\n,Security\nX,\n")
+    code, _, err = run("policies", "import", str(bad))
+    assert (
+        code == 2
+        and "2 invalid row(s): row 2: title: is required; row 3: policy_type: is required" in err
+    )
+    assert json.loads(run("policies", "list", "--json", "--limit", "1")[1])["total"] == 120
