@@ -192,6 +192,11 @@ def requeue(run_id: str) -> None:
         raise ConfigurationError(
             f"run {run_id} is {run.status.value}; only QUEUED runs can be requeued"
         )
+    holder = coordinator.queue.lease_holder(run_id)
+    if holder is not None:
+        raise ConfigurationError(
+            f"run {run_id} is held by worker {holder}; it is requeued by itself if that worker dies"
+        )
     record = coordinator.queue.record(run_id)
     # A live record goes back to its old place (even if its lane lost it); none: enqueue anew.
     if not (

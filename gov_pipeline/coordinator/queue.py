@@ -118,7 +118,7 @@ class RunQueue:
         return bool(added)
 
     def claim(
-        self, worker_id: str, lanes: Sequence[str], lease_s: float, mode: str, scan: int = 50
+        self, worker_id: str, lanes: Sequence[str], lease_s: float, mode: str, scan: int = 500
     ) -> str | None:
         """Take the next runnable run for `worker_id`, honouring every limit; None if none."""
         k = self.keys

@@ -136,16 +136,22 @@ class Worker:
             last_reconcile = time.monotonic()
             while not self._stopping.is_set():
                 now = time.monotonic()
-                if now - last_beat >= self.lease_s / 3:
-                    self._heartbeat()
-                    last_beat = now
-                self.recover_expired()
-                if now - last_reconcile >= self.reconcile_every_s:
-                    self.reconcile()
-                    last_reconcile = now
-                # Reap first: a finished run's slot is free for this very claim.
-                self._reap()
-                claimed = self._claim_free_slots()
+                try:
+                    if now - last_beat >= self.lease_s / 3:
+                        self._heartbeat()
+                        last_beat = now
+                    self.recover_expired()
+                    if now - last_reconcile >= self.reconcile_every_s:
+                        self.reconcile()
+                        last_reconcile = now
+                    # Reap first: a finished run's slot is free for this very claim.
+                    self._reap()
+                    claimed = self._claim_free_slots()
+                except redis.RedisError as exc:
+                    # Redis coordinates, it does not own: wait for it; runs in hand go on.
+                    log.warning("worker %s: Redis unavailable (%s); retrying", self.worker_id, exc)
+                    self._stopping.wait(1.0)
+                    continue
                 if self.burst and not claimed and not self._inflight and not self._waiting():
                     log.info("worker %s: queue drained (--burst), exiting", self.worker_id)
                     break
@@ -227,7 +233,10 @@ class Worker:
             self._reap()
             if not self._inflight:
                 return
-            self._heartbeat()
+            try:
+                self._heartbeat()
+            except redis.RedisError as exc:
+                log.warning("worker %s: Redis unavailable while draining: %s", self.worker_id, exc)
             time.sleep(min(1.0, self.lease_s / 3))
 
     def _handle(self, run_id: str) -> None:
@@ -336,7 +345,10 @@ class Worker:
     def reconcile(self) -> int:
         """Make Redis agree with Dagster's run storage; returns how many runs were fixed."""
         fixed = 0
-        queued = self.instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.QUEUED]))
+        # Oldest first, so a rebuilt queue keeps submit order (per policy, too).
+        queued = self.instance.get_runs(
+            RunsFilter(statuses=[DagsterRunStatus.QUEUED]), ascending=True
+        )
         for waiting in queued:
             record = self.queue.record(waiting.run_id)
             missing = not record or record.get("state") == "finished"

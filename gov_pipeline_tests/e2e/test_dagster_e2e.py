@@ -280,7 +280,7 @@ def test_the_production_instance_config_works_on_postgres(
     from sqlalchemy.engine import make_url
 
     url = make_url(postgres_url)
-    name = f"{url.database}_dagster"
+    name = f"{url.database}_prodcfg"
     admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
