@@ -38,7 +38,12 @@ from gov_pipeline.db.models import (
     WorkflowExecution,
 )
 from gov_pipeline.domain.definitions import load_definitions
-from gov_pipeline.orchestration.instance import dagster_env, embedded_dagster_home, running_daemon
+from gov_pipeline.orchestration.instance import (
+    dagster_env,
+    embedded_dagster_home,
+    running_daemon,
+    running_worker,
+)
 from gov_pipeline.services import approvals, policies, tenants, workflows
 from gov_pipeline.services.processing import RetryPolicy, process_pending
 from gov_pipeline.webhook_receiver import webhook_receiver
@@ -181,6 +186,22 @@ def unprocessed_changes(sessions: sessionmaker[Session]) -> int:
     return int(total - done + deliveries)
 
 
+def _reachable_redis_prefix(settings: Settings) -> str | None:
+    """A fresh key prefix when GOV_PIPELINE_REDIS_URL is set and answers; else None."""
+    if not os.environ.get("GOV_PIPELINE_REDIS_URL"):
+        return None
+    import uuid
+
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        _say(f"  Redis at {settings.redis_url} does not answer ({exc}); using Dagster's queue")
+        return None
+    return f"{settings.redis_prefix}-demo-{uuid.uuid4().hex[:6]}"
+
+
 def wait_for_runs_to_end(dagster_home: Path, timeout_s: float = 180.0) -> None:
     """Before the daemon stops: a run whose changes another run's catch-up already took
     may still be queued or running, and stopping the daemon would interrupt it."""
@@ -262,7 +283,8 @@ def main() -> None:
     def step(title: str) -> None:
         _say(f"\n{next(steps)}. {title}")
 
-    dagster_home = embedded_dagster_home(settings)
+    redis_prefix = _reachable_redis_prefix(settings) if not args.sync else None
+    dagster_home = embedded_dagster_home(settings, redis_prefix)
     env = dagster_env(
         settings,
         dagster_home,
@@ -285,6 +307,10 @@ def main() -> None:
             if not args.sync:
                 _say(f"  starting dagster-daemon (DAGSTER_HOME={dagster_home})")
                 stack.enter_context(running_daemon(env, settings.home / "daemon.log"))
+                if redis_prefix is not None:
+                    _say(f"  Redis at {settings.redis_url}: runs go through the Redis run "
+                         "coordinator and a gov-pipeline worker (--mode execute)")  # fmt: skip
+                    stack.enter_context(running_worker(env, settings.home / "worker.log"))
             story(demo, step)
             if not args.sync:
                 wait_for_runs_to_end(dagster_home)
@@ -306,6 +332,21 @@ def main() -> None:
         _say(f"\nDone in {time.monotonic() - started:.0f}s. Open the UI on the same data: make dev")
     finally:
         engine.dispose()
+        if redis_prefix is not None:
+            _forget_redis_demo(settings, dagster_home, redis_prefix)
+
+
+def _forget_redis_demo(settings: Settings, dagster_home: Path, prefix: str) -> None:
+    """Back to Dagster's own queue (make dev has no worker), and the demo's keys removed."""
+    import redis
+
+    from gov_pipeline.orchestration.instance import EMBEDDED_INSTANCE_YAML
+
+    (dagster_home / "dagster.yaml").write_text(EMBEDDED_INSTANCE_YAML)
+    client = redis.Redis.from_url(settings.redis_url)
+    for key in client.scan_iter(f"{prefix}:*", count=1000):
+        client.delete(key)
+    client.close()
 
 
 if __name__ == "__main__":

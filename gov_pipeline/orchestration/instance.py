@@ -45,12 +45,34 @@ telemetry:
 """
 
 
-def embedded_dagster_home(settings: Settings) -> Path:
-    """`<home>/dagster`, with its dagster.yaml written if missing."""
+REDIS_INSTANCE_YAML = """\
+# Embedded instance with the Redis run coordinator (SQLite storage; Redis from the env).
+run_coordinator:
+  module: gov_pipeline.coordinator.run_coordinator
+  class: RedisRunCoordinator
+  config:
+    key_prefix: {prefix}
+run_retries:
+  enabled: true
+  max_retries: 2
+  retry_on_asset_or_op_failure: false
+sensors:
+  use_threads: true
+  num_workers: 2
+telemetry:
+  enabled: false
+"""
+
+
+def embedded_dagster_home(settings: Settings, redis_prefix: str | None = None) -> Path:
+    """`<home>/dagster`, with its dagster.yaml written if missing (Dagster's own queue, or
+    the Redis run coordinator under `redis_prefix` when one is given)."""
     home = settings.home / "dagster"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    if redis_prefix is not None:
+        config.write_text(REDIS_INSTANCE_YAML.format(prefix=redis_prefix))
+    elif not config.exists():
         config.write_text(EMBEDDED_INSTANCE_YAML)
     return home
 
@@ -125,3 +147,18 @@ def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20.0) 
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+@contextmanager
+def running_worker(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`gov-pipeline worker --mode execute` for the Redis coordinator, stopped on exit."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [bin_path("gov-pipeline"), "worker", "--mode", "execute", "-w", str(WORKSPACE)],
+            cwd=ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            yield process
+        finally:
+            stop_process_group(process)
