@@ -67,6 +67,17 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value
 
 
+def row_to_dict(row: Any, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A JSON-ready dict of a mapped row's columns (dates and times as ISO strings)."""
+    data: dict[str, Any] = {}
+    for column in row.__table__.columns:
+        if column.key in exclude:
+            continue
+        value = getattr(row, column.key)
+        data[column.key] = value.isoformat() if isinstance(value, datetime | date) else value
+    return data
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {

@@ -113,23 +113,36 @@ def bin_path(name: str) -> str:
 
 
 @contextmanager
-def running_daemon(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`dagster-daemon run` for the workspace, stopped (SIGTERM, then SIGKILL) on exit."""
-    prepare_instance(Path(env["DAGSTER_HOME"]))
+def _running(
+    args: list[str], env: Mapping[str, str], log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A process group of its own, logging to `log_path`, stopped (SIGTERM, then SIGKILL)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [bin_path("dagster-daemon"), "run", "-w", str(WORKSPACE)],
-            cwd=ROOT,
-            env=dict(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            args, cwd=ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
-        )
+        )  # fmt: skip
         try:
             yield process
         finally:
             stop_process_group(process)
+
+
+@contextmanager
+def running_daemon(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`dagster-daemon run` for the workspace, stopped on exit."""
+    prepare_instance(Path(env["DAGSTER_HOME"]))
+    with _running([bin_path("dagster-daemon"), "run", "-w", str(WORKSPACE)], env, log_path) as p:
+        yield p
+
+
+@contextmanager
+def running_worker(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`gov-pipeline worker --mode execute` for the Redis coordinator, stopped on exit."""
+    args = [bin_path("gov-pipeline"), "worker", "--mode", "execute", "-w", str(WORKSPACE)]
+    with _running(args, env, log_path) as p:
+        yield p
 
 
 def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
@@ -147,18 +160,3 @@ def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20.0) 
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
-
-
-@contextmanager
-def running_worker(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`gov-pipeline worker --mode execute` for the Redis coordinator, stopped on exit."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [bin_path("gov-pipeline"), "worker", "--mode", "execute", "-w", str(WORKSPACE)],
-            cwd=ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        try:
-            yield process
-        finally:
-            stop_process_group(process)

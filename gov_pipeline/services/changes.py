@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session
@@ -85,18 +85,15 @@ class ChangeBatch:
     cursor: ChangeCursor
     # True when `limit` cut the read short: more visible changes are waiting.
     has_more: bool = False
-    stats: dict[str, int] = field(default_factory=dict)
 
 
-def _snapshot(session: Session) -> tuple[int, int]:
-    """(xmin, xmax) of a fresh PostgreSQL snapshot (only xmin is used for gaps)."""
-    row = session.execute(
-        text(
-            "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint"
-            " FROM pg_current_snapshot() AS s"
-        )
-    ).one()
-    return int(row[0]), int(row[1])
+def _snapshot_xmin(session: Session) -> int:
+    """The xmin of a fresh PostgreSQL snapshot: every older transaction has ended."""
+    return int(
+        session.execute(
+            text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        ).scalar_one()
+    )
 
 
 def _horizon_above_writers(session: Session) -> int:
@@ -154,7 +151,7 @@ def read_changes(session: Session, cursor: ChangeCursor | str | None, limit: int
         raise InvalidInputError("limit", f"must be >= 1, got {limit}")
     cur = cursor if isinstance(cursor, ChangeCursor) else ChangeCursor.decode(cursor)
     postgres = is_postgres(session)
-    xmin = _snapshot(session)[0] if postgres else 0
+    xmin = _snapshot_xmin(session) if postgres else 0
     checked_gaps = cur.gaps[:MAX_GAP_RANGES_PER_READ]
     wanted = [EntityChange.id > cur.watermark]
     wanted += [EntityChange.id.between(g.lo, g.hi) for g in checked_gaps]
@@ -170,13 +167,11 @@ def read_changes(session: Session, cursor: ChangeCursor | str | None, limit: int
     # Every visible candidate up to `reach` was returned; gaps above it were not looked at.
     reach = ids[-1] if has_more else None
     gaps: list[Gap] = []
-    expired = 0
     for gap in checked_gaps:
         for part in _subtract(gap, ids):
             looked_at = reach is None or part.lo <= reach
             if looked_at and part.horizon <= xmin:
-                expired += part.hi - part.lo + 1  # its writer has ended: rolled back
-                continue
+                continue  # its writer has ended: it was rolled back
             gaps.append(part)
     above = [i for i in ids if i > cur.watermark]
     missing = _missing_ranges(cur.watermark, above, new_watermark)
@@ -184,10 +179,8 @@ def read_changes(session: Session, cursor: ChangeCursor | str | None, limit: int
         horizon = _horizon_above_writers(session)
         gaps += [Gap(lo, hi, horizon) for lo, hi in missing]
     gaps += cur.gaps[MAX_GAP_RANGES_PER_READ:]
-    pending = sum(g.hi - g.lo + 1 for g in gaps)
     return ChangeBatch(
         changes=rows,
         cursor=ChangeCursor(new_watermark, tuple(sorted(gaps))),
         has_more=has_more,
-        stats={"expired_gap_ids": expired, "pending_gap_ids": pending},
     )

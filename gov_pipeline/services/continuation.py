@@ -9,12 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gov_pipeline.config import Settings
-from gov_pipeline.db.models import ActionRun, Approval, EntityChange, Workflow, WorkflowExecution
+from gov_pipeline.db.models import Approval, EntityChange, Workflow, WorkflowExecution
 from gov_pipeline.domain.approval_flow import FlowOutcome, next_move
 from gov_pipeline.domain.definitions import RequestApprovalAction
 from gov_pipeline.domain.lifecycle import ALLOWED_TRANSITIONS
 from gov_pipeline.domain.statuses import (
-    ActionRunStatus,
     ApprovalMode,
     ApprovalStatus,
     ExecutionStatus,
@@ -25,7 +24,7 @@ from gov_pipeline.services import policies
 from gov_pipeline.services.engine import (
     ExecutionReport,
     claim,
-    insert_ignore,
+    insert_marker,
     load_entity,
     run_actions,
 )
@@ -56,23 +55,10 @@ def continue_after_decision(
     assert execution is not None  # claimed above
     # One continuation per decision: a replayed change finds its marker and stops.
     marker = f"decision:{change.id}"
-    if not insert_ignore(
-        session,
-        ActionRun,
-        {
-            "tenant_id": execution.tenant_id, "execution_id": execution.id, "step_key": marker,
-            "action_type": "approval_decision", "status": ActionRunStatus.COMPLETED.value,
-            "attempts": 1, "result": dict(data), "created_at": datetime.now(UTC),
-            "finished_at": datetime.now(UTC),
-        },
-    ):  # fmt: skip
+    marker_run_id = insert_marker(session, execution, marker, "approval_decision", dict(data))
+    if marker_run_id is None:
         execution.status = ExecutionStatus.AWAITING_APPROVAL.value
         return None
-    marker_run = session.scalars(
-        select(ActionRun).where(
-            ActionRun.execution_id == execution.id, ActionRun.step_key == marker
-        )
-    ).one()
     workflow = session.get(Workflow, execution.workflow_id)
     assert workflow is not None  # foreign key
     loaded = load_version(session, workflow, execution.workflow_version)
@@ -96,7 +82,7 @@ def continue_after_decision(
             step.requested_at = now
             step.due_at = now + timedelta(hours=hours) if hours else None
         session.flush()
-        approval_service.notify_approvers(session, opened, loaded.name, marker_run.id)
+        approval_service.notify_approvers(session, opened, loaded.name, marker_run_id)
         execution.status = ExecutionStatus.AWAITING_APPROVAL.value
         log.info("execution %s: %s, opened steps %s", execution.id, move.outcome, move.open_steps)
         return ExecutionReport(execution.id, loaded.name, execution.status, [marker])

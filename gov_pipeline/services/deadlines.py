@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 from gov_pipeline.config import Settings
 from gov_pipeline.db.models import Policy, Workflow, WorkflowExecution
 from gov_pipeline.domain.statuses import EntityType, ExecutionStatus, Trigger, WorkflowStatus
-from gov_pipeline.services.engine import entity_facts, insert_ignore
+from gov_pipeline.services.engine import entity_only_facts, insert_ignore
 from gov_pipeline.services.processing import (
     RetryPolicy,
     TransientExecutionError,
@@ -111,10 +111,7 @@ def _match_workflow(
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
     for policy in session.scalars(due_policies_query(loaded, today)):
-        facts: dict[str, Any] = {
-            "old": {}, "new": {}, "changed": [], "entity": entity_facts(policy),
-            "actor": None, "trigger": trigger,
-        }  # fmt: skip
+        facts = entity_only_facts(policy, trigger)
         status, reason = ExecutionStatus.PENDING, None
         if not loaded.condition.evaluate(facts):
             failed = loaded.condition.explain(facts)

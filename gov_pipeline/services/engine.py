@@ -89,6 +89,14 @@ def entity_facts(entity: Policy | None) -> dict[str, Any]:
     return policies.policy_to_dict(entity, include_content=False)
 
 
+def entity_only_facts(entity: Policy, trigger: str, actor: str | None = None) -> dict[str, Any]:
+    """The condition context when no change is involved (manual runs, deadlines)."""
+    return {
+        "old": {}, "new": {}, "changed": [], "entity": entity_facts(entity),
+        "actor": actor, "trigger": trigger,
+    }  # fmt: skip
+
+
 def build_facts(change: EntityChange, entity: Policy | None, trigger: str) -> dict[str, Any]:
     """The condition context of DOMAIN.md: old, new, changed, entity, actor, trigger."""
     return {
@@ -124,6 +132,39 @@ def insert_ignore(
     dialect_insert = pg_insert if is_postgres(session) else sqlite_insert
     stmt = dialect_insert(model).values(rows).on_conflict_do_nothing()
     return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+
+def insert_marker(
+    session: Session,
+    execution: WorkflowExecution,
+    step_key: str,
+    action_type: str,
+    result: dict[str, Any] | None = None,
+) -> int | None:
+    """Write a completed action-run row that marks something as done for this execution.
+
+    Returns:
+        Its id, or None if the marker already existed (the thing was done before).
+    """
+    now = datetime.now(UTC)
+    if not insert_ignore(
+        session,
+        ActionRun,
+        {
+            "tenant_id": execution.tenant_id, "execution_id": execution.id,
+            "step_key": step_key, "action_type": action_type,
+            "status": ActionRunStatus.COMPLETED.value, "attempts": 1, "result": result,
+            "created_at": now, "finished_at": now,
+        },
+    ):  # fmt: skip
+        return None
+    return int(
+        session.scalars(
+            select(ActionRun.id).where(
+                ActionRun.execution_id == execution.id, ActionRun.step_key == step_key
+            )
+        ).one()
+    )
 
 
 def match_change(session: Session, change: EntityChange, settings: Settings) -> MatchReport:

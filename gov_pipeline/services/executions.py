@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -16,22 +16,15 @@ from gov_pipeline.db.models import (
     WebhookDelivery,
     Workflow,
     WorkflowExecution,
+    row_to_dict,
 )
 from gov_pipeline.domain.definitions import RequestApprovalAction, WorkflowDefinition
 from gov_pipeline.domain.errors import ConflictError, InvalidInputError, NotFoundError
 from gov_pipeline.domain.statuses import ActionRunStatus, ChangeKind, ExecutionStatus
-from gov_pipeline.services.engine import TRIGGERS_BY_KIND, build_facts, load_entity
+from gov_pipeline.services.engine import TRIGGERS_BY_KIND, build_facts, entity_facts, load_entity
 from gov_pipeline.services.webhooks import DeliveryStatus
 
 MAX_LIST = 1000
-
-
-def _jsonable(row: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for column in row.__table__.columns:
-        value = getattr(row, column.key)
-        data[column.key] = value.isoformat() if isinstance(value, datetime | date) else value
-    return data
 
 
 def list_executions(
@@ -61,7 +54,7 @@ def list_executions(
     if policy_id is not None:
         query = query.where(WorkflowExecution.entity_id == str(policy_id))
     rows = session.execute(query.order_by(WorkflowExecution.id.desc()).limit(limit)).all()
-    return [{**_jsonable(e), "workflow": name} for e, name in rows]
+    return [{**row_to_dict(e), "workflow": name} for e, name in rows]
 
 
 def get_execution(session: Session, tenant_id: str, execution_id: int | str) -> WorkflowExecution:
@@ -94,10 +87,10 @@ def describe_execution(session: Session, tenant_id: str, execution_id: int | str
         found = session.scalars(
             select(model).where(model.execution_id == execution.id).order_by(model.id)
         )
-        return [_jsonable(r) for r in found]
+        return [row_to_dict(r) for r in found]
 
     return {
-        **_jsonable(execution),
+        **row_to_dict(execution),
         "workflow": workflow.name if workflow else None,
         "action_runs": rows(ActionRun),
         "approvals": rows(Approval),
@@ -228,9 +221,7 @@ def dry_run(
         if change is None or change.tenant_id != tenant or change.entity_id != str(entity.id):
             raise NotFoundError("change", change_id, tenant)
     else:
-        facts_entity = build_facts(
-            EntityChange(old_values={}, new_values={}, changed_fields=[]), entity, ""
-        )["entity"]
+        facts_entity = entity_facts(entity)
         change = EntityChange(
             id=0, kind="created", old_values={}, new_values=facts_entity,
             changed_fields=sorted(facts_entity), actor=None, chain_depth=0,

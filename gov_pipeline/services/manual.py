@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -11,7 +10,7 @@ from sqlalchemy.orm import Session
 from gov_pipeline.db.models import WorkflowExecution
 from gov_pipeline.domain.errors import NotFoundError
 from gov_pipeline.domain.statuses import ExecutionStatus, Trigger
-from gov_pipeline.services.engine import entity_facts, insert_ignore, load_entity
+from gov_pipeline.services.engine import entity_only_facts, insert_ignore, load_entity
 from gov_pipeline.services.workflows import get_workflow, load_version
 
 
@@ -38,14 +37,7 @@ def start_manual_execution(
     entity = load_entity(session, tenant_id, loaded.definition.entity_type.value, str(policy_id))
     if entity is None or entity.deleted_at is not None:
         raise NotFoundError("policy", policy_id, tenant_id)
-    facts: dict[str, Any] = {
-        "old": {},
-        "new": {},
-        "changed": [],
-        "entity": entity_facts(entity),
-        "actor": actor,
-        "trigger": Trigger.MANUAL.value,
-    }
+    facts = entity_only_facts(entity, Trigger.MANUAL.value, actor)
     matched = loaded.condition.evaluate(facts)
     now = datetime.now(UTC)
     dedupe_key = f"manual:{request_key}"

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from gov_pipeline.db.capture import set_change_context
 from gov_pipeline.db.engine import is_postgres
-from gov_pipeline.db.models import Policy
+from gov_pipeline.db.models import Policy, row_to_dict
 from gov_pipeline.domain.errors import InvalidInputError, NotFoundError
 from gov_pipeline.domain.lifecycle import check_transition, parse_status
 from gov_pipeline.domain.policy_fields import validate_policy_fields
@@ -225,12 +225,4 @@ def list_policies(
 
 def policy_to_dict(policy: Policy, *, include_content: bool = True) -> dict[str, Any]:
     """A JSON-ready view of a policy (dates as ISO strings)."""
-    data: dict[str, Any] = {}
-    for column in Policy.__table__.columns:
-        if column.key == "content" and not include_content:
-            continue
-        value = getattr(policy, column.key)
-        if isinstance(value, datetime | date):
-            value = value.isoformat()
-        data[column.key] = value
-    return data
+    return row_to_dict(policy, frozenset() if include_content else frozenset({"content"}))

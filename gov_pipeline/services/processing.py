@@ -41,6 +41,7 @@ from gov_pipeline.services.engine import (
     ExecutionReport,
     MatchReport,
     insert_ignore,
+    insert_marker,
     match_change,
     pending_executions,
     run_execution,
@@ -70,22 +71,9 @@ def _notify_owner_of_failure(session: Session, execution: WorkflowExecution, err
     if workflow is None or not workflow.owner_id:
         return
     # One notice per failed execution, even if failure is recorded twice.
-    if not insert_ignore(
-        session,
-        ActionRun,
-        {
-            "tenant_id": execution.tenant_id, "execution_id": execution.id,
-            "step_key": "failure-notice", "action_type": "notify",
-            "status": ActionRunStatus.COMPLETED.value, "attempts": 1,
-            "created_at": datetime.now(UTC), "finished_at": datetime.now(UTC),
-        },
-    ):  # fmt: skip
+    run_id = insert_marker(session, execution, "failure-notice", "notify")
+    if run_id is None:
         return
-    run_id = session.scalars(
-        select(ActionRun.id).where(
-            ActionRun.execution_id == execution.id, ActionRun.step_key == "failure-notice"
-        )
-    ).one()
     notifications.send(
         session,
         tenant_id=execution.tenant_id,
@@ -304,19 +292,12 @@ def process_in_order(
                 select(ProcessedChange.change_id).where(ProcessedChange.change_id.in_(todo))
             )
         )
-        tenant_id = change.tenant_id
     reports = []
     for cid in todo:
         if cid in done:
             continue
         reports.append(process_change(sessions, cid, settings, retry, sleep))
-        with sessions.begin() as session:
-            insert_ignore(
-                session,
-                ProcessedChange,
-                {"change_id": cid, "tenant_id": tenant_id, "processed_by": processed_by,
-                 "processed_at": datetime.now(UTC)},
-            )  # fmt: skip
+        mark_processed(sessions, [cid], processed_by)
     return reports
 
 
