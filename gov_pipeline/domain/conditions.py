@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 import reprlib
@@ -434,6 +435,9 @@ class _Compiler:
             raise _BadValueError(f"value too large or too deeply nested ({limits})")
         if isinstance(raw, int) and raw.bit_length() > 64:
             raise _BadValueError("integer out of range (64 bits)")
+        if isinstance(raw, float) and not math.isfinite(raw):
+            # Stored JSON has no NaN or infinity: it would come back as null, another meaning.
+            raise _BadValueError(f"not a finite number: {raw}")
         if raw is None or isinstance(raw, str | int | float):
             return raw
         if isinstance(raw, date):

@@ -371,10 +371,37 @@ def parse_definition(data: object, source: str | None = None) -> WorkflowDefinit
         raise DefinitionError(
             [ValidationIssue("", f"a definition is a mapping, got {got}")], source
         )
+    nul = _nul_issues(data)
     try:
-        return WorkflowDefinition.model_validate(data)
+        definition = WorkflowDefinition.model_validate(data)
     except ValidationError as exc:
-        raise DefinitionError(_issues(exc), source) from None
+        raise DefinitionError(nul + _issues(exc), source) from None
+    if nul:
+        raise DefinitionError(nul, source)
+    return definition
+
+
+def _nul_issues(data: dict[Any, Any]) -> list[ValidationIssue]:
+    """Strings holding NUL, which PostgreSQL text and jsonb cannot store (first 10 found)."""
+    issues: list[ValidationIssue] = []
+    stack: list[tuple[object, str]] = [(data, "")]
+    seen: set[int] = set()
+    while stack and len(issues) < 10:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                issues.append(
+                    ValidationIssue(path, "contains a NUL character, which text cannot hold")
+                )
+        elif isinstance(value, dict | list | tuple) and id(value) not in seen:
+            seen.add(id(value))  # YAML aliases can make a structure contain itself
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    sub = f"{path}.{key}" if path else str(key)
+                    stack += [(item, sub), (key, sub)]
+            else:
+                stack += [(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    return sorted(issues, key=lambda issue: issue.path)
 
 
 def load_definitions(text: str, fmt: str, source: str) -> list[WorkflowDefinition]:
@@ -438,6 +465,10 @@ def _load(text: str, fmt: str, source: str) -> object:
         raise DefinitionError([ValidationIssue("", f"invalid JSON: {exc}")], source) from None
     except RecursionError:
         raise DefinitionError([ValidationIssue("", "document nested too deeply")], source) from None
+    except ValueError as exc:
+        # A scalar the parser cannot convert: `2024-02-30`, `!!int abc`, a 5,000-digit number.
+        message = f"invalid {fmt.upper()}: {' '.join(str(exc).split())[:200]}"
+        raise DefinitionError([ValidationIssue("", message)], source) from None
     raise DefinitionError([ValidationIssue("", f"unknown format {fmt!r} (yaml or json)")], source)
 
 
