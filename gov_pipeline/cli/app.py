@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     from gov_pipeline.cli import process as _process  # noqa: F401
     from gov_pipeline.cli import queue as _queue  # noqa: F401
     from gov_pipeline.cli import tenants as _tenants  # noqa: F401
+    from gov_pipeline.cli import verify as _verify  # noqa: F401
     from gov_pipeline.cli import workflows as _workflows  # noqa: F401
 
     args = sys.argv[1:] if argv is None else argv
