@@ -33,6 +33,8 @@ class Settings:
     sensor_max_changes: int = 2000
     batch_threshold: int = 20
     batch_size: int = 200
+    sweep_grace_s: int = 120
+    sweep_interval_s: int = 60
     default_tenant: str | None = None
     default_actor: str | None = None
 
@@ -103,6 +105,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sensor_max_changes=_int(env, "GOV_PIPELINE_SENSOR_MAX_CHANGES", 2000, minimum=1),
         batch_threshold=_int(env, "GOV_PIPELINE_BATCH_THRESHOLD", 20, minimum=0),
         batch_size=_int(env, "GOV_PIPELINE_BATCH_SIZE", 200, minimum=1),
+        sweep_grace_s=_int(env, "GOV_PIPELINE_SWEEP_GRACE", 120, minimum=1),
+        sweep_interval_s=_int(env, "GOV_PIPELINE_SWEEP_INTERVAL", 60, minimum=1),
         default_tenant=env.get("GOV_PIPELINE_TENANT") or None,
         default_actor=env.get("GOV_PIPELINE_ACTOR") or None,
     )

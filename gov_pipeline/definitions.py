@@ -17,6 +17,7 @@ from gov_pipeline.orchestration.more_jobs import (
 )
 from gov_pipeline.orchestration.resources import DatabaseResource, RedisResource
 from gov_pipeline.orchestration.sensors import policy_change_sensor, policy_run_failure_sensor
+from gov_pipeline.orchestration.sweeper import unprocessed_change_sweeper
 
 defs = dg.Definitions(
     jobs=[
@@ -28,6 +29,6 @@ defs = dg.Definitions(
         import_policies,
     ],
     schedules=[escalation_schedule, reminders_schedule, deliveries_schedule],
-    sensors=[policy_change_sensor, policy_run_failure_sensor],
+    sensors=[policy_change_sensor, policy_run_failure_sensor, unprocessed_change_sweeper],
     resources={"database": DatabaseResource(), "redis": RedisResource()},
 )

@@ -81,6 +81,7 @@ def test_the_definitions_load() -> None:
     assert {s.name for s in repo.sensor_defs} == {
         "policy_change_sensor",
         "policy_run_failure_sensor",
+        "unprocessed_change_sweeper",
     }
     assert (
         repo.get_sensor_def("policy_change_sensor").default_status == dg.DefaultSensorStatus.RUNNING

@@ -86,7 +86,9 @@ def done(db_url: str, sessions: sessionmaker[Session], tenant: str) -> sessionma
     f = report.figures
     # 2 created + 2x(in_review, approved) x2 = 10 changes; 4 completed executions.
     assert f["changes"] == 10 and f["processed"] == 10
-    assert f["executions_by_status"]["completed"] == 4 and f["notifications"] == 8  # notice + task_assigned
+    assert (
+        f["executions_by_status"]["completed"] == 4 and f["notifications"] == 8
+    )  # notice + task_assigned
     assert f["tasks"] == 4 and report.get("per_policy_order").checked == 4
     return sessions
 
