@@ -114,25 +114,23 @@ DEEP = st.builds(
 
 # -- conditions -------------------------------------------------------------------------------
 
-FIELDS = (
-    st.sampled_from(
-        [
-            *("status", "new.status", "old.status", "entity.owner_id", "entity.tags.0"),
-            *("new.custom_fields.risk", "changed", "actor", "trigger", "entity.a.b.c.d.e.f"),
-            *("new.999999999", "new.1234567890", "policy.owner_id", "new..status", "new.__class__"),
-            *("entity.__dict__", ".", "", "new.status ", "a.b.c.d.e.f.g.h.i.j.k", "actor.name"),
-        ]
-    )
-    | STRINGS
-    | SCALARS
+FIELD_NAMES = st.sampled_from(
+    [
+        *("status", "new.status", "old.status", "entity.owner_id", "entity.tags.0"),
+        *("new.custom_fields.risk", "changed", "actor", "trigger", "entity.a.b.c.d.e.f"),
+        *("new.999999999", "new.1234567890", "policy.owner_id", "new..status", "new.__class__"),
+        *("entity.__dict__", ".", "", "new.status ", "a.b.c.d.e.f.g.h.i.j.k", "actor.name"),
+    ]
 )
+FIELDS_AS_TEXT = FIELD_NAMES | STRINGS
+FIELDS = FIELDS_AS_TEXT | SCALARS
 OPS = st.sampled_from([*OPERATORS, "EQ", "is", "__eq__", "matches", "regex", "eval", "", " eq"])
 OPS = OPS | SCALARS
 LEAVES = st.fixed_dictionaries(
     {"field": FIELDS, "op": OPS},
     optional={"value": VALUES, "extra": VALUES, "__class__": VALUES},
 )
-SHORTHAND = st.dictionaries(FIELDS.filter(lambda f: isinstance(f, str)), VALUES, max_size=4)
+SHORTHAND = st.dictionaries(FIELDS_AS_TEXT, VALUES, max_size=4)
 CONDITIONS = (
     st.recursive(
         LEAVES | SHORTHAND | SCALARS,
@@ -238,6 +236,23 @@ ACTIONS = st.dictionaries(ACTION_KEYS, ACTION_VALUES, max_size=6) | st.builds(
     st.dictionaries(ACTION_KEYS, ACTION_VALUES, max_size=3),
     st.sampled_from(ACTION_TYPES),
 )
+NAMES = st.text(
+    alphabet=st.sampled_from(ODD_CHARS.replace("\x00", ""))
+    | st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=40,
+)
+VALID_ACTIONS = st.one_of(
+    st.builds(lambda t, m, u: {"type": "notify", "users": [u], "title": t, "message": m},
+              NAMES, NAMES, NAMES),
+    st.builds(lambda t, d: {"type": "create_task", "title": t, "description": d, "due_in_days": 3},
+              NAMES, NAMES),
+    st.builds(lambda to, r: {"type": "change_status", "to": to, "reason": r},
+              st.sampled_from(["draft", "in_review", "approved", "published", "archived"]), NAMES),
+    st.builds(lambda u: {"type": "assign", "user": u, "target": "assignee"}, NAMES),
+    st.builds(lambda path: {"type": "webhook", "url": "https://hooks.example.com/" + path},
+              st.text(alphabet="abc%/?=&#é\u202e", max_size=30)),
+)  # fmt: skip
 TOP_VALUES = (
     st.sampled_from(
         [
@@ -262,7 +277,7 @@ DEFINITIONS = (
     st.builds(lambda extra: {**VALID, **extra}, st.dictionaries(TOP_KEYS, TOP_VALUES, max_size=4))
     | st.builds(
         lambda actions, drop: {k: v for k, v in {**VALID, "actions": actions}.items() if k != drop},
-        st.lists(ACTIONS, max_size=4),
+        st.lists(ACTIONS | VALID_ACTIONS, max_size=4),
         st.sampled_from(["", "name", "tenant_id", "type", "trigger", "conditions"]),
     )
     | st.dictionaries(TOP_KEYS | KEYS, TOP_VALUES, max_size=8)
