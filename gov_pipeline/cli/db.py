@@ -6,6 +6,7 @@ import click
 
 from gov_pipeline.cli.app import AppContext, cli, pass_app
 from gov_pipeline.db import migrate
+from gov_pipeline.domain.errors import GovPipelineError
 
 
 @cli.group()
@@ -23,7 +24,12 @@ def upgrade(app: AppContext, revision: str) -> None:
     Example:
       GOV_PIPELINE_DATABASE_URL=postgresql://user@host/db gov-pipeline db upgrade
     """
-    migrate.upgrade(app.settings.database_url, revision)
+    from alembic.util import CommandError
+
+    try:
+        migrate.upgrade(app.settings.database_url, revision)
+    except CommandError as exc:  # e.g. an unknown revision: a failure, not a crash
+        raise GovPipelineError(f"migration failed: {exc}") from exc
     current = migrate.current_revision(app.settings.database_url)
     click.echo(f"database at revision {current}")
 

@@ -15,6 +15,7 @@ from gov_pipeline.services import approvals as approval_svc
 from gov_pipeline.services import executions as svc
 from gov_pipeline.services import notifications as notification_svc
 from gov_pipeline.services.processing import retry_now
+from gov_pipeline.services.tenants import require_tenant
 
 
 @cli.group()
@@ -257,6 +258,7 @@ def list_tasks(app: AppContext, tenant: str | None, assignee: str | None, as_jso
       gov-pipeline tasks list --tenant acme --assignee olivia
     """
     with app.transaction() as session:
+        require_tenant(session, app.tenant(tenant))
         query = select(Task).where(Task.tenant_id == app.tenant(tenant))
         if assignee:
             query = query.where(Task.assignee_id == assignee)

@@ -24,7 +24,7 @@ from gov_pipeline.domain.statuses import (
     NotificationType,
 )
 from gov_pipeline.services import notifications, policies
-from gov_pipeline.services.tenants import check_identifier, roles_of
+from gov_pipeline.services.tenants import check_identifier, require_tenant, roles_of
 
 DECISIONS = {
     "approve": ApprovalStatus.APPROVED,
@@ -196,7 +196,12 @@ def list_approvals(
     status: str | None = None,
     limit: int = 100,
 ) -> list[Approval]:
-    """Approvals of a tenant; with `user_id`, the open ones that user may decide."""
+    """Approvals of a tenant; with `user_id`, the open ones that user may decide.
+
+    Raises:
+        NotFoundError: unknown tenant.
+    """
+    require_tenant(session, tenant_id)
     query = select(Approval).where(Approval.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Approval.status == status)

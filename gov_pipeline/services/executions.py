@@ -22,6 +22,7 @@ from gov_pipeline.domain.definitions import RequestApprovalAction, WorkflowDefin
 from gov_pipeline.domain.errors import ConflictError, InvalidInputError, NotFoundError
 from gov_pipeline.domain.statuses import ActionRunStatus, ChangeKind, ExecutionStatus
 from gov_pipeline.services.engine import TRIGGERS_BY_KIND, build_facts, entity_facts, load_entity
+from gov_pipeline.services.tenants import require_tenant
 from gov_pipeline.services.webhooks import DeliveryStatus
 
 MAX_LIST = 1000
@@ -36,7 +37,13 @@ def list_executions(
     policy_id: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Newest first, with the workflow's name."""
+    """Newest first, with the workflow's name.
+
+    Raises:
+        InvalidInputError: bad limit or status.
+        NotFoundError: unknown tenant.
+    """
+    require_tenant(session, tenant_id)
     if not 1 <= limit <= MAX_LIST:
         raise InvalidInputError("limit", f"must be between 1 and {MAX_LIST}")
     query = (

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gov_pipeline.db.models import Notification
-from gov_pipeline.services.tenants import users_with_roles
+from gov_pipeline.services.tenants import require_tenant, users_with_roles
 
 
 def resolve_recipients(
@@ -64,6 +64,12 @@ def send(
 def list_notifications(
     session: Session, tenant_id: str, user_id: str | None = None, limit: int = 100
 ) -> list[Notification]:
+    """The tenant's notifications, newest first.
+
+    Raises:
+        NotFoundError: unknown tenant.
+    """
+    require_tenant(session, tenant_id)
     query = select(Notification).where(Notification.tenant_id == tenant_id)
     if user_id is not None:
         query = query.where(Notification.user_id == user_id)

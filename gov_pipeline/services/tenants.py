@@ -13,6 +13,8 @@ from gov_pipeline.domain.errors import InvalidInputError, NotFoundError
 from gov_pipeline.domain.statuses import Role
 
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+MAX_NAME_CHARS = 200  # tenants.name and users.name are VARCHAR(200)
+MAX_EMAIL_CHARS = 320
 
 
 def check_identifier(field: str, value: str | None) -> str:
@@ -43,8 +45,14 @@ def require_tenant(session: Session, tenant_id: str | None) -> Tenant:
 
 
 def create_tenant(session: Session, *, tenant_id: str, name: str | None = None) -> Tenant:
-    """Create a tenant, or return it unchanged if it exists (idempotent)."""
+    """Create a tenant, or return it unchanged if it exists (idempotent).
+
+    Raises:
+        InvalidInputError: a malformed id, or a name longer than 200 characters.
+    """
     tid = check_identifier("tenant", tenant_id)
+    if name is not None and len(name) > MAX_NAME_CHARS:
+        raise InvalidInputError("name", f"at most {MAX_NAME_CHARS} characters")
     tenant = session.get(Tenant, tid)
     if tenant is None:
         tenant = Tenant(tenant_id=tid, name=name or tid)
@@ -74,6 +82,10 @@ def upsert_user(
     """
     require_tenant(session, tenant_id)
     uid = check_identifier("user", user_id)
+    if name is not None and len(name) > MAX_NAME_CHARS:
+        raise InvalidInputError("name", f"at most {MAX_NAME_CHARS} characters")
+    if email is not None and len(email) > MAX_EMAIL_CHARS:
+        raise InvalidInputError("email", f"at most {MAX_EMAIL_CHARS} characters")
     wanted: set[str] = set()
     for role in roles:
         try:
