@@ -45,7 +45,8 @@ from gov_pipeline.orchestration.instance import (
     running_worker,
 )
 from gov_pipeline.services import approvals, policies, tenants, workflows
-from gov_pipeline.services.processing import RetryPolicy, process_pending
+from gov_pipeline.services.batch import process_pending
+from gov_pipeline.services.processing import RetryPolicy
 from gov_pipeline.webhook_receiver import webhook_receiver
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "workflows"

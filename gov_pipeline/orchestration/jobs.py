@@ -15,14 +15,10 @@ from gov_pipeline.db.models import EntityChange, WorkflowExecution
 from gov_pipeline.domain.batching import compact_ids
 from gov_pipeline.domain.errors import GovPipelineError, InvalidInputError
 from gov_pipeline.orchestration.resources import DatabaseResource
+from gov_pipeline.services.batch import plan_batch, process_batch
 from gov_pipeline.services.deliveries import deliver_pending
-from gov_pipeline.services.engine import match_change
-from gov_pipeline.services.processing import (
-    TransientExecutionError,
-    attempt_change,
-    mark_processed,
-    unprocessed_before,
-)
+from gov_pipeline.services.engine import match_changes
+from gov_pipeline.services.processing import TransientExecutionError
 
 
 @contextmanager
@@ -50,30 +46,35 @@ class ChangesConfig(dg.Config):
 def load_changes(
     context: dg.OpExecutionContext, config: ChangesConfig, database: DatabaseResource
 ) -> list[int]:
-    """The run's changes, preceded by any earlier unprocessed change of the same policies."""
+    """The run's changes not yet processed, preceded by any earlier unprocessed change of the
+    same policies (catch-up), in commit order."""
     sessions = database.sessions()
     with permanent_errors(), sessions.begin() as session:
         if not config.change_ids:
             raise InvalidInputError("change_ids", "a run needs at least one change")
-        rows = session.scalars(
-            select(EntityChange).where(EntityChange.id.in_(config.change_ids))
+        rows = session.execute(
+            select(EntityChange.id, EntityChange.tenant_id, EntityChange.entity_id).where(
+                EntityChange.id.in_(config.change_ids)
+            )
         ).all()
-        found = {c.id for c in rows}
-        missing = sorted(set(config.change_ids) - found)
+        missing = sorted(set(config.change_ids) - {r[0] for r in rows})
         if missing:
             raise InvalidInputError("change_ids", f"unknown change(s): {compact_ids(missing)}")
-        catch_up = sorted({i for c in rows for i in unprocessed_before(session, c)} - found)
-        policies = sorted({f"{c.tenant_id}/{c.entity_id}" for c in rows})
-    ordered = sorted(found | set(catch_up))
+        todo, catch_up, already = plan_batch(session, config.change_ids)
+    policies = sorted({f"{tenant}/{entity}" for _, tenant, entity in rows})
     context.add_output_metadata(
         {
-            "changes": len(ordered),
-            "change_ids": compact_ids(ordered),
+            "changes": len(todo),
+            "change_ids": compact_ids(todo),
             "catch_up": dg.MetadataValue.text(compact_ids(catch_up) or "none"),
+            "already_processed": dg.MetadataValue.text(compact_ids(already) or "none"),
             "policies": dg.MetadataValue.text(", ".join(policies[:50])),
         }
     )
-    return ordered
+    return todo
+
+
+MATCH_CHUNK = 500  # changes matched per transaction
 
 
 @dg.op(retry_policy=POLICY_RETRY)
@@ -87,16 +88,20 @@ def match_workflows(
     failed: dict[str, list[str]] = {}
     refused: dict[str, str] = {}
     created = 0
-    for change_id in change_ids:
+    for start in range(0, len(change_ids), MATCH_CHUNK):
         with sessions.begin() as session:
-            change = session.get(EntityChange, change_id)
-            assert change is not None  # checked by load_changes
-            report = match_change(session, change, settings)
-        matched.update(report.matched)
-        for name, reasons in report.skipped.items():
-            failed.setdefault(name, reasons[:3])
-        refused.update(report.refused)
-        created += len(report.executions)
+            changes = session.scalars(
+                select(EntityChange)
+                .where(EntityChange.id.in_(change_ids[start : start + MATCH_CHUNK]))
+                .order_by(EntityChange.id)
+            ).all()
+            reports = match_changes(session, changes, settings)
+        for report in reports:
+            matched.update(report.matched)
+            for name, reasons in report.skipped.items():
+                failed.setdefault(name, reasons[:3])
+            refused.update(report.refused)
+            created += len(report.executions)
     context.add_output_metadata(
         {
             "workflows_matched": dg.MetadataValue.json(dict(matched)),
@@ -112,34 +117,49 @@ def match_workflows(
 def execute_actions(
     context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
 ) -> list[int]:
-    """Run the pending executions (and approval follow-ups) of the changes, in order.
+    """Run the pending executions (and approval follow-ups) of the changes, in order, and
+    mark each change processed with its effects.
 
-    A transient failure raises, so the op's retry policy applies; what succeeded is not
-    done again. Attempts are counted per execution in the database, and an execution that
-    used up its attempts is failed (its owner told) and the run moves on.
+    Changes run in chunks, one transaction each. A failed attempt is counted on its
+    execution in the database; one that failed for good (a permanent error, or its
+    attempts used up) is failed, its owner told, and the run moves on. Otherwise the op
+    raises, its retry policy applies, and the retry starts after what is done.
     """
     sessions = database.sessions()
     settings = database.settings()
+
+    def retry_later(change_id: int, failures: int, error: BaseException) -> None:
+        context.log.warning(f"change {change_id}: {error}; the op will be retried")
+        raise TransientExecutionError(f"change {change_id}: {error}") from error
+
+    report = process_batch(
+        sessions,
+        change_ids,
+        settings,
+        retry_later,
+        max_attempts=MAX_ATTEMPTS,
+        match=False,
+        run_id=context.run_id,
+        processed_by=f"dagster:{context.run_id}",
+    )
     actions: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
-    for change_id in change_ids:
-        try:
-            reports = attempt_change(sessions, change_id, settings, MAX_ATTEMPTS, context.run_id)
-        except TransientExecutionError as exc:
-            context.log.warning(f"change {change_id}: {exc}; the op will be retried")
-            raise
-        for report in reports:
-            statuses[report.status] += 1
-            actions.update(step.split(".")[-1] if "." in step else step for step in report.actions)
-            context.log.info(
-                f"execution {report.execution_id} ({report.workflow}) {report.status}: "
-                f"{', '.join(report.actions) or 'nothing to do'}"
-            )
+    for ran in report.ran:
+        statuses[ran.status] += 1
+        actions.update(step.split(".")[-1] if "." in step else step for step in ran.actions)
+    for ran in report.ran[:200]:
+        context.log.debug(
+            f"execution {ran.execution_id} ({ran.workflow}) {ran.status}: "
+            f"{', '.join(ran.actions) or 'nothing to do'}"
+        )
     context.add_output_metadata(
         {
+            "changes_processed": len(report.changes),
             "executions_run": sum(statuses.values()),
             "executions_by_status": dg.MetadataValue.json(dict(statuses)),
             "actions_run": dg.MetadataValue.json(dict(actions)),
+            "transactions": report.commits,
+            "failed_attempts": report.failures,
         }
     )
     return change_ids
@@ -149,9 +169,8 @@ def execute_actions(
 def record_outcome(
     context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
 ) -> None:
-    """Mark the changes processed, send queued webhooks, and summarise the executions."""
+    """Send queued webhooks and summarise the executions of the run's changes."""
     sessions = database.sessions()
-    newly = mark_processed(sessions, change_ids, f"dagster:{context.run_id}")
     delivered = deliver_pending(sessions, database.settings())
     with sessions.begin() as session:
         by_status = dict(
@@ -163,7 +182,6 @@ def record_outcome(
         )
     context.add_output_metadata(
         {
-            "changes_processed": newly,
             "executions_by_status": dg.MetadataValue.json(by_status),
             "webhooks_delivered": delivered.delivered,
             "webhooks_failed": delivered.failed,

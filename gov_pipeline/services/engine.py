@@ -167,19 +167,74 @@ def insert_marker(
     )
 
 
+def load_entities(
+    session: Session, changes: Sequence[EntityChange]
+) -> dict[tuple[str, str, str], Policy]:
+    """The entities of `changes`, one query per tenant, keyed by (tenant, type, id)."""
+    wanted: dict[str, set[int]] = {}
+    for change in changes:
+        if change.entity_type == EntityType.POLICY.value and change.entity_id.isdigit():
+            wanted.setdefault(change.tenant_id, set()).add(int(change.entity_id))
+    found: dict[tuple[str, str, str], Policy] = {}
+    for tenant_id, ids in wanted.items():
+        rows = session.scalars(
+            select(Policy).where(Policy.tenant_id == tenant_id, Policy.id.in_(sorted(ids)))
+        )
+        for policy in rows:
+            found[(tenant_id, EntityType.POLICY.value, str(policy.id))] = policy
+    return found
+
+
 def match_change(session: Session, change: EntityChange, settings: Settings) -> MatchReport:
     """Create the executions a change calls for (once), recording why others were skipped."""
-    report = MatchReport(change.id)
-    triggers = TRIGGERS_BY_KIND.get(change.kind, ())
-    candidates = active_workflows(session, change.tenant_id, change.entity_type, triggers)
-    if not candidates:
-        return report
-    entity = load_entity(session, change.tenant_id, change.entity_type, change.entity_id)
+    return match_changes(session, [change], settings)[0]
+
+
+def match_changes(
+    session: Session, changes: Sequence[EntityChange], settings: Settings
+) -> list[MatchReport]:
+    """`match_change` for many changes: one read of their entities, one read of the
+    candidate workflows per (tenant, entity type, triggers), one INSERT per 1,000 rows."""
+    entities = load_entities(session, changes)
+    candidates_by: dict[tuple[str, str, tuple[str, ...]], list[LoadedWorkflow]] = {}
     now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    reports: list[MatchReport] = []
+    for change in changes:
+        report = MatchReport(change.id)
+        reports.append(report)
+        triggers = TRIGGERS_BY_KIND.get(change.kind, ())
+        key = (change.tenant_id, change.entity_type, triggers)
+        if key not in candidates_by:
+            candidates_by[key] = active_workflows(session, *key)
+        candidates = candidates_by[key]
+        if not candidates:
+            continue
+        entity = entities.get((change.tenant_id, change.entity_type, change.entity_id))
+        rows.extend(_execution_rows(change, entity, candidates, settings, now, report))
+    # A replayed change finds its rows already there.
+    for start in range(0, len(rows), 1000):
+        insert_ignore(session, WorkflowExecution, rows[start : start + 1000])
+    by_change = pending_executions_of(session, [c.id for c in changes])
+    for report in reports:
+        report.executions = by_change.get(report.change_id, [])
+    return reports
+
+
+def _execution_rows(
+    change: EntityChange,
+    entity: Policy | None,
+    candidates: Sequence[LoadedWorkflow],
+    settings: Settings,
+    now: datetime,
+    report: MatchReport,
+) -> list[dict[str, Any]]:
+    """One execution row per candidate workflow: pending, or skipped/failed with the reason."""
+    base = build_facts(change, entity, "")  # the entity read once for every candidate
     rows: list[dict[str, Any]] = []
     for loaded in candidates:
         trigger = loaded.definition.trigger.value
-        facts = build_facts(change, entity, trigger)
+        facts = {**base, "trigger": trigger}
         status, reason = ExecutionStatus.PENDING, None
         if entity is None:
             status = ExecutionStatus.SKIPPED
@@ -213,23 +268,30 @@ def match_change(session: Session, change: EntityChange, settings: Settings) -> 
                 "created_at": now, "updated_at": now, "attempts": 0,
             }
         )  # fmt: skip
-    # One statement for every candidate; a replayed change finds its rows already there.
-    insert_ignore(session, WorkflowExecution, rows)
-    report.executions = pending_executions(session, change.id)
-    return report
+    return rows
 
 
 def pending_executions(session: Session, change_id: int) -> list[int]:
     """Executions of this change still to run (new, or left by a failed attempt)."""
-    query = (
-        select(WorkflowExecution.id)
-        .where(
-            WorkflowExecution.change_id == change_id,
-            WorkflowExecution.status == ExecutionStatus.PENDING.value,
+    return pending_executions_of(session, [change_id]).get(change_id, [])
+
+
+def pending_executions_of(session: Session, change_ids: Sequence[int]) -> dict[int, list[int]]:
+    """`pending_executions` of many changes: change id -> execution ids in id order."""
+    found: dict[int, list[int]] = {}
+    for start in range(0, len(change_ids), 1000):
+        query = (
+            select(WorkflowExecution.change_id, WorkflowExecution.id)
+            .where(
+                WorkflowExecution.change_id.in_(change_ids[start : start + 1000]),
+                WorkflowExecution.status == ExecutionStatus.PENDING.value,
+            )
+            .order_by(WorkflowExecution.id)
         )
-        .order_by(WorkflowExecution.id)
-    )
-    return list(session.scalars(query))
+        for change_id, execution_id in session.execute(query):
+            if change_id is not None:  # (the filter above makes it so)
+                found.setdefault(change_id, []).append(execution_id)
+    return found
 
 
 def claim(session: Session, execution_id: int, from_status: ExecutionStatus) -> bool:

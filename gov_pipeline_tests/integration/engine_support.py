@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from gov_pipeline.config import Settings, load_settings
 from gov_pipeline.domain.definitions import parse_definition
 from gov_pipeline.services import policies
-from gov_pipeline.services.processing import ProcessStats, RetryPolicy, process_pending
+from gov_pipeline.services.batch import ProcessStats, process_pending
+from gov_pipeline.services.processing import RetryPolicy
 from gov_pipeline.services.workflows import COMPILED, apply_definition
 from gov_pipeline.webhook_receiver import Received, webhook_receiver
 

@@ -428,7 +428,7 @@ def test_a_later_change_processed_first_brings_its_entitys_earlier_changes_first
 ) -> None:
     """Two runs of one policy may start in the wrong order; the engine keeps commit order."""
     from gov_pipeline.db.models import EntityChange, ProcessedChange
-    from gov_pipeline.services.processing import process_in_order
+    from gov_pipeline.services.batch import process_batch, waiting
     from gov_pipeline_tests.integration.engine_support import NO_WAIT
 
     apply_yaml(sessions, REVIEW_NOTICE)
@@ -448,13 +448,17 @@ actions: [{type: notify, users: [carol], title: created}]
     with sessions.begin() as session:
         ids = list(session.scalars(select(EntityChange.id).order_by(EntityChange.id)))
     created, moved, other_created = ids
-    reports = process_in_order(sessions, moved, settings, NO_WAIT, lambda s: None)
-    assert [r.change_id for r in reports] == [created, moved]  # not the other policy's
-    assert process_in_order(sessions, created, settings, NO_WAIT, lambda s: None) == []
+
+    def batch(change_id: int) -> Any:
+        wait = waiting(NO_WAIT, lambda s: None)
+        return process_batch(sessions, [change_id], settings, wait, max_attempts=3)
+
+    report = batch(moved)
+    assert report.changes == [created, moved]  # not the other policy's
+    assert report.catch_up == [created]
+    again = batch(created)
+    assert again.changes == [] and again.already == [created]
     runs = [e for e in _executions(sessions) if e.status == "completed"]
     assert [e.change_id for e in runs] == [created, moved]
     assert count(sessions, ProcessedChange) == 2
-    assert [
-        r.change_id
-        for r in process_in_order(sessions, other_created, settings, NO_WAIT, lambda s: None)
-    ] == [other_created]
+    assert batch(other_created).changes == [other_created]

@@ -1,0 +1,380 @@
+"""Processing many changes at once: the path of every run and of `process --sync`.
+
+A batch's changes, with the earlier unprocessed changes of their policies (catch-up), are
+matched in bulk and then executed in chunks. One transaction per chunk runs each change's
+approval continuation and executions (each change in a savepoint) and marks the chunk's
+changes processed, so a change's effects commit with its processed marker and a chunk
+costs one commit instead of several per change.
+
+The guarantees are those of one change at a time: claims and unique keys make a replay do
+nothing twice. The first change whose work fails ends its chunk: the changes before it
+commit, the failed attempt is counted on its execution (`record_failure`: failed for good
+when the error is permanent or the attempts are used up), and the next chunk starts at that
+change again, after the caller's wait (or the caller raises to retry later). So a policy's
+changes still complete in commit order, and a change that cannot succeed fails alone
+without blocking the ones behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gov_pipeline.config import Settings
+from gov_pipeline.db.models import ConsumerCursor, EntityChange, ProcessedChange
+from gov_pipeline.domain.statuses import ChangeKind, ExecutionStatus
+from gov_pipeline.services.changes import ChangeCursor, read_changes
+from gov_pipeline.services.continuation import continue_after_decision
+from gov_pipeline.services.deliveries import deliver_pending
+from gov_pipeline.services.engine import (
+    ActionFailedError,
+    ExecutionReport,
+    MatchReport,
+    insert_ignore,
+    match_changes,
+    pending_executions_of,
+    run_execution,
+)
+from gov_pipeline.services.processing import RetryPolicy, record_failure
+
+log = logging.getLogger(__name__)
+
+CHUNK_CHANGES = 50  # changes per transaction: fewer commits, without holding locks for long
+_KEYS_PER_QUERY = 500
+
+
+@dataclass
+class BatchReport:
+    """What processing a batch did."""
+
+    changes: list[int] = field(default_factory=list)  # processed, in order
+    catch_up: list[int] = field(default_factory=list)  # earlier changes taken in
+    already: list[int] = field(default_factory=list)  # found processed before
+    matches: list[MatchReport] = field(default_factory=list)
+    ran: list[ExecutionReport] = field(default_factory=list)
+    failures: int = 0  # failed attempts (counted on their executions)
+    commits: int = 0
+
+
+# Called when a change's attempt failed and may be retried: (change id, failures so far,
+# the error). It waits (the sync consumer) or raises to retry later (a run's op).
+OnRetry = Callable[[int, int, BaseException], None]
+
+
+class _ChangeFailed(Exception):
+    """An attempt at a change's work failed; `execution_id` is the execution it counts on."""
+
+    def __init__(self, change_id: int, execution_id: int, cause: BaseException) -> None:
+        super().__init__(f"change {change_id}, execution {execution_id}: {cause}")
+        self.change_id = change_id
+        self.execution_id = execution_id
+        self.cause = cause
+
+
+def plan_batch(
+    session: Session, change_ids: Sequence[int]
+) -> tuple[list[int], list[int], list[int]]:
+    """What a batch must process, in order: its changes and the earlier unprocessed changes
+    of the same entities, less those already processed.
+
+    An entity's changes commit in id order (the capture locks its row), so every change
+    before one that is visible is committed too.
+
+    Returns:
+        (to process in id order, catch-up ids among them, ids already processed)
+    """
+    rows = session.execute(
+        select(EntityChange.id, EntityChange.tenant_id, EntityChange.entity_type,
+               EntityChange.entity_id).where(EntityChange.id.in_(list(change_ids)))
+    ).all()  # fmt: skip
+    latest: dict[tuple[str, str, str], int] = {}
+    for cid, *key in rows:
+        entity = (str(key[0]), str(key[1]), str(key[2]))
+        latest[entity] = max(latest.get(entity, 0), int(cid))
+    given = {int(r[0]) for r in rows}
+    earlier: set[int] = set()
+    keys = list(latest)
+    for start in range(0, len(keys), _KEYS_PER_QUERY):
+        part = keys[start : start + _KEYS_PER_QUERY]
+        found = session.execute(
+            select(EntityChange.id, EntityChange.tenant_id, EntityChange.entity_type,
+                   EntityChange.entity_id)
+            .where(
+                tuple_(EntityChange.tenant_id, EntityChange.entity_type,
+                       EntityChange.entity_id).in_(part),
+                EntityChange.id < max(latest[k] for k in part),
+                ~select(ProcessedChange.change_id)
+                .where(ProcessedChange.change_id == EntityChange.id)
+                .exists(),
+            )
+        )  # fmt: skip
+        for cid, *key in found:
+            if int(cid) < latest[(str(key[0]), str(key[1]), str(key[2]))]:
+                earlier.add(int(cid))
+    candidates = sorted(given | earlier)
+    already = processed_among(session, candidates)
+    todo = [c for c in candidates if c not in already]
+    return todo, sorted(earlier - given - already), sorted(already & given)
+
+
+def processed_among(session: Session, change_ids: Sequence[int]) -> set[int]:
+    found: set[int] = set()
+    for start in range(0, len(change_ids), 1000):
+        part = list(change_ids[start : start + 1000])
+        found.update(
+            session.scalars(
+                select(ProcessedChange.change_id).where(ProcessedChange.change_id.in_(part))
+            )
+        )
+    return found
+
+
+def mark_changes_processed(
+    session: Session, change_ids: Sequence[int], processed_by: str | None
+) -> int:
+    """Mark changes processed in the caller's transaction (idempotent); how many were new."""
+    if not change_ids:
+        return 0
+    now = datetime.now(UTC)
+    written = 0
+    for start in range(0, len(change_ids), 1000):
+        part = list(change_ids[start : start + 1000])
+        tenants = session.execute(
+            select(EntityChange.id, EntityChange.tenant_id).where(EntityChange.id.in_(part))
+        ).all()
+        written += insert_ignore(
+            session,
+            ProcessedChange,
+            [
+                {"change_id": cid, "tenant_id": tenant, "processed_by": processed_by,
+                 "processed_at": now}
+                for cid, tenant in tenants
+            ],
+        )  # fmt: skip
+    return written
+
+
+def mark_processed(
+    sessions: sessionmaker[Session], change_ids: Sequence[int], processed_by: str | None
+) -> int:
+    """`mark_changes_processed` in a transaction of its own."""
+    with sessions.begin() as session:
+        return mark_changes_processed(session, change_ids, processed_by)
+
+
+def _run_change(
+    session: Session, change: EntityChange, executions: Sequence[int], settings: Settings,
+    run_id: str | None,
+) -> list[ExecutionReport]:  # fmt: skip
+    """A change's continuation (for a decision), then its pending executions, in order.
+
+    Raises:
+        _ChangeFailed: one of them failed (the caller rolls back to its savepoint).
+    """
+    ran: list[ExecutionReport] = []
+    decided = (change.new_values or {}).get("execution_id")
+    if change.kind == ChangeKind.APPROVAL_DECIDED.value and isinstance(decided, int):
+        try:
+            done = continue_after_decision(session, change, settings)
+        except _RETRYABLE as exc:
+            raise _ChangeFailed(change.id, decided, exc) from exc
+        if done is not None:
+            ran.append(done)
+    for execution_id in executions:
+        try:
+            report = run_execution(session, execution_id, settings, run_id)
+        except _RETRYABLE as exc:
+            raise _ChangeFailed(change.id, execution_id, exc) from exc
+        if report is not None:
+            ran.append(report)
+    return ran
+
+
+_RETRYABLE = (ActionFailedError, SQLAlchemyError)
+
+
+def _run_chunk(
+    sessions: sessionmaker[Session],
+    chunk: Sequence[int],
+    settings: Settings,
+    run_id: str | None,
+    processed_by: str | None,
+    report: BatchReport,
+) -> tuple[int, _ChangeFailed | None]:
+    """Run the chunk's changes in one transaction, stopping at the first that fails.
+
+    Returns:
+        How many changes of the chunk committed, and the failure that stopped it (if any).
+    """
+    done: list[int] = []
+    ran: list[ExecutionReport] = []
+    failed: _ChangeFailed | None = None
+    with sessions.begin() as session:
+        changes = {
+            c.id: c for c in session.scalars(select(EntityChange).where(EntityChange.id.in_(chunk)))
+        }
+        pending = pending_executions_of(session, list(chunk))
+        for change_id in chunk:
+            try:
+                with session.begin_nested():
+                    ran.extend(
+                        _run_change(
+                            session, changes[change_id], pending.get(change_id, []), settings,
+                            run_id,
+                        )
+                    )  # fmt: skip
+            except _ChangeFailed as failure:
+                failed = failure
+                break
+            done.append(change_id)
+        mark_changes_processed(session, done, processed_by)
+    report.commits += 1
+    report.changes.extend(done)
+    report.ran.extend(ran)
+    return len(done), failed
+
+
+def process_batch(
+    sessions: sessionmaker[Session],
+    change_ids: Sequence[int],
+    settings: Settings,
+    on_retry: OnRetry,
+    *,
+    max_attempts: int,
+    match: bool = True,
+    run_id: str | None = None,
+    processed_by: str | None = None,
+    chunk_changes: int = CHUNK_CHANGES,
+) -> BatchReport:
+    """Process `change_ids` (with their catch-up) in order; mark each processed when done.
+
+    `match=False` when the caller planned the batch (`plan_batch`) and created its
+    executions (a run's match step): `change_ids` are then taken as they are. An execution
+    gets `max_attempts` attempts; `on_retry` is called before another (see `OnRetry`).
+    A database error outside a change's savepoint (a lost connection, a deadlock on commit)
+    propagates: nothing of the chunk committed, and a new call starts there.
+    """
+    report = BatchReport()
+    with sessions.begin() as session:
+        if match:
+            todo, report.catch_up, report.already = plan_batch(session, change_ids)
+        else:  # planned and matched by the caller: only skip what is done since
+            done = processed_among(session, change_ids)
+            todo = [c for c in change_ids if c not in done]
+            report.already = sorted(done)
+    if match:
+        for start in range(0, len(todo), 500):
+            with sessions.begin() as session:
+                part = todo[start : start + 500]
+                changes = session.scalars(
+                    select(EntityChange).where(EntityChange.id.in_(part)).order_by(EntityChange.id)
+                ).all()
+                report.matches.extend(match_changes(session, changes, settings))
+            report.commits += 1
+    failures: dict[int, int] = {}
+    position = 0
+    while position < len(todo):
+        committed, failed = _run_chunk(
+            sessions, todo[position : position + chunk_changes], settings, run_id,
+            processed_by, report,
+        )  # fmt: skip
+        position += committed
+        if failed is None:
+            continue
+        # Count the attempt; the next chunk starts at this change again (what ended for
+        # good is no longer pending there, so the change's other executions go on).
+        failures[failed.change_id] = count = failures.get(failed.change_id, 0) + 1
+        status = record_failure(sessions, failed.execution_id, failed.cause, max_attempts)
+        report.failures += 1
+        if status in (ExecutionStatus.PENDING.value, ExecutionStatus.AWAITING_APPROVAL.value):
+            if count > max_attempts:  # (cannot happen: record_failure counts every attempt)
+                raise RuntimeError(f"change {failed.change_id} keeps failing: {failed.cause}")
+            on_retry(failed.change_id, count, failed.cause)
+    return report
+
+
+def waiting(retry: RetryPolicy, sleep: Callable[[float], None] = time.sleep) -> OnRetry:
+    """The sync consumer's `OnRetry`: wait the policy's backoff in this process."""
+
+    def wait(change_id: int, failures: int, error: BaseException) -> None:
+        log.info("change %s: attempt %s failed (%s); retrying", change_id, failures, error)
+        sleep(retry.delay(failures))
+
+    return wait
+
+
+# --- the synchronous consumer (`gov-pipeline process --sync`) --------------------------------
+
+
+@dataclass
+class ProcessStats:
+    changes: int = 0
+    executions: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+
+
+def load_cursor(sessions: sessionmaker[Session], consumer: str) -> ChangeCursor:
+    with sessions.begin() as session:
+        row = session.get(ConsumerCursor, consumer)
+        return ChangeCursor.decode(row.cursor if row else None)
+
+
+def save_cursor(sessions: sessionmaker[Session], consumer: str, cursor: ChangeCursor) -> None:
+    with sessions.begin() as session:
+        row = session.get(ConsumerCursor, consumer)
+        if row is None:
+            session.add(ConsumerCursor(name=consumer, cursor=cursor.encode()))
+        else:
+            row.cursor = cursor.encode()
+
+
+def process_pending(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    *,
+    consumer: str = "sync",
+    batch_size: int = 200,
+    max_changes: int | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+    on_progress: Callable[[ProcessStats], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ProcessStats:
+    """Process every committed change after `consumer`'s cursor, in commit order.
+
+    The cursor is saved after each batch; a crash in between means the batch is read
+    again, which the engine's unique keys and the processed markers make harmless.
+    """
+    stats = ProcessStats()
+    started = time.perf_counter()
+    cursor = load_cursor(sessions, consumer)
+    while max_changes is None or stats.changes < max_changes:
+        limit = batch_size if max_changes is None else min(batch_size, max_changes - stats.changes)
+        with sessions.begin() as session:
+            batch = read_changes(session, cursor, limit)
+            ids = [c.id for c in batch.changes]
+        if ids:
+            done = process_batch(
+                sessions, ids, settings, waiting(retry, sleep),
+                max_attempts=retry.max_attempts, processed_by=consumer,
+            )  # fmt: skip
+            stats.executions += len(done.ran)
+            stats.changes += len(ids)
+        cursor = batch.cursor
+        save_cursor(sessions, consumer, cursor)
+        stats.batches += 1
+        stats.seconds = time.perf_counter() - started
+        if on_progress is not None:
+            on_progress(stats)
+        if not ids:
+            break  # (a short batch is not the end: processing may have made new changes)
+    deliver_pending(sessions, settings, sleep=sleep)
+    stats.seconds = time.perf_counter() - started
+    return stats
