@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 
@@ -42,14 +43,32 @@ class PolicyFields(BaseModel):
     requires_acknowledgment: bool | None = None
 
 
-def _has_nul(value: Any) -> bool:
+# NUL cannot be stored in PostgreSQL text or jsonb; a lone surrogate is not valid UTF-8.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(value: Any, depth: int = 0) -> str | None:
+    """Why `value` (a string, or JSON-like nesting of them) cannot be stored, or None."""
     if isinstance(value, str):
-        return "\x00" in value
+        found = _UNSTORABLE.search(value)
+        if found is None:
+            return None
+        if found.group() == "\x00":
+            return "contains a NUL character, which text cannot hold"
+        return f"contains a lone surrogate (U+{ord(found.group()):04X}), which is not valid UTF-8"
+    if depth > 100:
+        return "is nested too deeply"
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        return None
+    for item in items:
+        reason = _unstorable(item, depth + 1)
+        if reason is not None:
+            return reason
+    return None
 
 
 def validate_policy_fields(values: dict[str, Any], *, creating: bool) -> dict[str, Any]:
@@ -64,8 +83,9 @@ def validate_policy_fields(values: dict[str, Any], *, creating: bool) -> dict[st
             raise InvalidInputError(name, "cannot be set here")
     given = {k: v for k, v in values.items() if k != "status"}
     for name, value in given.items():
-        if _has_nul(value):
-            raise InvalidInputError(name, "contains a NUL character, which text cannot hold")
+        reason = _unstorable(value)
+        if reason is not None:
+            raise InvalidInputError(name, reason)
     try:
         parsed = PolicyFields.model_validate(given)
     except ValidationError as exc:
