@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from gov_pipeline.domain.errors import ConfigurationError
@@ -37,6 +37,27 @@ class Settings:
     sweep_interval_s: int = 60
     default_tenant: str | None = None
     default_actor: str | None = None
+
+    def __repr__(self) -> str:
+        # Settings end up in logs and tracebacks: no password of a URL, no webhook secret.
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_url"):
+                value = mask_url_password(value)
+            if f.repr:
+                shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+
+def mask_url_password(url: str) -> str:
+    """`url` with the password of its user info replaced by `***` (nothing else changed)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
