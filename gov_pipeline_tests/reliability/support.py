@@ -346,28 +346,34 @@ def _as_postgres() -> dict[str, Any]:
 
 
 @contextmanager
-def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
-    """initdb into `tmp_path`, trust auth, started on a free port; stopped and removed after."""
-    base = tmp_path / "pg"
-    base.mkdir()
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """initdb into a directory of its own (trust auth), started on a free port, listening on
+    127.0.0.1 only; stopped and removed afterwards. (Not under pytest's tmp_path: when the
+    tests run as root, the server runs as `postgres`, which cannot enter root's 0700 dirs.)"""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="gov-test-pg-"))
     data = base / "data"
     if os.geteuid() == 0:
         import pwd
 
         user = pwd.getpwnam("postgres")
         os.chown(base, user.pw_uid, user.pw_gid)
-    subprocess.run(
-        [_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-         "--no-sync"],
-        check=True, capture_output=True, **_as_postgres(),
-    )  # fmt: skip
-    server = PrivatePostgres(data, free_port(), base / "server.log")
-    server.start()
     try:
-        yield server
-    finally:
-        with suppress(subprocess.CalledProcessError):
+        subprocess.run(
+            [_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+             "--no-sync"],
+            check=True, capture_output=True, **_as_postgres(),
+        )  # fmt: skip
+        server = PrivatePostgres(data, free_port(), base / "server.log")
+        server.start()
+        try:
+            yield server
+        finally:
             subprocess.run(
                 [_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                 capture_output=True, **_as_postgres(),
             )  # fmt: skip
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
