@@ -37,6 +37,7 @@ from gov_pipeline.domain.statuses import (
     WorkflowStatus,
     WorkflowType,
 )
+from gov_pipeline.domain.storable import unstorable_reason
 
 Text = Annotated[str, StringConstraints(strict=True, max_length=10_000)]
 Name = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
@@ -371,7 +372,7 @@ def parse_definition(data: object, source: str | None = None) -> WorkflowDefinit
         raise DefinitionError(
             [ValidationIssue("", f"a definition is a mapping, got {got}")], source
         )
-    nul = _nul_issues(data)
+    nul = _unstorable_issues(data)
     try:
         definition = WorkflowDefinition.model_validate(data)
     except ValidationError as exc:
@@ -381,18 +382,17 @@ def parse_definition(data: object, source: str | None = None) -> WorkflowDefinit
     return definition
 
 
-def _nul_issues(data: dict[Any, Any]) -> list[ValidationIssue]:
-    """Strings holding NUL, which PostgreSQL text and jsonb cannot store (first 10 found)."""
+def _unstorable_issues(data: dict[Any, Any]) -> list[ValidationIssue]:
+    """Strings the databases cannot store: NUL, lone surrogates (the first 10 found)."""
     issues: list[ValidationIssue] = []
     stack: list[tuple[object, str]] = [(data, "")]
     seen: set[int] = set()
     while stack and len(issues) < 10:
         value, path = stack.pop()
         if isinstance(value, str):
-            if "\x00" in value:
-                issues.append(
-                    ValidationIssue(path, "contains a NUL character, which text cannot hold")
-                )
+            reason = unstorable_reason(value)
+            if reason is not None:
+                issues.append(ValidationIssue(path, reason))
         elif isinstance(value, dict | list | tuple) and id(value) not in seen:
             seen.add(id(value))  # YAML aliases can make a structure contain itself
             if isinstance(value, dict):

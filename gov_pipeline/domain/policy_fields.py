@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Any
 
@@ -10,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gov_pipeline.domain.errors import InvalidInputError
 from gov_pipeline.domain.statuses import ReviewFrequency
+from gov_pipeline.domain.storable import check_storable
 
 # Fields set only through their own operation (status, soft delete) or by the system.
 READ_ONLY_FIELDS = frozenset(
@@ -43,34 +43,6 @@ class PolicyFields(BaseModel):
     requires_acknowledgment: bool | None = None
 
 
-# NUL cannot be stored in PostgreSQL text or jsonb; a lone surrogate is not valid UTF-8.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _unstorable(value: Any, depth: int = 0) -> str | None:
-    """Why `value` (a string, or JSON-like nesting of them) cannot be stored, or None."""
-    if isinstance(value, str):
-        found = _UNSTORABLE.search(value)
-        if found is None:
-            return None
-        if found.group() == "\x00":
-            return "contains a NUL character, which text cannot hold"
-        return f"contains a lone surrogate (U+{ord(found.group()):04X}), which is not valid UTF-8"
-    if depth > 100:
-        return "is nested too deeply"
-    if isinstance(value, dict):
-        items = [*value.keys(), *value.values()]
-    elif isinstance(value, list | tuple):
-        items = list(value)
-    else:
-        return None
-    for item in items:
-        reason = _unstorable(item, depth + 1)
-        if reason is not None:
-            return reason
-    return None
-
-
 def validate_policy_fields(values: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     """Check caller-supplied fields and return them normalised (only those given).
 
@@ -83,9 +55,7 @@ def validate_policy_fields(values: dict[str, Any], *, creating: bool) -> dict[st
             raise InvalidInputError(name, "cannot be set here")
     given = {k: v for k, v in values.items() if k != "status"}
     for name, value in given.items():
-        reason = _unstorable(value)
-        if reason is not None:
-            raise InvalidInputError(name, reason)
+        check_storable(name, value)
     try:
         parsed = PolicyFields.model_validate(given)
     except ValidationError as exc:

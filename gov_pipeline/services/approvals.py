@@ -23,6 +23,7 @@ from gov_pipeline.domain.statuses import (
     ExecutionStatus,
     NotificationType,
 )
+from gov_pipeline.domain.storable import check_storable
 from gov_pipeline.services import notifications, policies
 from gov_pipeline.services.tenants import check_identifier, require_tenant, roles_of
 
@@ -69,6 +70,7 @@ def notify_approvers(
 def _signature(signature: dict[str, Any] | None) -> dict[str, Any] | None:
     if signature is None:
         return None
+    check_storable("signature", signature)
     kind = signature.get("type")
     if kind not in SIGNATURE_TYPES:
         raise InvalidInputError("signature.type", f"must be one of {', '.join(SIGNATURE_TYPES)}")
@@ -133,6 +135,7 @@ def decide(
     if decision not in DECISIONS:
         raise InvalidInputError("decision", f"must be one of {', '.join(DECISIONS)}")
     check_identifier("user", user_id)
+    check_storable("comment", comment)
     approval = get_approval(session, tenant_id, approval_id)
     if approval.status == ApprovalStatus.WAITING.value:
         raise ConflictError(

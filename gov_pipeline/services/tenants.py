@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from gov_pipeline.db.models import Tenant, User, UserRole
 from gov_pipeline.domain.errors import InvalidInputError, NotFoundError
 from gov_pipeline.domain.statuses import Role
+from gov_pipeline.domain.storable import check_storable
 
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 MAX_NAME_CHARS = 200  # tenants.name and users.name are VARCHAR(200)
@@ -53,6 +54,7 @@ def create_tenant(session: Session, *, tenant_id: str, name: str | None = None) 
     tid = check_identifier("tenant", tenant_id)
     if name is not None and len(name) > MAX_NAME_CHARS:
         raise InvalidInputError("name", f"at most {MAX_NAME_CHARS} characters")
+    check_storable("name", name)
     tenant = session.get(Tenant, tid)
     if tenant is None:
         tenant = Tenant(tenant_id=tid, name=name or tid)
@@ -84,8 +86,10 @@ def upsert_user(
     uid = check_identifier("user", user_id)
     if name is not None and len(name) > MAX_NAME_CHARS:
         raise InvalidInputError("name", f"at most {MAX_NAME_CHARS} characters")
+    check_storable("name", name)
     if email is not None and len(email) > MAX_EMAIL_CHARS:
         raise InvalidInputError("email", f"at most {MAX_EMAIL_CHARS} characters")
+    check_storable("email", email)
     wanted: set[str] = set()
     for role in roles:
         try:
@@ -113,18 +117,29 @@ def upsert_user(
     return user
 
 
+ROLE_CACHE = "gov_pipeline.role_holders"
+
+
 def users_with_roles(session: Session, tenant_id: str, roles: Iterable[str]) -> list[str]:
     """Ids of the tenant's active users holding any of `roles`, sorted."""
     wanted = list(roles)
     if not wanted:
         return []
+    # A batch transaction (which changes no users) keeps answers in `session.info`.
+    cache: dict[tuple[str, tuple[str, ...]], list[str]] | None = session.info.get(ROLE_CACHE)
+    key = (tenant_id, tuple(sorted(wanted)))
+    if cache is not None and key in cache:
+        return list(cache[key])
     query = (
         select(UserRole.user_id)
         .join(User, (User.tenant_id == UserRole.tenant_id) & (User.user_id == UserRole.user_id))
         .where(UserRole.tenant_id == tenant_id, UserRole.role.in_(wanted), User.active.is_(True))
         .distinct()
     )
-    return sorted(session.scalars(query))
+    found = sorted(session.scalars(query))
+    if cache is not None:
+        cache[key] = found
+    return list(found)
 
 
 def roles_of(session: Session, tenant_id: str, user_id: str) -> set[str]:

@@ -211,3 +211,59 @@ def test_a_change_for_an_unknown_tenant_is_only_marked_processed(
             assert marked is not None and marked.tenant_id == "ghost"
     process(sessions, settings)  # read again: still nothing else
     assert counts() == before
+
+
+@pytest.mark.parametrize(
+    ("decision", "field"),
+    [
+        ({"comment": "ok\x00"}, "comment"),
+        ({"comment": "\udfff"}, "comment"),
+        ({"signature": {"type": "typed", "data": "Carol\x00"}}, "signature"),
+        ({"signature": {"type": "typed", "data": "C", "metadata": {"k": "\ud800"}}}, "signature"),
+    ],
+)
+def test_a_decision_that_cannot_be_stored_is_refused_and_the_step_stays_open(
+    sessions: sessionmaker[Session], tenant: str, db_url: str, decision: dict[str, Any], field: str
+) -> None:
+    from gov_pipeline.db.models import Approval
+    from gov_pipeline.services import approvals
+    from gov_pipeline_tests.integration.engine_support import start_example_approval
+
+    start_example_approval(sessions, make_settings(db_url))
+    with sessions.begin() as session:
+        step = session.scalars(select(Approval).order_by(Approval.step_index)).first()
+        assert step is not None
+    changes = count(sessions, EntityChange)
+    with pytest.raises(InvalidInputError) as err, sessions.begin() as session:
+        approvals.decide(
+            session, tenant_id="acme", approval_id=step.id, user_id="carol",
+            decision="approve", **decision,
+        )  # fmt: skip
+    assert err.value.field == field
+    assert count(sessions, EntityChange) == changes
+    with sessions.begin() as session:
+        assert session.get(Approval, step.id).status == "pending"  # type: ignore[union-attr]
+    with sessions.begin() as session:  # the same decision, storable, goes through
+        approvals.decide(
+            session, tenant_id="acme", approval_id=step.id, user_id="carol",
+            decision="approve", comment="ok \u202e\U0001f600",
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "\ud800", "n" * 201])
+def test_tenant_and_user_names_that_cannot_be_stored_are_refused(
+    sessions: sessionmaker[Session], name: str
+) -> None:
+    from gov_pipeline.db.models import Tenant, User
+    from gov_pipeline.services import tenants
+
+    with pytest.raises(InvalidInputError, match="name"), sessions.begin() as session:
+        tenants.create_tenant(session, tenant_id="t1", name=name)
+    with sessions.begin() as session:
+        tenants.create_tenant(session, tenant_id="t1", name="\u202eT1 \U0001f600")
+    with pytest.raises(InvalidInputError, match="name"), sessions.begin() as session:
+        tenants.upsert_user(session, tenant_id="t1", user_id="u1", name=name)
+    with pytest.raises(InvalidInputError, match="email"), sessions.begin() as session:
+        email = "e" * 321 if len(name) > 200 else name  # the column holds 320
+        tenants.upsert_user(session, tenant_id="t1", user_id="u1", email=email)
+    assert (count(sessions, Tenant), count(sessions, User)) == (1, 0)

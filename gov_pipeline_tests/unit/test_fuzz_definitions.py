@@ -39,6 +39,7 @@ ODD_CHARS = (
     "\u0301\u0308\u20dd"  # combining marks
     "\U0001f600\U0001f3f3\ufe0f\u200d\U0001f308"  # emoji, a ZWJ sequence
     "\x00\x1b\x7f\ufeff\ufffd\u2028\u2029"  # NUL, ESC, DEL, BOM, replacement, separators
+    "\ud800\udfff"  # lone surrogates (what a JSON "\ud800" escape gives)
     "\u0645\u05d0\u4e2d\u00e9"  # Arabic, Hebrew, CJK, Latin-1
 )
 ODD_TEXT = st.text(alphabet=st.sampled_from(ODD_CHARS) | st.characters(), max_size=30)
@@ -237,7 +238,9 @@ ACTIONS = st.dictionaries(ACTION_KEYS, ACTION_VALUES, max_size=6) | st.builds(
     st.sampled_from(ACTION_TYPES),
 )
 NAMES = st.text(
-    alphabet=st.sampled_from(ODD_CHARS.replace("\x00", ""))
+    alphabet=st.sampled_from(
+        ODD_CHARS.replace("\x00", "").replace("\ud800", "").replace("\udfff", "")
+    )
     | st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
     min_size=1,
     max_size=40,
@@ -291,6 +294,7 @@ def check_accepted(definition: WorkflowDefinition) -> None:
     dumped = definition.model_dump(mode="json")
     text = json.dumps(dumped, allow_nan=False)  # what the database stores: strict JSON
     assert "\x00" not in text and "\\u0000" not in text
+    json.dumps(dumped, ensure_ascii=False).encode("utf-8")  # no lone surrogate anywhere
     assert parse_definition(json.loads(text)).fingerprint() == definition.fingerprint()
     condition = definition.compiled_conditions()
     for facts in ({}, {"new": {"status": "in_review"}, "changed": ["status"]}, None):
@@ -420,13 +424,22 @@ def test_a_non_finite_number_in_a_condition_is_refused(conditions: object, path:
         ({**VALID, "description": "a\x00"}, "description"),
         ({**VALID, "conditions": {"field": "new.x", "op": "eq", "value": "\x00"}}, "conditions"),
         ({**VALID, "actions": [{"type": "notify", "users": ["u\x00"], "title": "t"}]}, "actions"),
+        ({**VALID, "conditions": {"field": "new.x", "op": "eq", "value": "\ud800"}}, "conditions"),
+        (
+            {**VALID, "conditions": {"field": "new.x", "op": "in", "value": ["a\udfff"]}},
+            "conditions",
+        ),
     ],
 )
-def test_a_nul_character_anywhere_is_refused(data: dict[str, Any], path: str) -> None:
-    # PostgreSQL text and jsonb cannot hold NUL: refused here, not by the database later.
+def test_text_a_database_cannot_store_is_refused_anywhere(data: dict[str, Any], path: str) -> None:
+    # PostgreSQL text and jsonb cannot hold NUL, and a lone surrogate is not UTF-8: refused
+    # here with the path, not by the database later.
     with pytest.raises(DefinitionError) as err:
         parse_definition(data)
-    assert any(i.path.startswith(path) and "NUL" in i.message for i in err.value.issues)
+    assert any(
+        i.path.startswith(path) and ("NUL" in i.message or "surrogate" in i.message)
+        for i in err.value.issues
+    )
 
 
 # -- never code execution ---------------------------------------------------------------------
