@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,17 +113,26 @@ def is_pg(db_url: str) -> bool:
 REDIS_URL = os.environ.get("GOV_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-@pytest.fixture
-def redis_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
+@contextmanager
+def own_redis_prefix() -> Iterator[str]:
+    """A key prefix of the caller's own on the shared Redis; its keys are deleted after."""
     import redis
 
     prefix = f"govtest:{RUN_ID}:{uuid.uuid4().hex[:8]}"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"{prefix}:*", count=1000):
-        client.delete(key)
-    client.close()
+    try:
+        yield prefix
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(f"{prefix}:*", count=1000):
+            client.delete(key)
+        client.close()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    with own_redis_prefix() as prefix:
+        yield prefix
 
 
 @pytest.fixture(scope="session")

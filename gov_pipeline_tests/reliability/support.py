@@ -128,26 +128,30 @@ class Stack:
 
     # -- data --------------------------------------------------------------------------
 
-    def add_policies(self, n: int) -> list[int]:
+    def add_policies(self, n: int, title: str | None = None) -> list[int]:
         with self.sessions.begin() as session:
             ids = [
                 policies.create_policy(
                     session, tenant_id="acme",
-                    fields={"title": f"Policy {len(self.policy_ids) + i}", "policy_type": "S",
-                            "owner_id": "olivia"},
+                    fields={"title": title or f"Policy {len(self.policy_ids) + i}",
+                            "policy_type": "S", "owner_id": "olivia"},
                 ).id
                 for i in range(n)
             ]  # fmt: skip
         self.policy_ids += ids
         return ids
 
-    def write_updates(self, n: int, per_transaction: int = 1) -> None:
-        """`n` updates round-robin over the policies, committed `per_transaction` at a time."""
+    def write_updates(
+        self, n: int, per_transaction: int = 1, only: list[int] | None = None
+    ) -> None:
+        """`n` updates round-robin over the policies (or `only` these), committed
+        `per_transaction` at a time."""
+        targets = only or self.policy_ids
         done = 0
         while done < n:
             with self.sessions.begin() as session:
                 for _ in range(min(per_transaction, n - done)):
-                    pid = self.policy_ids[(self.updates + done) % len(self.policy_ids)]
+                    pid = targets[(self.updates + done) % len(targets)]
                     policies.update_policy(
                         session, tenant_id="acme", policy_id=pid,
                         fields={"content": f"revision {self.updates + done}"},
@@ -179,6 +183,18 @@ class Stack:
 
     def wait_settled(self, timeout_s: float = 240) -> float:
         return wait_for(self.settled, timeout_s, "every change processed and every run ended")
+
+    def updated_changes(self) -> int:
+        """Changes the notice workflow matches (every change but a creation)."""
+        with self.sessions.begin() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(EntityChange)
+                    .where(EntityChange.kind != "created")
+                )
+                or 0
+            )
 
     def completed_notices(self) -> int:
         with self.sessions.begin() as session:
