@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install services browser lint format typecheck test unit demo dev bench clean
+.PHONY: help install services browser lint format typecheck test unit demo dev bench soak clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,10 @@ bench: install services ## Benchmarks (print tables, write JSON to benchmarks/re
 	$(BIN)/python -m benchmarks.capture_cost --json benchmarks/results/capture_cost.json
 	$(BIN)/python -m benchmarks.sync_floor --json benchmarks/results/sync_floor.json
 	$(BIN)/python -m benchmarks.coordinator_throughput --json benchmarks/results/coordinator_throughput.json
+
+soak: install services ## 20,000 changes, 3 workers, one SIGKILLed at random; checker at the end
+	$(BIN)/python -m gov_pipeline_tests.reliability.soak --changes 20000 --workers 3 \
+	  --json test-artifacts/reliability/soak.json
 
 DEMO_HOME := $(CURDIR)/.gov_pipeline/demo
 
