@@ -93,7 +93,7 @@ def bench(
             running_stack(
                 tmp_path_factory.mktemp("delivery"), postgres_url, dagster_storage_url,
                 REDIS_URL, prefix, workers=2, workflows=workflows,
-                env={"GOV_PIPELINE_SWEEP_GRACE": "15", "GOV_PIPELINE_SWEEP_INTERVAL": "5"},
+                env={"GOV_PIPELINE_SWEEP_GRACE": "12", "GOV_PIPELINE_SWEEP_INTERVAL": "5"},
             )
         )  # fmt: skip
         yield Bench(s, flaky, down)
