@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings
-from gov_pipeline.db.models import ConsumerCursor, EntityChange, ProcessedChange
+from gov_pipeline.db.models import ConsumerCursor, EntityChange, ProcessedChange, Workflow
 from gov_pipeline.domain.statuses import ChangeKind, ExecutionStatus
 from gov_pipeline.services.changes import ChangeCursor, read_changes
 from gov_pipeline.services.continuation import continue_after_decision
@@ -38,16 +38,19 @@ from gov_pipeline.services.engine import (
     ExecutionReport,
     MatchReport,
     insert_ignore,
+    load_entities,
     match_changes,
     pending_executions_of,
     run_execution,
 )
 from gov_pipeline.services.processing import RetryPolicy, record_failure
+from gov_pipeline.services.tenants import ROLE_CACHE
 
 log = logging.getLogger(__name__)
 
 CHUNK_CHANGES = 50  # changes per transaction: fewer commits, without holding locks for long
 _KEYS_PER_QUERY = 500
+_LOADED = "gov_pipeline.batch_rows"
 
 
 @dataclass
@@ -217,9 +220,17 @@ def _run_chunk(
     ran: list[ExecutionReport] = []
     failed: _ChangeFailed | None = None
     with sessions.begin() as session:
+        session.info[ROLE_CACHE] = {}  # role holders, read once per chunk
         changes = {
             c.id: c for c in session.scalars(select(EntityChange).where(EntityChange.id.in_(chunk)))
         }
+        # One read each, then executions find them loaded (held here: a session's identity
+        # map keeps rows only while something references them).
+        tenants = {c.tenant_id for c in changes.values()}
+        session.info[_LOADED] = (
+            load_entities(session, list(changes.values())),
+            session.scalars(select(Workflow).where(Workflow.tenant_id.in_(tenants))).all(),
+        )
         pending = pending_executions_of(session, list(chunk))
         for change_id in chunk:
             try:

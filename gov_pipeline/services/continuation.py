@@ -47,12 +47,11 @@ def continue_after_decision(
     """
     data = change.new_values or {}
     execution_id = data.get("execution_id")
-    if not isinstance(execution_id, int) or not claim(
-        session, execution_id, ExecutionStatus.AWAITING_APPROVAL
-    ):
+    if not isinstance(execution_id, int):
         return None
-    execution = session.get(WorkflowExecution, execution_id, populate_existing=True)
-    assert execution is not None  # claimed above
+    execution = claim(session, execution_id, ExecutionStatus.AWAITING_APPROVAL)
+    if execution is None:
+        return None
     # One continuation per decision: a replayed change finds its marker and stops.
     marker = f"decision:{change.id}"
     marker_run_id = insert_marker(session, execution, marker, "approval_decision", dict(data))

@@ -114,14 +114,18 @@ def load_entity(
 ) -> Policy | None:
     if entity_type != EntityType.POLICY.value or not entity_id.isdigit():
         return None
-    query = select(Policy).where(Policy.id == int(entity_id), Policy.tenant_id == tenant_id)
-    return session.scalars(query).one_or_none()
+    # By primary key: an entity this transaction already loaded costs no query.
+    policy = session.get(Policy, int(entity_id))
+    return policy if policy is not None and policy.tenant_id == tenant_id else None
 
 
 def insert_ignore(
     session: Session, model: type[Any], values: dict[str, Any] | list[dict[str, Any]]
 ) -> int:
-    """INSERT (one row or many, in one statement) that skips rows hitting a unique key.
+    """INSERT (one row or many) that skips rows hitting a unique key.
+
+    Many rows go as one executemany, which SQLAlchemy sends as multi-row INSERTs
+    ("insertmanyvalues") without compiling a statement per call.
 
     Returns:
         How many rows were written.
@@ -130,8 +134,12 @@ def insert_ignore(
     if not rows:
         return 0
     dialect_insert = pg_insert if is_postgres(session) else sqlite_insert
-    stmt = dialect_insert(model).values(rows).on_conflict_do_nothing()
-    return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    if len(rows) == 1:
+        stmt = dialect_insert(model).values(rows).on_conflict_do_nothing()
+        return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    key = model.__mapper__.primary_key[0]
+    many = dialect_insert(model).on_conflict_do_nothing().returning(key)
+    return len(session.execute(many, rows).all())
 
 
 def insert_marker(
@@ -294,18 +302,24 @@ def pending_executions_of(session: Session, change_ids: Sequence[int]) -> dict[i
     return found
 
 
-def claim(session: Session, execution_id: int, from_status: ExecutionStatus) -> bool:
-    """Take an execution for this transaction; False if another processor already did."""
-    # This UPDATE must be the transaction's first write: on PostgreSQL it waits on the
-    # row lock of a concurrent claimer and re-checks the status; on SQLite the transaction
-    # already holds the write lock (BEGIN IMMEDIATE).
-    result = session.execute(
+def claim(
+    session: Session, execution_id: int, from_status: ExecutionStatus
+) -> WorkflowExecution | None:
+    """Take an execution for this transaction; None if another processor already did.
+
+    Returns:
+        The execution as the claim left it (read by the same statement).
+    """
+    # On PostgreSQL the UPDATE waits on the row lock of a concurrent claimer and re-checks
+    # the status; on SQLite the transaction already holds the write lock (BEGIN IMMEDIATE).
+    claimed = session.execute(
         update(WorkflowExecution)
         .where(WorkflowExecution.id == execution_id, WorkflowExecution.status == from_status.value)
         .values(status=ExecutionStatus.IN_PROGRESS.value, updated_at=datetime.now(UTC))
-        .execution_options(synchronize_session=False)
+        .returning(WorkflowExecution)
+        .execution_options(populate_existing=True)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return claimed.scalars().one_or_none()
 
 
 def run_actions(
@@ -367,10 +381,9 @@ def run_execution(
     Raises:
         ActionFailedError: an action failed; the caller rolls back and decides on a retry.
     """
-    if not claim(session, execution_id, ExecutionStatus.PENDING):
+    execution = claim(session, execution_id, ExecutionStatus.PENDING)
+    if execution is None:
         return None
-    execution = session.get(WorkflowExecution, execution_id, populate_existing=True)
-    assert execution is not None  # claimed above
     workflow = session.get(Workflow, execution.workflow_id)
     assert workflow is not None  # foreign key
     loaded = load_version(session, workflow, execution.workflow_version)
