@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import time
+from types import FrameType
+
 import click
 
 from gov_pipeline.cli.app import AppContext, cli, pass_app
@@ -17,6 +21,18 @@ from gov_pipeline.services.processing import RetryPolicy
 @click.option("--consumer", default="sync", show_default=True, help="Name of the stored cursor.")
 @click.option("--retry-delay", default=2.0, show_default=True, type=float,
               help="First retry wait in seconds (doubles; 5 attempts).")  # fmt: skip
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Keep going: look for new changes every --poll seconds until stopped.",
+)
+@click.option(
+    "--poll",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.05),
+    help="Seconds between looks with --follow.",
+)
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @pass_app
 def process(
@@ -26,6 +42,8 @@ def process(
     max_changes: int | None,
     consumer: str,
     retry_delay: float,
+    follow: bool,
+    poll: float,
     quiet: bool,
 ) -> None:
     """Read committed changes after the stored cursor and run the workflows they trigger.
@@ -33,26 +51,47 @@ def process(
     The backward-compatible path and the fallback when no orchestration runs; safe to run
     beside the Dagster path (each effect happens once).
 
+    With --follow it keeps processing as changes arrive, until SIGTERM or Ctrl-C (the
+    batch in hand is finished first).
+
     \b
-    Example:
+    Examples:
       gov-pipeline process --sync
+      gov-pipeline process --sync --follow --poll 0.5 --quiet
     """
     if not sync:
         raise InvalidInputError("--sync", "is required: the Dagster path runs from its sensor")
 
     def progress(stats: ProcessStats) -> None:
-        if not quiet:
+        if not quiet and stats.changes:
             rate = stats.changes / stats.seconds if stats.seconds else 0.0
             click.echo(
                 f"  {stats.changes} changes, {stats.executions} executions ({rate:.0f} changes/s)",
                 err=True,
             )
 
-    stats = process_pending(
-        app.sessions, app.settings, consumer=consumer, batch_size=batch_size,
-        max_changes=max_changes, retry=RetryPolicy(delay_s=retry_delay), on_progress=progress,
-    )  # fmt: skip
+    stopping = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    if follow:
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+    total = ProcessStats()
+    while True:
+        stats = process_pending(
+            app.sessions, app.settings, consumer=consumer, batch_size=batch_size,
+            max_changes=max_changes, retry=RetryPolicy(delay_s=retry_delay), on_progress=progress,
+        )  # fmt: skip
+        total.changes += stats.changes
+        total.executions += stats.executions
+        total.seconds += stats.seconds
+        if not follow or stopping:
+            break
+        if stats.changes == 0:
+            time.sleep(poll)
     click.echo(
-        f"processed {stats.changes} changes, {stats.executions} executions ran, "
-        f"in {stats.seconds:.2f}s"
+        f"processed {total.changes} changes, {total.executions} executions ran, "
+        f"in {total.seconds:.2f}s"
     )

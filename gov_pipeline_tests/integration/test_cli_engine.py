@@ -123,6 +123,37 @@ def test_process_approve_and_inspect_from_the_command_line(run) -> None:  # type
     assert [n["type"] for n in json.loads(out)] == ["workflow_approval_required"]
 
 
+def test_process_follow_keeps_processing_until_sigterm(run, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import time
+
+    from gov_pipeline.orchestration.instance import bin_path
+
+    run("workflows", "apply", str(ROOT / "examples/workflows/policy_approval.yaml"))
+    env = {**os.environ, "GOV_PIPELINE_DATABASE_URL": db_url, "GOV_PIPELINE_TENANT": "acme"}
+    follower = subprocess.Popen(
+        [bin_path("gov-pipeline"), "process", "--sync", "--follow", "--poll", "0.2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _, out, _ = run("policies", "create", "--title", "A", "--type", "Privacy", "--json")
+        pid = str(json.loads(out)["id"])
+        run("policies", "set-status", pid, "in_review")  # arrives while it follows
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            listed = json.loads(run("executions", "list", "--json")[1])
+            if [e["status"] for e in listed] == ["awaiting_approval"]:
+                break
+            time.sleep(0.2)
+        follower.send_signal(signal.SIGTERM)
+        out, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    assert out.startswith("processed 2 changes, 1 executions ran"), (out, err)
+
+
 def test_a_failed_follow_up_is_retried_from_where_it_failed(run) -> None:  # type: ignore[no-untyped-def]
     """The owner pulls the policy back to draft before the last approval, so the follow-up
     (draft -> approved) is illegal and fails; once the policy is in review again, a retry
