@@ -14,7 +14,7 @@ import click
 
 from gov_pipeline.cli.app import cli, json_option
 from gov_pipeline.cli.output import emit_json, emit_table
-from gov_pipeline.domain.errors import ConfigurationError, ConflictError, NotFoundError
+from gov_pipeline.domain.errors import ConfigurationError, NotFoundError
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 
@@ -189,10 +189,12 @@ def requeue(run_id: str) -> None:
     if run is None:
         raise NotFoundError("run", run_id)
     if run.status != DagsterRunStatus.QUEUED:
-        raise ConflictError(f"run {run_id} is {run.status.value}; only QUEUED runs can be requeued")
+        raise ConfigurationError(
+            f"run {run_id} is {run.status.value}; only QUEUED runs can be requeued"
+        )
     holder = coordinator.queue.lease_holder(run_id)
     if holder is not None:
-        raise ConflictError(
+        raise ConfigurationError(
             f"run {run_id} is held by worker {holder}; it is requeued by itself if that worker dies"
         )
     record = coordinator.queue.record(run_id)
