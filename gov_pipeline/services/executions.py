@@ -222,7 +222,8 @@ def dry_run(
     tenant = definition.tenant_id
     entity = load_entity(session, tenant, definition.entity_type.value, str(policy_id))
     if entity is None:
-        raise NotFoundError("policy", policy_id, tenant)
+        shown = int(policy_id) if str(policy_id).isdigit() else policy_id  # as `policies show`
+        raise NotFoundError("policy", shown, tenant)
     if change_id is not None:
         change = session.get(EntityChange, change_id)
         if change is None or change.tenant_id != tenant or change.entity_id != str(entity.id):

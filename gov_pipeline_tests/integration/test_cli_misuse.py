@@ -217,7 +217,7 @@ BAD_DATA: dict[tuple[str, ...], str] = {
     ("policies", "set-status", "999", "approved", "-t", "acme"): "policy 999 not found",
     ("policies", "create", "-t", "ghost", "--title", "x", "--type", "y"): "tenant 'ghost'",
     ("workflows", "list", "-t", "ghost"): "tenant 'ghost' not found",
-    ("workflows", "dry-run", "WF", "--policy", "999"): "not found in tenant 'acme'",
+    ("workflows", "dry-run", "WF", "--policy", "999"): "policy 999 not found in tenant 'acme'",
     ("executions", "show", "999", "-t", "acme"): "execution 999 not found",
     ("executions", "list", "-t", "ghost"): "tenant 'ghost' not found",
     ("executions", "retry", "999", "-t", "acme"): "execution 999 not found",
@@ -269,3 +269,23 @@ def test_bad_data_is_a_one_line_failure_with_exit_code_1(
         monkeypatch.setenv("DAGSTER_HOME", str(home))
     line = one_line_error(*run(*[str(workflow) if a == "WF" else a for a in args]), expected_code=1)
     assert needle in line
+
+
+def test_validate_lists_each_issue_on_its_own_line_then_one_error_line(
+    run,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """`workflows validate` reports every issue (one `file: path: message` line each, as
+    documented), then the one error line; nothing else, exit code 1."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(WORKFLOW.replace("notification", "notice").replace("[u1]", "[]"))
+    unreadable = tmp_path / "missing.yaml"
+    code, out, err = run("workflows", "validate", str(bad), str(unreadable))
+    assert (code, out) == (1, "")
+    *issues, last = err.strip().splitlines()
+    assert last == "error: 3 problem(s) in 2 file(s); nothing stored"
+    assert [line.split(": ", 2)[:2] for line in issues] == [
+        [str(bad), "type"],
+        [str(bad), "actions[0]"],
+        [str(unreadable), "cannot read file"],
+    ]
