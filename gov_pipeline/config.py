@@ -35,6 +35,7 @@ class Settings:
     batch_size: int = 200
     sweep_grace_s: int = 120
     sweep_interval_s: int = 60
+    worker_reconcile_s: int = 30
     default_tenant: str | None = None
     default_actor: str | None = None
 
@@ -128,6 +129,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         batch_size=_int(env, "GOV_PIPELINE_BATCH_SIZE", 200, minimum=1),
         sweep_grace_s=_int(env, "GOV_PIPELINE_SWEEP_GRACE", 120, minimum=1),
         sweep_interval_s=_int(env, "GOV_PIPELINE_SWEEP_INTERVAL", 60, minimum=1),
+        worker_reconcile_s=_int(env, "GOV_PIPELINE_WORKER_RECONCILE", 30, minimum=1),
         default_tenant=env.get("GOV_PIPELINE_TENANT") or None,
         default_actor=env.get("GOV_PIPELINE_ACTOR") or None,
     )

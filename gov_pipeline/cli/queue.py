@@ -14,6 +14,7 @@ import click
 
 from gov_pipeline.cli.app import cli, json_option
 from gov_pipeline.cli.output import emit_json, emit_table
+from gov_pipeline.config import load_settings
 from gov_pipeline.domain.errors import ConfigurationError, NotFoundError
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
@@ -95,6 +96,7 @@ def worker(
     worker_ = Worker(
         instance, workspace=workspace, mode=mode, concurrency=concurrency,
         lanes=[x.strip() for x in lanes.split(",") if x.strip()], burst=burst, worker_id=name,
+        reconcile_every_s=float(load_settings().worker_reconcile_s),
     )  # fmt: skip
 
     def stop(signum: int, frame: Any) -> None:

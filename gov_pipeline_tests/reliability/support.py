@@ -282,6 +282,7 @@ def running_stack(
             "GOV_PIPELINE_BATCH_SIZE": "25",
             "GOV_PIPELINE_SWEEP_GRACE": "20",
             "GOV_PIPELINE_SWEEP_INTERVAL": "10",
+            "GOV_PIPELINE_WORKER_RECONCILE": "5",
             "GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
             "GOV_PIPELINE_WEBHOOK_RETRY_DELAY": "0.05",
             "GOV_PIPELINE_WEBHOOK_SECRET": "test-secret",
