@@ -93,9 +93,9 @@ def test_daemon_sigkill_mid_tick(
     _truncate_all(postgres_url)
     with running_stack(
         tmp_path, postgres_url, dagster_storage_url, REDIS_URL, redis_prefix, workers=2,
-        env={"GOV_PIPELINE_BATCH_SIZE": "4"},
+        env={"GOV_PIPELINE_BATCH_SIZE": "2"},
     ) as s:  # fmt: skip
-        s.write_updates(60)  # ~20 runs of 4 changes: the tick takes seconds to submit them
+        s.write_updates(60)  # ~40 runs of 2 changes: the tick takes seconds to submit them
         wait_for(lambda: len(s.c.instance.get_runs()) > 0, 180, "the tick to submit", 0.05)
         s.kill_daemon()
         kill_at = time.monotonic()

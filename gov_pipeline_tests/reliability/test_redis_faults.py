@@ -79,7 +79,7 @@ def test_redis_unreachable_for_30s_during_a_burst(
                 for run in s.c.instance.get_runs(limit=20)
                 for e in s.c.instance.all_logs(run.run_id)
             ),
-            60,
+            120,
             "a submit to meet the outage",
         )
         # The outage lasts 30 s whatever the test observed meanwhile.
