@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install services browser lint format typecheck test unit demo dev bench soak clean
+.PHONY: help install services browser lint format typecheck test unit demo dev bench bench-parts soak clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,7 +45,11 @@ test: install services browser lint typecheck ## The whole suite: lint, types, u
 demo: install ## Run the main flow end to end on the embedded default (no server needed)
 	$(BIN)/python -m gov_pipeline.demo
 
-bench: install services ## Benchmarks (print tables, write JSON to benchmarks/results/): ~15 min
+bench: install services ## End-to-end benchmark, four configurations side by side: ~30 min
+	mkdir -p benchmarks/results
+	$(BIN)/python -m benchmarks.pipeline --json benchmarks/results/pipeline.json
+
+bench-parts: install services ## Focused benchmarks: capture cost, sync floor, runs/s: ~15 min
 	mkdir -p benchmarks/results
 	$(BIN)/python -m benchmarks.capture_cost --json benchmarks/results/capture_cost.json
 	$(BIN)/python -m benchmarks.sync_floor --json benchmarks/results/sync_floor.json

@@ -173,7 +173,7 @@ def definitions(count: int) -> list[dict[str, Any]]:
 # --- setup and workload -----------------------------------------------------------------------
 
 
-def _policy_fields(i: int) -> dict[str, Any]:
+def policy_fields(i: int) -> dict[str, Any]:
     return {
         "title": f"Imported policy {i}",
         "policy_type": POLICY_TYPES[i % len(POLICY_TYPES)],
@@ -204,7 +204,7 @@ def write_changes(sessions: sessionmaker[Session], n: int) -> dict[str, float]:
         with sessions.begin() as session:
             for i in range(start, min(start + CHUNK, half)):
                 policy = policies.create_policy(
-                    session, tenant_id=TENANT, fields=_policy_fields(i), actor=importer
+                    session, tenant_id=TENANT, fields=policy_fields(i), actor=importer
                 )
                 ids.append(policy.id)
     t1 = time.perf_counter()

@@ -31,7 +31,7 @@ class Settings:
     log_sql: bool = False
     sensor_interval_s: int = 5
     sensor_max_changes: int = 2000
-    batch_threshold: int = 20
+    batch_threshold: int = 4
     batch_size: int = 200
     sweep_grace_s: int = 120
     sweep_interval_s: int = 60
@@ -125,7 +125,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_sql=env.get("GOV_PIPELINE_LOG_SQL", "") in {"1", "true", "yes"},
         sensor_interval_s=_int(env, "GOV_PIPELINE_SENSOR_INTERVAL", 5, minimum=1),
         sensor_max_changes=_int(env, "GOV_PIPELINE_SENSOR_MAX_CHANGES", 2000, minimum=1),
-        batch_threshold=_int(env, "GOV_PIPELINE_BATCH_THRESHOLD", 20, minimum=0),
+        batch_threshold=_int(env, "GOV_PIPELINE_BATCH_THRESHOLD", 4, minimum=0),
         batch_size=_int(env, "GOV_PIPELINE_BATCH_SIZE", 200, minimum=1),
         sweep_grace_s=_int(env, "GOV_PIPELINE_SWEEP_GRACE", 120, minimum=1),
         sweep_interval_s=_int(env, "GOV_PIPELINE_SWEEP_INTERVAL", 60, minimum=1),

@@ -29,7 +29,7 @@ class PendingChange:
 @dataclass(frozen=True)
 class BatchingPolicy:
     # Up to this many changes in a tick: one run per change.
-    single_run_threshold: int = 20
+    single_run_threshold: int = 4
     # Above it: batches of at most this many changes.
     batch_size: int = 200
 

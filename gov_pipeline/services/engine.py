@@ -271,7 +271,10 @@ def _execution_rows(
                 "entity_id": change.entity_id, "status": status.value,
                 "status_reason": reason,
                 "error": reason if status is ExecutionStatus.FAILED else None,
-                "input": facts, "caused_by_execution_id": change.caused_by_execution_id,
+                # The facts an execution runs on; a skipped one keeps only its reason (its
+                # change row has the rest), which keeps the bulk insert small.
+                "input": None if status is ExecutionStatus.SKIPPED else facts,
+                "caused_by_execution_id": change.caused_by_execution_id,
                 "chain_depth": change.chain_depth, "finished_at": finished,
                 "created_at": now, "updated_at": now, "attempts": 0,
             }

@@ -1,0 +1,584 @@
+"""End to end, four ways: changes per second and latency from commit to completion.
+
+Usage: python -m benchmarks.pipeline [--burst 10000] [--trickle-s 120] [--stock-burst 60]
+       [--per-change-burst 400] [--configs direct,dagster-stock,ours-per-change,ours]
+       [--workloads burst,trickle] [--sensor-rows 1000000] [--json PATH]
+
+The same workload and the same domain code (`benchmarks.sync_floor`'s 20 workflows of domain
+work) on PostgreSQL and Redis, through:
+
+- direct:          `gov-pipeline process --sync --follow` in one process (domain work only);
+- dagster-stock:   our sensor with one run per change, Dagster's QueuedRunCoordinator and
+                   daemon (max 4 concurrent runs), DefaultRunLauncher (a process per run);
+- ours-per-change: our sensor with one run per change, the Redis run coordinator and two
+                   warm `gov-pipeline worker --mode execute` processes;
+- ours:            the default configuration: adaptive batching, Redis, two warm workers.
+
+Workloads: a burst (half the changes create policies, then each is moved to in_review,
+written in transactions of 100 as fast as the database takes them) and a trickle (one
+change per second, creates and moves alternating). The slow configurations get a smaller
+burst, as printed. A change's latency is `processed_at - created_at`: from the start of
+the transaction that wrote it to the commit of its processed marker, which commits with
+its executions' effects. Throughput is the changes processed (those the workflows' actions
+cause included) over the time from the first commit to the last completion.
+
+Before the workload, one warm-up change goes through each configuration and is left out
+of the figures. Peak RSS is sampled every 0.5 s over each process tree (the daemon with
+its code server; each worker; the direct process). Every configuration gets fresh
+databases, a fresh DAGSTER_HOME and its own Redis key prefix, removed at the end.
+
+The sensor-scale figure times `policy_change_sensor` reading 200 new changes with 10,000
+and then `--sensor-rows` rows in the change table (all captured by the real triggers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from benchmarks.coordinator_throughput import (
+    SETUPS,
+    database,
+    instance_yaml,
+    percentile,
+    redis_prefix,
+    say,
+    stdout_to_stderr,
+    tail,
+)
+from benchmarks.sync_floor import TENANT, policy_fields, prepare
+from gov_pipeline.config import load_settings
+from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.migrate import upgrade
+from gov_pipeline.orchestration.instance import (
+    bin_path,
+    dagster_env,
+    running_daemon,
+    running_worker,
+    stop_process_group,
+)
+from gov_pipeline.services import policies
+from gov_pipeline.services.workflows import COMPILED
+
+CONFIGS = ("direct", "dagster-stock", "ours-per-change", "ours")
+WORKLOADS = ("burst", "trickle")
+WORKFLOWS = 20
+WRITE_CHUNK = 100
+SENSOR_INTERVAL_S = 5
+ONE_RUN_PER_CHANGE = {"GOV_PIPELINE_BATCH_THRESHOLD": "1000000000"}
+DEFAULT_POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    coordinator: str | None  # None: no Dagster; "queued" or "redis"
+    workers: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+
+CONFIG_BY_NAME = {
+    "direct": Config("direct", None),
+    "dagster-stock": Config("dagster-stock", "queued", 0, ONE_RUN_PER_CHANGE),
+    "ours-per-change": Config("ours-per-change", "redis", 2, ONE_RUN_PER_CHANGE),
+    "ours": Config("ours", "redis", 2),
+}
+
+
+# --- measuring memory -------------------------------------------------------------------
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler:
+    """Peak resident memory of process trees (a root and its descendants), sampled."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.roots: dict[str, list[int]] = {}
+        self.peak_mb: dict[str, float] = {}
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def watch(self, label: str, pid: int) -> None:
+        self.roots.setdefault(label, []).append(pid)
+
+    def _sample(self) -> None:
+        tree = _children()
+        for label, roots in list(self.roots.items()):
+            for root in roots:
+                todo, total = [root], 0
+                while todo:
+                    pid = todo.pop()
+                    total += _rss_kb(pid)
+                    todo.extend(tree.get(pid, []))
+                # per label: the largest single tree (one worker, the daemon)
+                self.peak_mb[label] = max(self.peak_mb.get(label, 0.0), total / 1024)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# --- the workload -----------------------------------------------------------------------
+
+
+def write_burst(sessions: sessionmaker[Session], n: int) -> None:
+    """n/2 imported policies, then each moved to in_review: n changes, 100 per commit."""
+    ids: list[int] = []
+    importer, reviewer = policies.Actor("importer"), policies.Actor("alice")
+    for start in range(0, n // 2, WRITE_CHUNK):
+        with sessions.begin() as session:
+            for i in range(start, min(start + WRITE_CHUNK, n // 2)):
+                created = policies.create_policy(
+                    session, tenant_id=TENANT, fields=policy_fields(i), actor=importer
+                )
+                ids.append(created.id)
+    for start in range(0, len(ids), WRITE_CHUNK):
+        with sessions.begin() as session:
+            for pid in ids[start : start + WRITE_CHUNK]:
+                policies.transition_status(
+                    session, tenant_id=TENANT, policy_id=pid, to_status="in_review",
+                    actor=reviewer,
+                )  # fmt: skip
+
+
+def write_trickle(sessions: sessionmaker[Session], seconds: int, first: int = 100_000) -> None:
+    """One change a second: create a policy, move it to in_review, create the next, ..."""
+    start = time.monotonic()
+    last: int | None = None
+    for i in range(seconds):
+        time.sleep(max(0.0, start + i - time.monotonic()))
+        with sessions.begin() as session:
+            if last is None:
+                last = policies.create_policy(
+                    session, tenant_id=TENANT, fields=policy_fields(first + i),
+                    actor=policies.Actor("importer"),
+                ).id  # fmt: skip
+            else:
+                policies.transition_status(
+                    session, tenant_id=TENANT, policy_id=last, to_status="in_review",
+                    actor=policies.Actor("alice"),
+                )  # fmt: skip
+                last = None
+
+
+def max_change_id(sessions: sessionmaker[Session]) -> int:
+    with sessions.begin() as session:
+        return int(
+            session.execute(text("SELECT coalesce(max(id), 0) FROM entity_changes")).scalar_one()
+        )
+
+
+def outstanding(sessions: sessionmaker[Session], after: int) -> tuple[int, int]:
+    """(changes after `after` not processed, executions pending or in progress)."""
+    with sessions.begin() as session:
+        changes = session.execute(
+            text(
+                "SELECT count(*) FROM entity_changes c WHERE c.id > :after AND NOT EXISTS "
+                "(SELECT 1 FROM processed_changes p WHERE p.change_id = c.id)"
+            ),
+            {"after": after},
+        ).scalar_one()
+        busy = session.execute(
+            text(
+                "SELECT count(*) FROM workflow_executions "
+                "WHERE status IN ('pending', 'in_progress')"
+            )
+        ).scalar_one()
+    return int(changes), int(busy)
+
+
+def wait_processed(
+    sessions: sessionmaker[Session], after: int, timeout_s: float, logs: list[Path],
+    label: str,
+) -> None:  # fmt: skip
+    """Until every change after `after` is processed and no execution is pending."""
+    deadline = time.monotonic() + timeout_s
+    shown = 0.0
+    while True:
+        left, busy = outstanding(sessions, after)
+        if left == 0 and busy == 0:
+            return
+        if time.monotonic() > deadline:
+            tail(logs)
+            raise RuntimeError(f"{label}: {left} change(s) unprocessed after {timeout_s:.0f}s")
+        if time.monotonic() - shown > 10:
+            say(f"{label}: {left} change(s) to go, {busy} execution(s) pending")
+            shown = time.monotonic()
+        time.sleep(0.5)
+
+
+def figures(sessions: sessionmaker[Session], after: int) -> dict[str, Any]:
+    with sessions.begin() as session:
+        rows = session.execute(
+            text(
+                "SELECT c.created_at, p.processed_at FROM entity_changes c "
+                "JOIN processed_changes p ON p.change_id = c.id WHERE c.id > :after"
+            ),
+            {"after": after},
+        ).all()
+        by_status = dict(
+            session.execute(
+                text(
+                    "SELECT status, count(*) FROM workflow_executions e JOIN entity_changes c "
+                    "ON c.id = e.change_id WHERE c.id > :after GROUP BY status"
+                ),
+                {"after": after},
+            ).all()
+        )
+    latency = [(done - made).total_seconds() for made, done in rows]
+    span = (max(d for _, d in rows) - min(m for m, _ in rows)).total_seconds()
+    return {
+        "changes_processed": len(rows),
+        "seconds": span,
+        "changes_per_s": len(rows) / span if span > 0 else 0.0,
+        "latency_p50_s": percentile(latency, 50),
+        "latency_p95_s": percentile(latency, 95),
+        "latency_max_s": max(latency),
+        "executions": {str(k): int(v) for k, v in by_status.items()},
+    }
+
+
+# --- one configuration, one workload --------------------------------------------------------
+
+
+@contextmanager
+def app_database(admin_url: str, tag: str) -> Iterator[tuple[str, sessionmaker[Session]]]:
+    with database(admin_url, f"gov_bench_app_{tag}") as url:
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            sessions = make_sessionmaker(engine)
+            COMPILED.clear()
+            prepare(sessions, WORKFLOWS)
+            yield url, sessions
+        finally:
+            engine.dispose()
+
+
+@contextmanager
+def pipeline(
+    config: Config, app_url: str, args: argparse.Namespace, work: Path, sampler: RssSampler
+) -> Iterator[list[Path]]:
+    """Start the configuration's processes; yield their log files; stop them."""
+    tag = uuid.uuid4().hex[:8]
+    home = work / f"{config.name}-{tag}"
+    home.mkdir()
+    settings = replace(load_settings(), database_url=app_url, home=home / "gov_home")
+    extra = {"GOV_PIPELINE_SENSOR_INTERVAL": str(SENSOR_INTERVAL_S), **config.env}
+    logs: list[Path] = []
+    with ExitStack() as stack:
+        if config.coordinator is None:
+            env = {**os.environ, "GOV_PIPELINE_DATABASE_URL": app_url, **extra}
+            log = home / "direct.log"
+            logs.append(log)
+            out = stack.enter_context(log.open("ab"))
+            process = subprocess.Popen(
+                [bin_path("gov-pipeline"), "process", "--sync", "--follow", "--poll", "0.5",
+                 "--quiet"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+            stack.callback(stop_process_group, process)
+            sampler.watch("direct", process.pid)
+            yield logs
+            return
+        storage = stack.enter_context(database(args.postgres_url, f"gov_bench_dagster_{tag}"))
+        prefix = stack.enter_context(redis_prefix(args.redis_url, f"gov_bench_{tag}"))
+        setup = SETUPS["dagster-queued" if config.coordinator == "queued" else "redis-execute"]
+        (home / "dagster.yaml").write_text(instance_yaml(setup, storage, args.redis_url, prefix))
+        env = dagster_env(settings, home, extra)
+        logs.append(home / "daemon.log")
+        daemon = stack.enter_context(running_daemon(env, logs[-1]))
+        sampler.watch("daemon", daemon.pid)
+        for i in range(config.workers):
+            logs.append(home / f"worker-{i}.log")
+            worker = stack.enter_context(running_worker(env, logs[-1]))
+            sampler.watch("worker", worker.pid)
+        yield logs
+
+
+def run_figures(dagster_home: Path) -> dict[str, Any]:
+    """The runs a configuration made: how many, how long they waited and took."""
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        records = instance.get_run_records()
+    waited = [r.start_time - r.create_timestamp.timestamp() for r in records if r.start_time]
+    took = [r.end_time - r.start_time for r in records if r.start_time and r.end_time]
+    statuses: dict[str, int] = {}
+    for record in records:
+        name = record.dagster_run.status.value
+        statuses[name] = statuses.get(name, 0) + 1
+    return {
+        "runs": len(records),
+        "run_statuses": statuses,
+        "run_wait_p50_s": percentile(waited, 50) if waited else None,
+        "run_duration_p50_s": percentile(took, 50) if took else None,
+    }
+
+
+def measure(
+    config: Config, workload: str, n: int, args: argparse.Namespace, work: Path
+) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    label = f"{workload}/{config.name}"
+    with (
+        app_database(args.postgres_url, tag) as (app_url, sessions),
+        RssSampler() as sampler,
+        pipeline(config, app_url, args, work, sampler) as logs,
+    ):
+        say(f"{label}: warming up (one change through the pipeline)")
+        with sessions.begin() as session:
+            policies.create_policy(
+                session, tenant_id=TENANT, fields=policy_fields(999_999),
+                actor=policies.Actor("importer"),
+            )  # fmt: skip
+        wait_processed(sessions, 0, args.timeout, logs, label)
+        after = max_change_id(sessions)
+        sampler.peak_mb.clear()  # the workload's peaks, not start-up's
+        say(f"{label}: writing {n if workload == 'burst' else args.trickle_s} change(s)")
+        started = time.monotonic()
+        if workload == "burst":
+            write_burst(sessions, n)
+        else:
+            write_trickle(sessions, args.trickle_s)
+        written = time.monotonic() - started
+        wait_processed(sessions, after, args.timeout, logs, label)
+        result = figures(sessions, after)
+        if config.coordinator is not None:
+            result.update(run_figures(logs[0].parent))
+    result.update(
+        {
+            "workload": workload,
+            "configuration": config.name,
+            "changes_written": n if workload == "burst" else args.trickle_s,
+            "write_s": written,
+            "peak_rss_mb": {k: round(v, 1) for k, v in sampler.peak_mb.items()},
+        }
+    )
+    runs = (
+        f"; {result['runs']} runs {result['run_statuses']}, p50 wait "
+        f"{result['run_wait_p50_s'] or 0:.1f}s, p50 duration {result['run_duration_p50_s'] or 0:.1f}s"
+        if "runs" in result
+        else ""
+    )
+    say(
+        f"{label}: {result['changes_processed']} changes in {result['seconds']:.1f}s = "
+        f"{result['changes_per_s']:.1f}/s, p50 {result['latency_p50_s']:.1f}s, "
+        f"p95 {result['latency_p95_s']:.1f}s{runs}"
+    )
+    return result
+
+
+# --- the sensor over a large change table ------------------------------------------------------
+
+
+FILL_SQL = """
+INSERT INTO policies (tenant_id, title, policy_type, content, business_units, status, version,
+    version_number, tags, custom_fields, requires_acknowledgment, created_at, updated_at)
+SELECT :tenant, 'Filler ' || g, 'Operations', '', '[]', 'draft', '1.0', 1, '[]', '{}', false,
+    now(), now()
+FROM generate_series(1, :rows) AS g
+"""
+
+
+def fill(sessions: sessionmaker[Session], rows: int, step: int = 100_000) -> None:
+    """Add `rows` captured changes (created policies), `step` per transaction."""
+    done = 0
+    while done < rows:
+        part = min(step, rows - done)
+        with sessions.begin() as session:
+            session.execute(text(FILL_SQL), {"tenant": TENANT, "rows": part})
+        done += part
+        say(f"sensor scale: +{done:,} changes")
+
+
+def time_sensor(url: str, sessions: sessionmaker[Session], new: int, repeat: int) -> float:
+    """Median seconds of one sensor evaluation that finds `new` new changes."""
+    import dagster as dg
+
+    from gov_pipeline.orchestration.resources import DatabaseResource
+    from gov_pipeline.orchestration.sensors import policy_change_sensor
+    from gov_pipeline.services.changes import ChangeCursor
+
+    cursor = ChangeCursor(watermark=max_change_id(sessions) - new).encode()
+    database_resource = DatabaseResource(url=url)
+    times = []
+    with dg.instance_for_test() as instance:
+        for _ in range(repeat):
+            with dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources={"database": database_resource}
+            ) as context:
+                t0 = time.perf_counter()
+                result = policy_change_sensor(context)
+                times.append(time.perf_counter() - t0)
+            assert isinstance(result, dg.SensorResult) and result.run_requests
+    return statistics.median(times)
+
+
+def sensor_scale(args: argparse.Namespace) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    with app_database(args.postgres_url, tag) as (url, sessions):
+        fill(sessions, 10_000)
+        with sessions.begin() as session:
+            session.execute(text("ANALYZE"))
+        time_sensor(url, sessions, 200, 2)  # warm
+        small = time_sensor(url, sessions, 200, 9)
+        fill(sessions, args.sensor_rows - 10_000)
+        with sessions.begin() as session:
+            session.execute(text("ANALYZE"))
+        large = time_sensor(url, sessions, 200, 9)
+    say(f"sensor scale: {small * 1000:.1f} ms at 10,000 rows, {large * 1000:.1f} ms at "
+        f"{args.sensor_rows:,} rows")  # fmt: skip
+    return {
+        "new_changes_per_tick": 200,
+        "rows_small": 10_000,
+        "rows_large": args.sensor_rows,
+        "tick_small_s": small,
+        "tick_large_s": large,
+        "ratio": large / small,
+    }
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def ratios(results: list[dict[str, Any]]) -> None:
+    for workload in WORKLOADS:
+        rows = {r["configuration"]: r for r in results if r["workload"] == workload}
+        for row in rows.values():
+            for base in ("direct", "dagster-stock"):
+                if base in rows and rows[base]["changes_per_s"]:
+                    row[f"vs_{base}"] = row["changes_per_s"] / rows[base]["changes_per_s"]
+
+
+def print_table(results: list[dict[str, Any]], scale: dict[str, Any] | None) -> None:
+    header = (
+        f"{'workload':8} {'configuration':16} {'changes':>8} {'seconds':>8} {'changes/s':>9} "
+        f"{'p50 s':>6} {'p95 s':>6} {'max s':>6} {'worker MB':>9} {'daemon MB':>9} "
+        f"{'vs direct':>9} {'vs stock':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        rss = r["peak_rss_mb"]
+        worker = rss.get("worker", rss.get("direct"))
+        vs_direct = r.get("vs_direct")
+        vs_stock = r.get("vs_dagster-stock")
+        print(
+            f"{r['workload']:8} {r['configuration']:16} {r['changes_processed']:8d} "
+            f"{r['seconds']:8.1f} {r['changes_per_s']:9.1f} {r['latency_p50_s']:6.1f} "
+            f"{r['latency_p95_s']:6.1f} {r['latency_max_s']:6.1f} "
+            f"{worker if worker is not None else '-':>9} {rss.get('daemon', '-'):>9} "
+            f"{f'{vs_direct:.2f}x' if vs_direct else '-':>9} "
+            f"{f'{vs_stock:.1f}x' if vs_stock else '-':>9}"
+        )
+    print(
+        "(changes: processed, those the actions caused included; latency: commit -> "
+        "processed; MB: peak RSS of one worker tree / the direct process, and of the daemon "
+        "tree)"
+    )
+    if scale:
+        print(
+            f"sensor tick reading {scale['new_changes_per_tick']} new changes: "
+            f"{scale['tick_small_s'] * 1000:.1f} ms over {scale['rows_small']:,} change rows, "
+            f"{scale['tick_large_s'] * 1000:.1f} ms over {scale['rows_large']:,} "
+            f"({scale['ratio']:.2f}x)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--burst", type=int, default=10_000, help="burst size (direct, ours)")
+    parser.add_argument("--per-change-burst", type=int, default=400,
+                        help="burst size for ours-per-change")  # fmt: skip
+    parser.add_argument("--stock-burst", type=int, default=60,
+                        help="burst size for dagster-stock")  # fmt: skip
+    parser.add_argument("--trickle-s", type=int, default=120, help="trickle length, seconds")
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--sensor-rows", type=int, default=1_000_000,
+                        help="change rows for the sensor-scale figure (0: skip it)")  # fmt: skip
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    configs = [CONFIG_BY_NAME[c] for c in args.configs.split(",") if c]
+    workloads = [w for w in args.workloads.split(",") if w]
+    sizes: dict[str, Callable[[], int]] = {
+        "dagster-stock": lambda: args.stock_burst,
+        "ours-per-change": lambda: args.per_change_burst,
+    }
+    results: list[dict[str, Any]] = []
+    with TemporaryDirectory(prefix="gov_bench_") as tmp, stdout_to_stderr():
+        for workload in workloads:
+            for config in configs:
+                n = sizes.get(config.name, lambda: args.burst)()
+                results.append(measure(config, workload, n, args, Path(tmp)))
+        scale = sensor_scale(args) if args.sensor_rows else None
+    ratios(results)
+    print()
+    print(
+        f"end to end on PostgreSQL and Redis, {WORKFLOWS} active workflows; burst: "
+        f"{args.burst} changes (dagster-stock {args.stock_burst}, ours-per-change "
+        f"{args.per_change_burst}); trickle: 1 change/s for {args.trickle_s} s; sensor "
+        f"interval {SENSOR_INTERVAL_S} s"
+    )
+    print_table(results, scale)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"args": {k: v for k, v in vars(args).items() if k != "json"},
+                   "results": results, "sensor_scale": scale}  # fmt: skip
+        args.json.write_text(json.dumps(payload, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
