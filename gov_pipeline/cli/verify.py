@@ -61,9 +61,14 @@ def verify_command(
     instance = None if no_dagster else _dagster_instance()
     try:
         with app.transaction() as session:
-            report = verify(
-                session, tenant=tenant, grace_s=grace, stuck_s=stuck_after, instance=instance
-            )
+            if instance is None:
+                report = verify(session, tenant=tenant, grace_s=grace, stuck_s=stuck_after)
+            else:
+                from gov_pipeline.coordinator.verify_runs import verify_with_runs
+
+                report = verify_with_runs(
+                    session, instance, tenant=tenant, grace_s=grace, stuck_s=stuck_after
+                )
     finally:
         if instance is not None:
             instance.dispose()

@@ -1,8 +1,8 @@
 """The invariant checker: do the stored facts show the guarantees held?
 
-Read only, over a session the caller owns (and, optionally, a Dagster instance with the Redis
-run coordinator). Each invariant reports how many things it checked, how many violated it,
-and a capped list of examples (ids). Shared by `gov-pipeline verify` and the tests.
+Read only, over a session the caller owns. Each invariant reports how many things it
+checked, how many violated it, and a capped list of examples (ids). Shared by
+`gov-pipeline verify` and the tests.
 
 The invariants:
 - `changes_processed`: every committed change older than the grace window has a
@@ -16,13 +16,13 @@ The invariants:
   change-id order (`started_at` never goes backwards as the change id grows);
 - `no_stuck_executions`: no execution `in_progress` (its transaction would have ended) and no
   execution still `pending` while its change is processed, past the stuck window;
-- `dagster_runs` (with an instance): every run is ended, or QUEUED and in line in Redis, or
-  STARTING/STARTED/CANCELING with a live lease in Redis (past the grace window).
+- `dagster_runs`, in `gov_pipeline.coordinator.verify_runs` (it needs a Dagster instance and
+  Redis): every run is ended, or QUEUED and in line in Redis, or STARTING/STARTED/CANCELING
+  with a live lease in Redis (past the grace window).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,8 +46,6 @@ DEFAULT_GRACE_S = 60.0
 DEFAULT_STUCK_S = 600.0
 EXAMPLES_CAP = 20
 
-ENDED_RUN_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
-HELD_RUN_STATUSES = frozenset({"STARTING", "STARTED", "CANCELING"})
 _Q = TypeVar("_Q")
 
 
@@ -369,58 +367,6 @@ def check_no_stuck_executions(
     return result
 
 
-def check_dagster_runs(
-    instance: Any, tenant: str | None, before: datetime, cap: int
-) -> tuple[InvariantResult, dict[str, int]]:
-    """Runs not ended must be in line (QUEUED) or leased (started) in Redis."""
-    from dagster._core.storage.dagster_run import RunsFilter
-
-    result = InvariantResult(
-        "dagster_runs",
-        "every Dagster run ended, or QUEUED and in line in Redis, or started with a live lease",
-    )
-    filters = RunsFilter(tags={"gov/tenant_id": tenant}) if tenant else None
-    by_status: Counter[str] = Counter()
-    queue = _redis_queue(instance)
-    if queue is None:
-        result.note = "the instance's run coordinator is not the Redis one: leases not checked"
-    for record in instance.get_run_records(filters=filters):
-        run = record.dagster_run
-        status = run.status.value
-        by_status[status] += 1
-        result.checked += 1
-        if status in ENDED_RUN_STATUSES:
-            continue
-        updated = record.update_timestamp
-        if updated.tzinfo is None:
-            updated = updated.replace(tzinfo=UTC)
-        if updated >= before:
-            continue  # moving right now: give it the grace window
-        problem = None
-        if queue is None:
-            problem = f"{status} since {updated.isoformat()}"
-        elif status == "QUEUED":
-            state = queue.record(run.run_id).get("state")
-            if state not in ("queued", "claimed", "started"):
-                problem = f"QUEUED but not in line in Redis (record state {state or 'missing'})"
-        elif status in HELD_RUN_STATUSES:
-            if queue.lease_holder(run.run_id) is None:
-                problem = f"{status} with no live lease in Redis"
-        else:  # NOT_STARTED: created and never submitted
-            problem = f"{status} since {updated.isoformat()}"
-        if problem:
-            result.add({"run_id": run.run_id, "job": run.job_name, "status": status,
-                        "problem": problem}, cap)  # fmt: skip
-    return result, dict(by_status)
-
-
-def _redis_queue(instance: Any) -> Any:
-    from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
-
-    coordinator = instance.run_coordinator
-    return coordinator.queue if isinstance(coordinator, RedisRunCoordinator) else None
-
-
 def _counts(session: Session, query: Any) -> dict[str, int]:
     return {str(key): int(n) for key, n in session.execute(query).all()}
 
@@ -464,7 +410,6 @@ def verify(
     tenant: str | None = None,
     grace_s: float = DEFAULT_GRACE_S,
     stuck_s: float = DEFAULT_STUCK_S,
-    instance: Any = None,
     now: datetime | None = None,
     cap: int = EXAMPLES_CAP,
     only: Iterable[str] | None = None,
@@ -477,9 +422,7 @@ def verify(
         grace_s: changes (and runs) younger than this are not expected to be done yet.
         stuck_s: how long an execution may stay in_progress (or pending after its change
             was processed) before it counts as stuck.
-        instance: a Dagster instance; its runs are checked against the Redis queue.
-        now: the time to measure windows from (default: the database's clock is not used;
-            this process's UTC time).
+        now: the time the windows are measured back from (default: now, UTC).
         cap: at most this many examples per invariant.
         only: check only these invariants (by name).
 
@@ -506,11 +449,6 @@ def verify(
     if want("no_stuck_executions"):
         results.append(check_no_stuck_executions(session, tenant, stuck_before, cap))
     data = figures(session, tenant)
-    if instance is not None and want("dagster_runs"):
-        runs, by_status = check_dagster_runs(instance, tenant, grace_before, cap)
-        results.append(runs)
-        data["runs"] = sum(by_status.values())
-        data["runs_by_status"] = by_status
     return VerifyReport(results, data, now, tenant)
 
 

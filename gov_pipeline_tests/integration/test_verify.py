@@ -294,10 +294,15 @@ def test_gov_pipeline_verify_exit_codes_json_and_one_line_errors(
 
 @pytest.mark.redis
 def test_runs_must_be_ended_or_held_in_redis(
-    tmp_path: Path, postgres_url: str, dagster_storage_url: str, redis_prefix: str
+    tmp_path: Path,
+    postgres_url: str,
+    dagster_storage_url: str,
+    redis_prefix: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from dagster import DagsterEvent, DagsterEventType
 
+    from gov_pipeline.coordinator.verify_runs import verify_with_runs
     from gov_pipeline_tests.conftest import REDIS_URL
     from gov_pipeline_tests.integration.coordinator_support import coordinated_instance
 
@@ -313,7 +318,7 @@ def test_runs_must_be_ended_or_held_in_redis(
 
             def runs_check() -> Any:
                 with sessions.begin() as session:
-                    report = verify(session, grace_s=0, instance=c.instance)
+                    report = verify_with_runs(session, c.instance, grace_s=0)
                 return report.get("dagster_runs"), report
 
             result, report = runs_check()
@@ -333,6 +338,12 @@ def test_runs_must_be_ended_or_held_in_redis(
             result, _ = runs_check()
             assert [e["run_id"] for e in result.examples] == [started]
             assert "no live lease" in result.examples[0]["problem"]
+            # The CLI reads DAGSTER_HOME (set by coordinated_instance) and checks runs too.
+            with sessions.begin() as session:  # (the policy's creation: not at issue here)
+                session.add(ProcessedChange(change_id=1, tenant_id="acme"))
+            code, out, err = cli_invoker(capsys)("verify", "--grace", "0", "--json")
+            assert code == 1 and err.strip() == "error: invariants violated: dagster_runs (1)"
+            assert json.loads(out)["figures"]["runs_by_status"] == {"QUEUED": 1, "STARTED": 1}
             queue.client.set(queue.keys.lease(started), "w1", px=60_000)
             assert runs_check()[0].ok
             # Redis lost the waiting run (flushed): QUEUED in Dagster, not in line.

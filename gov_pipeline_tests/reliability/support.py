@@ -20,11 +20,12 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from gov_pipeline.coordinator.verify_runs import verify_with_runs
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.models import EntityChange, ProcessedChange, Workflow, WorkflowExecution
 from gov_pipeline.orchestration.instance import ROOT, running_daemon, running_worker
 from gov_pipeline.services import policies
-from gov_pipeline.services.verify import VerifyReport, lost_and_duplicated, verify
+from gov_pipeline.services.verify import VerifyReport, lost_and_duplicated
 from gov_pipeline_tests.integration.coordinator_support import Coordinated, coordinated_instance
 from gov_pipeline_tests.integration.engine_support import apply_yaml
 
@@ -212,7 +213,7 @@ class Stack:
 
     def check(self) -> VerifyReport:
         with self.sessions.begin() as session:
-            return verify(session, grace_s=0, stuck_s=60, instance=self.c.instance)
+            return verify_with_runs(session, self.c.instance, grace_s=0, stuck_s=60)
 
     def log_tail(self, chars: int = 3000) -> str:
         return "\n".join(
