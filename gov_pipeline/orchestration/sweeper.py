@@ -24,7 +24,7 @@ from gov_pipeline.domain.batching import BatchingPolicy, compact_ids, plan_runs
 from gov_pipeline.orchestration.jobs import change_ids_of_run, process_policy_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.orchestration.sensors import pending_changes, run_request
-from gov_pipeline.services.sweep import stranded_changes
+from gov_pipeline.services.sweep import settled_up_to, stranded_changes
 
 # Read from the environment once, when the code location loads (no I/O).
 _SETTINGS = load_settings()
@@ -42,20 +42,25 @@ WAITING_OR_RUNNING = [
 
 @dataclass
 class SweepCursor:
-    """How many sweeps requested runs, and how often each still-stranded change was swept."""
+    """How many sweeps requested runs, how often each still-stranded change was swept, and
+    up to which id every change is settled (processed and past the grace period)."""
 
     sweeps: int = 0
     tries: dict[int, int] = field(default_factory=dict)
+    after: int = 0
 
     @classmethod
     def decode(cls, raw: str | None) -> "SweepCursor":
         if not raw:
             return cls()
         data = json.loads(raw)
-        return cls(int(data.get("sweeps", 0)), {int(k): int(v) for k, v in data["tries"].items()})
+        tries = {int(k): int(v) for k, v in data["tries"].items()}
+        return cls(int(data.get("sweeps", 0)), tries, int(data.get("after", 0)))
 
     def encode(self) -> str:
-        return json.dumps({"sweeps": self.sweeps, "tries": self.tries}, sort_keys=True)
+        return json.dumps(
+            {"sweeps": self.sweeps, "tries": self.tries, "after": self.after}, sort_keys=True
+        )
 
 
 def held_change_ids(instance: dg.DagsterInstance) -> set[int]:
@@ -82,7 +87,10 @@ def unprocessed_change_sweeper(
     cursor = SweepCursor.decode(context.cursor)
     older_than = datetime.now(UTC) - timedelta(seconds=settings.sweep_grace_s)
     with database.sessions().begin() as session:
-        stranded = stranded_changes(session, older_than=older_than, limit=SWEEP_LIMIT)
+        cursor.after = settled_up_to(session, after=cursor.after, older_than=older_than)
+        stranded = stranded_changes(
+            session, older_than=older_than, limit=SWEEP_LIMIT, after=cursor.after
+        )
         held = held_change_ids(context.instance)
         free = [c for c in stranded if c.id not in held]
         given_up = [c.id for c in free if cursor.tries.get(c.id, 0) >= MAX_SWEEPS]

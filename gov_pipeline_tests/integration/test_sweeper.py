@@ -120,6 +120,8 @@ def test_sweeper_scenarios(
     assert not third.run_requests and third.skip_reason is not None
     assert "(1 unprocessed, 1 held by runs)" in third.skip_reason.skip_message
     assert SweepCursor.decode(third.cursor).tries == {2: 1}
+    # Change 1 is processed and old: later ticks start after it.
+    assert SweepCursor.decode(third.cursor).after == 1
 
 
 def test_a_change_is_swept_at_most_max_sweeps_times(
