@@ -15,7 +15,7 @@ import click
 from gov_pipeline.cli.app import cli, json_option
 from gov_pipeline.cli.output import emit_json, emit_table
 from gov_pipeline.config import load_settings
-from gov_pipeline.domain.errors import ConfigurationError, NotFoundError
+from gov_pipeline.domain.errors import ConfigurationError, ConflictError, NotFoundError
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 
@@ -191,7 +191,7 @@ def requeue(run_id: str) -> None:
     if run is None:
         raise NotFoundError("run", run_id)
     if run.status != DagsterRunStatus.QUEUED:
-        raise ConfigurationError(
+        raise ConflictError(
             f"run {run_id} is {run.status.value}; only QUEUED runs can be requeued"
         )
     holder = coordinator.queue.lease_holder(run_id)

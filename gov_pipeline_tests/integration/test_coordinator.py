@@ -284,7 +284,7 @@ def test_queue_status_pause_resume_and_requeue_from_the_cli(make_coordinated) ->
     c.worker(mode="execute").run(install_signals=False)
     assert statuses(c, [run_id]) == ["SUCCESS"]
     bad = cli("queue", "requeue", run_id)
-    assert bad.returncode == 2 and "only QUEUED runs" in bad.stderr
+    assert bad.returncode == 1 and "only QUEUED runs" in bad.stderr  # a state, not a usage
 
 
 def test_the_first_sigterm_lets_the_current_run_finish(make_coordinated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
