@@ -164,14 +164,6 @@ def mark_changes_processed(
     return written
 
 
-def mark_processed(
-    sessions: sessionmaker[Session], change_ids: Sequence[int], processed_by: str | None
-) -> int:
-    """`mark_changes_processed` in a transaction of its own."""
-    with sessions.begin() as session:
-        return mark_changes_processed(session, change_ids, processed_by)
-
-
 def _run_change(
     session: Session, change: EntityChange, executions: Sequence[int], settings: Settings,
     run_id: str | None,
