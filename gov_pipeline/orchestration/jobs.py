@@ -165,7 +165,7 @@ def execute_actions(
     return change_ids
 
 
-@dg.op
+@dg.op(retry_policy=POLICY_RETRY)  # delivery and the summary are safe to repeat
 def record_outcome(
     context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
 ) -> None:
