@@ -40,5 +40,5 @@ def test_a_connection_cut_in_record_outcome_is_retried(
         resources={"database": DatabaseResource(url=db_url)},
         raise_on_error=False,
     )
-    assert result.success, "record_outcome has no retry policy: one blip fails the run"
+    assert result.success, "one blip in record_outcome failed the run"
     assert len(calls) == 2
