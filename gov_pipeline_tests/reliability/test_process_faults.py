@@ -27,9 +27,9 @@ def test_worker_sigkill_mid_run(
     _truncate_all(postgres_url)
     with running_stack(
         tmp_path, postgres_url, dagster_storage_url, REDIS_URL, redis_prefix, workers=2,
-        env={"GOV_PIPELINE_BATCH_SIZE": "40"},
+        env={"GOV_PIPELINE_BATCH_SIZE": "25"},
     ) as s:  # fmt: skip
-        s.write_updates(160)
+        s.write_updates(100)
         queue = s.c.instance.run_coordinator.queue
         killed_runs: list[str] = []
         kill_at = time.monotonic()
@@ -69,7 +69,7 @@ def test_worker_sigkill_mid_run(
                 break  # the kill hit a run in flight
             # It finished just before the kill landed: try again on the next run.
             assert attempt < 4, "no kill hit a run in flight"
-            s.write_updates(40)
+            s.write_updates(25)
         s.wait_settled(300)
         recovery = time.monotonic() - kill_at
         report = s.check()
