@@ -73,6 +73,17 @@ def _recoveries(s: Stack, failed: list[str], kill_times: list[float]) -> list[fl
     return out
 
 
+def _busy(s: Stack, alive: list[str]) -> list[str]:
+    """The workers (by name) holding a STARTED processing run right now."""
+    queue = s.c.instance.run_coordinator.queue
+    holders = {
+        queue.record(r.run_id).get("worker", "")
+        for r in s.c.instance.get_runs(limit=50)
+        if r.status.value == "STARTED"
+    }
+    return [n for n in alive if any(h.endswith(f":{s.workers[n].pid}") for h in holders)]
+
+
 def _failed_by_run_failure(s: Stack) -> int:
     """Executions the run failure sensor failed: their run died once more than run retries
     allow. Their changes are processed; `gov-pipeline executions retry` runs them."""
@@ -145,7 +156,8 @@ def run_soak(
                     break
                 time.sleep(rng.uniform(*kill_every))  # the fault's schedule, not a wait
                 alive = [n for n, p in s.workers.items() if p.poll() is None]
-                victim = rng.choice(alive)
+                busy_workers = _busy(s, alive)
+                victim = rng.choice(busy_workers or alive)  # mid-run when a run is going
                 busy = s.running_runs()
                 s.kill_worker(victim)
                 replacement = f"{victim.split('~')[0]}~{len(kills) + 1}"
