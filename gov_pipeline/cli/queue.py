@@ -191,9 +191,7 @@ def requeue(run_id: str) -> None:
     if run is None:
         raise NotFoundError("run", run_id)
     if run.status != DagsterRunStatus.QUEUED:
-        raise ConflictError(
-            f"run {run_id} is {run.status.value}; only QUEUED runs can be requeued"
-        )
+        raise ConflictError(f"run {run_id} is {run.status.value}; only QUEUED runs can be requeued")
     holder = coordinator.queue.lease_holder(run_id)
     if holder is not None:
         raise ConfigurationError(

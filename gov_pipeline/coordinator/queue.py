@@ -26,6 +26,9 @@ DEFAULT_LANES: dict[str, int] = {
     "notification": 10, "export": 2, "audit": 1, "import": 2,
 }  # fmt: skip
 LANE_TAG = "gov/queue"
+# Set on a run failed because the worker executing it died. Its value is that run's id: run
+# retries copy their parent's tags, and the tag must not speak for the retry.
+WORKER_DIED_TAG = "gov/worker_died"
 PRIORITY_TAG = "dagster/priority"
 
 

@@ -35,7 +35,7 @@ import redis
 from dagster import DagsterEvent, DagsterEventType, DagsterInstance
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 
-from gov_pipeline.coordinator.queue import default_worker_id
+from gov_pipeline.coordinator.queue import WORKER_DIED_TAG, default_worker_id
 from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
 
 log = logging.getLogger(__name__)
@@ -328,6 +328,7 @@ class Worker:
                     "(its lease expired); run retries apply"
                 )
                 self.instance.report_engine_event(message, run)
+                self.instance.add_run_tags(run_id, {WORKER_DIED_TAG: run_id})
                 self.instance.report_run_failed(run)
                 self._finish(run_id, "FAILURE:worker-died")
                 log.warning("run %s: %s", run_id, message)

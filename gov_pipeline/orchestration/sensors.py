@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gov_pipeline.config import load_settings
+from gov_pipeline.coordinator.queue import WORKER_DIED_TAG
 from gov_pipeline.db.models import EntityChange, Workflow, WorkflowExecution
 from gov_pipeline.domain.batching import (
     BatchingPolicy,
@@ -145,7 +146,8 @@ def fail_pending_executions(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=daemon_interval(_SETTINGS.sensor_interval_s),
     description="When a processing run fails for good, its pending executions fail with the "
-    "run's error and their workflow owners are told; nothing stays pending.",
+    "run's error and their workflow owners are told. A run whose worker died leaves them "
+    "pending: the sweeper requests a new run for its changes.",
 )
 def policy_run_failure_sensor(
     context: dg.RunFailureSensorContext, database: DatabaseResource
@@ -153,6 +155,14 @@ def policy_run_failure_sensor(
     run = context.dagster_run
     if run.tags.get("dagster/will_retry") == "true":
         context.log.info(f"run {run.run_id} failed and will be retried; executions left pending")
+        return
+    if run.tags.get(WORKER_DIED_TAG) == run.run_id:
+        # Nothing was wrong with the executions: their worker died. The changes stay
+        # unprocessed and the sweeper requests a new run for them after its grace period.
+        context.log.info(
+            f"run {run.run_id} failed because its worker died; executions left pending for "
+            "the sweeper"
+        )
         return
     message = context.failure_event.message or "run failed"
     reason = f"Dagster run {run.run_id} failed: {message}"

@@ -423,7 +423,14 @@ def test_sensor_and_webserver_runs_go_through_the_redis_coordinator(
                     120,
                     "the launched run",
                 )  # type: ignore[union-attr]
-                assert c.instance.run_coordinator.queue.record(run_id)["outcome"] == "SUCCESS"
+                # The worker writes the outcome to Redis just after the run's last event.
+                _wait(
+                    lambda: (
+                        c.instance.run_coordinator.queue.record(run_id).get("outcome") == "SUCCESS"
+                    ),
+                    30,
+                    "the run's outcome in Redis",
+                )
         finally:
             for process in (worker, web):
                 if process.poll() is None:

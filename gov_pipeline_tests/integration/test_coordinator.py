@@ -218,6 +218,8 @@ def test_a_worker_killed_mid_run_is_recovered(make_coordinated, tmp_path: Path) 
     assert statuses(c, [slow, quick]) == ["FAILURE", "SUCCESS"]
     logs = [e.message for e in c.instance.all_logs(slow) if e.message]
     assert any("victim died while executing this run" in m for m in logs)
+    # tagged, so the failure sensor leaves its executions to the sweeper
+    assert c.instance.get_run_by_id(slow).tags["gov/worker_died"] == slow  # type: ignore[union-attr]
     assert c.instance.run_coordinator.queue.active() == set()
 
 

@@ -235,9 +235,12 @@ def test_execute_workflow_by_hand(
     assert not failed.success
 
 
+@pytest.mark.parametrize("worker_died", [False, True])
 def test_a_run_that_fails_for_good_fails_its_pending_executions(
-    database: DatabaseResource, sessions: sessionmaker[Session]
+    database: DatabaseResource, sessions: sessionmaker[Session], worker_died: bool
 ) -> None:
+    """...unless its worker died: then they stay pending for the sweeper."""
+    from gov_pipeline.coordinator.queue import WORKER_DIED_TAG
     from gov_pipeline.orchestration.sensors import policy_run_failure_sensor
     from gov_pipeline.services.engine import match_change
 
@@ -254,17 +257,22 @@ def test_a_run_that_fails_for_good_fails_its_pending_executions(
             instance=instance,
             raise_on_error=False,
         )
+        if worker_died:  # as a worker tags a run it fails for a dead worker (not a retry's)
+            instance.add_run_tags(result.run_id, {WORKER_DIED_TAG: result.run_id})
         assert not result.success
         context = dg.build_run_status_sensor_context(
             sensor_name="policy_run_failure_sensor",
             dagster_event=result.get_run_failure_event(),
             dagster_instance=instance,
-            dagster_run=result.dagster_run,
+            dagster_run=instance.get_run_by_id(result.run_id),
             resources={"database": database},
         ).for_run_failure()
         policy_run_failure_sensor(context)
     with sessions.begin() as session:
         (execution,) = session.scalars(select(WorkflowExecution)).all()
+        if worker_died:
+            assert execution.status == "pending"
+            return
         assert execution.status == "failed"
         assert f"Dagster run {result.run_id} failed" in (execution.error or "")
         owner_notes = session.scalars(
