@@ -380,9 +380,15 @@ def test_sensor_and_webserver_runs_go_through_the_redis_coordinator(
                     r for r in c.instance.get_runs() if r.job_name == "process_policy_changes"
                 ]
                 assert sensor_runs and {r.status.value for r in sensor_runs} == {"SUCCESS"}
-                assert all(
-                    c.instance.run_coordinator.queue.record(r.run_id).get("outcome") == "SUCCESS"
-                    for r in sensor_runs
+                # The worker writes a run's outcome to Redis just after the run's last event.
+                _wait(
+                    lambda: all(
+                        c.instance.run_coordinator.queue.record(r.run_id).get("outcome")
+                        == "SUCCESS"
+                        for r in sensor_runs
+                    ),
+                    30,
+                    "the runs' outcomes in Redis",
                 )
 
                 # 2. The webserver's launchRun mutation: same coordinator, same worker.
