@@ -178,9 +178,27 @@ class Stack:
     def running_runs(self) -> int:
         return self.run_statuses().get("STARTED", 0)
 
+    def retries_due(self) -> int:
+        """Failed runs that Dagster will retry but has not resubmitted yet (the run-retry
+        daemon does it on its next pass, seconds after the failure)."""
+        runs = self.c.instance.get_runs()
+        parents = {r.tags.get("dagster/parent_run_id") for r in runs}
+        return sum(
+            1
+            for r in runs
+            if r.status.value == "FAILURE"
+            and r.tags.get("dagster/will_retry") == "true"
+            and r.run_id not in parents
+        )
+
     def settled(self) -> bool:
         changes, done = self.counts()
-        return changes > 0 and done == changes and set(self.run_statuses()) <= ENDED
+        return (
+            changes > 0
+            and done == changes
+            and set(self.run_statuses()) <= ENDED
+            and self.retries_due() == 0
+        )
 
     def wait_settled(self, timeout_s: float = 240) -> float:
         return wait_for(self.settled, timeout_s, "every change processed and every run ended")
