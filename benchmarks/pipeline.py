@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -598,15 +598,12 @@ def main() -> None:
     args = parser.parse_args()
     configs = [CONFIG_BY_NAME[c] for c in args.configs.split(",") if c]
     workloads = [w for w in args.workloads.split(",") if w]
-    sizes: dict[str, Callable[[], int]] = {
-        "dagster-stock": lambda: args.stock_burst,
-        "ours-per-change": lambda: args.per_change_burst,
-    }
+    sizes = {"dagster-stock": args.stock_burst, "ours-per-change": args.per_change_burst}
     results: list[dict[str, Any]] = []
     with TemporaryDirectory(prefix="gov_bench_") as tmp, stdout_to_stderr():
         for workload in workloads:
             for config in configs:
-                n = sizes.get(config.name, lambda: args.burst)()
+                n = sizes.get(config.name, args.burst)
                 results.append(measure(config, workload, n, args, Path(tmp)))
         scale = sensor_scale(args) if args.sensor_rows else None
     ratios(results)

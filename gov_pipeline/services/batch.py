@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -81,6 +81,15 @@ class _ChangeFailed(Exception):
         self.cause = cause
 
 
+_ENTITY = (EntityChange.tenant_id, EntityChange.entity_type, EntityChange.entity_id)
+
+
+def unprocessed() -> ColumnElement[bool]:
+    """The condition "this change has no processed marker", for queries on EntityChange."""
+    marker = select(ProcessedChange.change_id).where(ProcessedChange.change_id == EntityChange.id)
+    return ~marker.exists()
+
+
 def plan_batch(
     session: Session, change_ids: Sequence[int]
 ) -> tuple[list[int], list[int], list[int]]:
@@ -94,9 +103,8 @@ def plan_batch(
         (to process in id order, catch-up ids among them, ids already processed)
     """
     rows = session.execute(
-        select(EntityChange.id, EntityChange.tenant_id, EntityChange.entity_type,
-               EntityChange.entity_id).where(EntityChange.id.in_(list(change_ids)))
-    ).all()  # fmt: skip
+        select(EntityChange.id, *_ENTITY).where(EntityChange.id.in_(list(change_ids)))
+    ).all()
     latest: dict[tuple[str, str, str], int] = {}
     for cid, *key in rows:
         entity = (str(key[0]), str(key[1]), str(key[2]))
@@ -107,17 +115,12 @@ def plan_batch(
     for start in range(0, len(keys), _KEYS_PER_QUERY):
         part = keys[start : start + _KEYS_PER_QUERY]
         found = session.execute(
-            select(EntityChange.id, EntityChange.tenant_id, EntityChange.entity_type,
-                   EntityChange.entity_id)
-            .where(
-                tuple_(EntityChange.tenant_id, EntityChange.entity_type,
-                       EntityChange.entity_id).in_(part),
+            select(EntityChange.id, *_ENTITY).where(
+                tuple_(*_ENTITY).in_(part),
                 EntityChange.id < max(latest[k] for k in part),
-                ~select(ProcessedChange.change_id)
-                .where(ProcessedChange.change_id == EntityChange.id)
-                .exists(),
+                unprocessed(),
             )
-        )  # fmt: skip
+        )
         for cid, *key in found:
             if int(cid) < latest[(str(key[0]), str(key[1]), str(key[2]))]:
                 earlier.add(int(cid))

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from gov_pipeline.db.models import EntityChange, ProcessedChange
-
-
-def _unprocessed() -> ColumnElement[bool]:
-    marker = select(ProcessedChange.change_id).where(ProcessedChange.change_id == EntityChange.id)
-    return ~marker.exists()
+from gov_pipeline.db.models import EntityChange
+from gov_pipeline.services.batch import unprocessed
 
 
 def settled_up_to(session: Session, *, after: int, older_than: datetime) -> int:
@@ -32,7 +28,7 @@ def settled_up_to(session: Session, *, after: int, older_than: datetime) -> int:
     first_open = session.scalar(
         select(func.min(EntityChange.id)).where(
             EntityChange.id > after,
-            or_(EntityChange.created_at >= older_than, _unprocessed()),
+            or_(EntityChange.created_at >= older_than, unprocessed()),
         )
     )
     if first_open is not None:
@@ -58,7 +54,7 @@ def stranded_changes(
         .where(
             EntityChange.id > after,
             EntityChange.created_at < older_than,
-            _unprocessed(),
+            unprocessed(),
         )
         .order_by(EntityChange.id)
         .limit(limit)
