@@ -36,7 +36,6 @@ from gov_pipeline.services.deliveries import deliver_pending
 from gov_pipeline.services.engine import (
     ActionFailedError,
     ExecutionReport,
-    MatchReport,
     insert_ignore,
     load_entities,
     match_changes,
@@ -60,7 +59,6 @@ class BatchReport:
     changes: list[int] = field(default_factory=list)  # processed, in order
     catch_up: list[int] = field(default_factory=list)  # earlier changes taken in
     already: list[int] = field(default_factory=list)  # found processed before
-    matches: list[MatchReport] = field(default_factory=list)
     ran: list[ExecutionReport] = field(default_factory=list)
     failures: int = 0  # failed attempts (counted on their executions)
     commits: int = 0
@@ -282,7 +280,7 @@ def process_batch(
                 changes = session.scalars(
                     select(EntityChange).where(EntityChange.id.in_(part)).order_by(EntityChange.id)
                 ).all()
-                report.matches.extend(match_changes(session, changes, settings))
+                match_changes(session, changes, settings)
             report.commits += 1
     failures: dict[int, int] = {}
     position = 0

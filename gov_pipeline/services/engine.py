@@ -282,13 +282,9 @@ def _execution_rows(
     return rows
 
 
-def pending_executions(session: Session, change_id: int) -> list[int]:
-    """Executions of this change still to run (new, or left by a failed attempt)."""
-    return pending_executions_of(session, [change_id]).get(change_id, [])
-
-
 def pending_executions_of(session: Session, change_ids: Sequence[int]) -> dict[int, list[int]]:
-    """`pending_executions` of many changes: change id -> execution ids in id order."""
+    """Executions of these changes still to run (new, or left by a failed attempt):
+    change id -> execution ids in id order."""
     found: dict[int, list[int]] = {}
     for start in range(0, len(change_ids), 1000):
         query = (
