@@ -13,7 +13,8 @@ Modes:
 Recovery: a run whose lease expired belonged to a dead worker. It is checked in Dagster's
 run storage: still QUEUED -> put back in line; ended -> slot released; started by a
 launcher -> adopted (its process lives on) and watched to its end; started inside a dead
-worker (execute mode) -> failed with the reason (run retries then apply).
+worker (execute mode) -> failed with the reason (run retries then apply), or succeeded when
+every step had succeeded before the worker died.
 Reconciliation (at start, then periodically): QUEUED runs missing from Redis (flushed,
 restarted, or down at submit) are queued again; runs holding slots that have ended release.
 """
@@ -33,7 +34,8 @@ from typing import Any
 
 import redis
 from dagster import DagsterEvent, DagsterEventType, DagsterInstance
-from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+from dagster._core.execution.stats import StepEventStatus
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, RunsFilter
 
 from gov_pipeline.coordinator.queue import WORKER_DIED_TAG, default_worker_id
 from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
@@ -46,6 +48,21 @@ ENDED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CA
 # `gov-pipeline worker --mode execute --concurrency N` therefore runs N processes.
 _EXECUTE_LOCK = threading.Lock()
 MODES = ("launch", "execute")
+
+
+def every_step_succeeded(instance: DagsterInstance, run: DagsterRun) -> bool:
+    """Whether every step the run was to execute succeeded or was skipped (read from the
+    run's event log)."""
+    if run.execution_plan_snapshot_id is None:
+        return False
+    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    wanted = set(plan.step_keys_to_execute)
+    done = {
+        stats.step_key
+        for stats in instance.get_run_step_stats(run.run_id)
+        if stats.status in (StepEventStatus.SUCCESS, StepEventStatus.SKIPPED)
+    }
+    return bool(wanted) and wanted <= done
 
 
 @dataclass
@@ -322,6 +339,23 @@ class Worker:
             if not self.queue.adopt(run_id, self.worker_id, self.lease_s):
                 continue  # another worker got there first
             self.stats.recovered += 1
+            if record.get("mode") == "execute" and every_step_succeeded(self.instance, run):
+                # Killed after its last step, before Dagster recorded the run's end: the work
+                # is done and a retry from failure would have nothing to run.
+                message = (
+                    f"worker {record.get('worker', '?')} died after every step of this run had "
+                    "succeeded (its lease expired); the run is complete"
+                )
+                self.instance.report_engine_event(message, run)
+                success = DagsterEvent(
+                    event_type_value=DagsterEventType.RUN_SUCCESS.value,
+                    job_name=run.job_name,
+                    message=message,
+                )
+                self.instance.report_dagster_event(success, run_id=run_id)
+                self._finish(run_id, "SUCCESS:worker-died")
+                log.warning("run %s: %s", run_id, message)
+                continue
             if record.get("mode") == "execute":
                 message = (
                     f"worker {record.get('worker', '?')} died while executing this run "

@@ -223,6 +223,31 @@ def test_a_worker_killed_mid_run_is_recovered(make_coordinated, tmp_path: Path) 
     assert c.instance.run_coordinator.queue.active() == set()
 
 
+def test_a_worker_killed_after_the_last_step_leaves_a_successful_run(make_coordinated) -> None:  # type: ignore[no-untyped-def]
+    """The worker died between the run's last step and Dagster's record of the run's end
+    (the soak hits this window): the rescuer finds every step succeeded and records the
+    run's success; a retry from failure would have nothing to run."""
+    c = make_coordinated()
+    (model,) = c.submit([("execute_workflow", c.config(), {})])
+    c.worker(mode="execute").run(install_signals=False)
+    (cut,) = c.submit([("execute_workflow", c.config(), {})])
+    queue = c.instance.run_coordinator.queue
+    assert queue.claim("victim", queue.lanes(), lease_s=0.5, mode="execute") == cut
+    # The victim's events: the model run's, from its start to its last step, not its end.
+    for entry in c.instance.all_logs(model):
+        kind = entry.dagster_event.event_type_value if entry.dagster_event else None
+        if kind in ("PIPELINE_STARTING", "PIPELINE_START") or entry.step_key:
+            c.instance.handle_new_event(entry._replace(run_id=cut))
+    assert statuses(c, [cut]) == ["STARTED"]
+    time.sleep(0.7)  # the victim's lease (0.5 s) expires
+    stats = c.worker(mode="execute", worker_id="rescuer").run(install_signals=False)
+    assert stats.recovered == 1 and stats.outcomes == {"SUCCESS:worker-died": 1}
+    assert statuses(c, [cut]) == ["SUCCESS"]
+    logs = [e.message for e in c.instance.all_logs(cut) if e.message]
+    assert any("died after every step of this run had succeeded" in m for m in logs)
+    assert queue.active() == set()
+
+
 def test_runs_queued_when_redis_is_flushed_still_complete(
     make_coordinated, private_redis: str
 ) -> None:  # type: ignore[no-untyped-def]

@@ -52,6 +52,22 @@ def _drop_databases(tag: str) -> None:
     admin.dispose()
 
 
+def _unrecovered(s: Stack, run_id: str) -> dict[str, Any]:
+    """What became of a run failed by a kill whose retry did not succeed: its run group
+    and the engine events Dagster's retry daemon left on it."""
+    run = s.c.instance.get_run_by_id(run_id)
+    assert run is not None
+    root = run.tags.get("dagster/root_run_id") or run_id
+    group = [
+        {"run": r.run_id[:8], "status": r.status.value,
+         "tags": {k: v for k, v in r.tags.items() if "retry" in k or k.startswith("gov/")}}
+        for r in s.c.instance.get_runs()
+        if r.run_id == root or r.tags.get("dagster/root_run_id") == root
+    ]  # fmt: skip
+    events = [e.message for e in s.c.instance.all_logs(run_id) if e.is_dagster_event][-6:]
+    return {"run": run_id[:8], "group": group, "events": events}
+
+
 def _recoveries(s: Stack, failed: list[str], kill_times: list[float]) -> list[float]:
     """Per run failed by a kill: seconds from the kill to the end of the retry that
     succeeded (retries of retries followed through `dagster/root_run_id`)."""
@@ -189,6 +205,8 @@ def run_soak(
                 "soak: worker SIGKILL at random intervals", name, s, report,
                 max(recoveries, default=None), kills=len(kills), kill_log=kills,
                 runs_failed_by_kills=len(failed_by_kill), runs_recovered=len(recoveries),
+                unrecovered=[] if len(recoveries) == len(failed_by_kill)
+                else [_unrecovered(s, r) for r in failed_by_kill],
                 recovery_median_s=round(statistics.median(recoveries), 1) if recoveries else None,
                 settled_after_last_kill_s=round(settled_at - last_kill, 1),
                 notices_completed=s.completed_notices(), workers=workers,

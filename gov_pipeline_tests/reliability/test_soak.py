@@ -18,6 +18,6 @@ def test_reduced_soak_with_workers_killed_at_random() -> None:
     assert figures["report_ok"], figures["violations"]
     assert (figures["lost"], figures["duplicated"]) == (0, 0)
     assert figures["kills"] == 2
-    assert figures["runs_recovered"] == figures["runs_failed_by_kills"]
+    assert figures["runs_recovered"] == figures["runs_failed_by_kills"], figures["unrecovered"]
     assert figures["notices_completed"] == figures["updates"] == 300
     assert figures["changes"] == 330  # 30 creations + 300 updates, all processed
