@@ -23,7 +23,7 @@ from gov_pipeline.config import load_settings
 from gov_pipeline.domain.batching import BatchingPolicy, compact_ids, plan_runs
 from gov_pipeline.orchestration.jobs import change_ids_of_run, process_policy_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
-from gov_pipeline.orchestration.sensors import pending_changes, run_request
+from gov_pipeline.orchestration.sensors import daemon_interval, pending_changes, run_request
 from gov_pipeline.services.sweep import settled_up_to, stranded_changes
 
 # Read from the environment once, when the code location loads (no I/O).
@@ -73,7 +73,7 @@ def held_change_ids(instance: dg.DagsterInstance) -> set[int]:
 
 @dg.sensor(
     job=process_policy_changes,
-    minimum_interval_seconds=_SETTINGS.sweep_interval_s,
+    minimum_interval_seconds=daemon_interval(_SETTINGS.sweep_interval_s),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Requests runs for committed changes that stayed unprocessed past the grace period "

@@ -36,3 +36,19 @@ def test_secrets_do_not_show_in_repr() -> None:
     settings = load_settings({"GOV_PIPELINE_WEBHOOK_SECRET": "s3cr3t-value"})
     assert settings.webhook_secret == "s3cr3t-value"
     assert "s3cr3t-value" not in repr(settings)
+
+
+def test_sensor_intervals_land_on_the_daemon_loop() -> None:
+    """The sensor daemon wakes every 5 s; an interval of exactly 5 would tick every 10 s."""
+    from gov_pipeline.orchestration.sensors import (
+        _SETTINGS,
+        daemon_interval,
+        policy_change_sensor,
+        policy_run_failure_sensor,
+    )
+    from gov_pipeline.orchestration.sweeper import unprocessed_change_sweeper
+
+    assert [daemon_interval(s) for s in (1, 2, 5, 60)] == [1, 1, 4, 59]
+    assert policy_change_sensor.minimum_interval_seconds == _SETTINGS.sensor_interval_s - 1
+    assert policy_run_failure_sensor.minimum_interval_seconds == _SETTINGS.sensor_interval_s - 1
+    assert unprocessed_change_sweeper.minimum_interval_seconds == _SETTINGS.sweep_interval_s - 1
