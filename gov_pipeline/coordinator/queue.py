@@ -186,6 +186,14 @@ class RunQueue:
     def record(self, run_id: str) -> dict[str, str]:
         return {str(k): str(v) for k, v in self.client.hgetall(self.keys.run(run_id)).items()}
 
+    def states(self, run_ids: Sequence[str]) -> list[str | None]:
+        """Each run's record state (queued, claimed, started, finished), None if unknown;
+        one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hget(self.keys.run(run_id), "state")
+            return [None if v is None else str(v) for v in pipe.execute()]
+
     def active(self) -> set[str]:
         return {str(i) for i in self.client.smembers(self.keys.active)}
 
@@ -222,6 +230,19 @@ class RunQueue:
             pipe.hdel(self.keys.workers, worker_id)
             pipe.delete(self.keys.worker_alive(worker_id))
             pipe.execute()
+
+    def prune_workers(self, dead_for_s: float) -> list[str]:
+        """Forget workers not alive whose last heartbeat is older than `dead_for_s` (killed
+        without a clean exit); returns their ids."""
+        cutoff = time.time() - dead_for_s
+        gone = [
+            str(w["worker_id"])
+            for w in self.workers()
+            if not w["alive"] and float(w.get("last_heartbeat", 0)) < cutoff
+        ]
+        for worker_id in gone:
+            self.forget_worker(worker_id)
+        return gone
 
     def workers(self) -> list[dict[str, Any]]:
         found = []

@@ -48,6 +48,7 @@ ENDED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CA
 # `gov-pipeline worker --mode execute --concurrency N` therefore runs N processes.
 _EXECUTE_LOCK = threading.Lock()
 MODES = ("launch", "execute")
+RECONCILE_PAGE = 500  # QUEUED runs read from Dagster's run storage at a time
 
 
 def every_step_succeeded(instance: DagsterInstance, run: DagsterRun) -> bool:
@@ -380,17 +381,23 @@ class Worker:
     def reconcile(self) -> int:
         """Make Redis agree with Dagster's run storage; returns how many runs were fixed."""
         fixed = 0
-        # Oldest first, so a rebuilt queue keeps submit order (per policy, too).
-        queued = self.instance.get_runs(
-            RunsFilter(statuses=[DagsterRunStatus.QUEUED]), ascending=True
-        )
-        for waiting in queued:
-            record = self.queue.record(waiting.run_id)
-            missing = not record or record.get("state") == "finished"
-            if missing and self.coordinator.enqueue(waiting):
-                fixed += 1
-                log.warning("run %s: QUEUED in Dagster but not in Redis; queued again",
-                            waiting.run_id)  # fmt: skip
+        # Oldest first, so a rebuilt queue keeps submit order (per policy, too); a page of
+        # runs at a time, their Redis states in one round trip per page.
+        cursor = None
+        while True:
+            page = self.instance.get_runs(
+                RunsFilter(statuses=[DagsterRunStatus.QUEUED]), cursor=cursor,
+                limit=RECONCILE_PAGE, ascending=True,
+            )  # fmt: skip
+            states = self.queue.states([run.run_id for run in page])
+            for waiting, state in zip(page, states, strict=True):
+                if state in (None, "finished") and self.coordinator.enqueue(waiting):
+                    fixed += 1
+                    log.warning("run %s: QUEUED in Dagster but not in Redis; queued again",
+                                waiting.run_id)  # fmt: skip
+            if len(page) < RECONCILE_PAGE:
+                break
+            cursor = page[-1].run_id
         for run_id in self.queue.active() - set(self._inflight):
             run = self.instance.get_run_by_id(run_id)
             if run is None or run.status in ENDED:
@@ -398,4 +405,7 @@ class Worker:
                                    self.coordinator.retention_seconds)  # fmt: skip
                 fixed += 1
         self.stats.reconciled += fixed
+        for worker_id in self.queue.prune_workers(self.coordinator.retention_seconds):
+            log.info("worker %s: forgot worker %s (no heartbeat for a retention period)",
+                     self.worker_id, worker_id)  # fmt: skip
         return fixed

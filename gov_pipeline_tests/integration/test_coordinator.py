@@ -259,6 +259,46 @@ def test_runs_queued_when_redis_is_flushed_still_complete(
     assert statuses(c, ids) == ["SUCCESS"] * 3
 
 
+def test_reconciliation_rebuilds_a_flushed_queue_in_submit_order_page_by_page(
+    make_coordinated, private_redis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from gov_pipeline.coordinator import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "RECONCILE_PAGE", 2)
+    c = make_coordinated(redis_url=private_redis)
+    ids = c.submit([("execute_workflow", c.config(), {"gov/policy_id": str(i)}) for i in range(5)])
+    redis.Redis.from_url(private_redis).flushall()
+    worker = c.worker(mode="execute")
+    assert worker.reconcile() == 5
+    queue = c.instance.run_coordinator.queue
+    assert [run_id for lane in queue.lanes() for run_id in queue.queued(lane)] == ids
+    assert worker.reconcile() == 0  # all known now
+
+
+def test_workers_dead_for_a_retention_period_are_forgotten(make_coordinated) -> None:  # type: ignore[no-untyped-def]
+    c = make_coordinated()
+    queue = c.instance.run_coordinator.queue
+
+    def beat(worker_id: str, ttl_s: float, seen_s_ago: float = 0.0) -> None:
+        queue.heartbeat(worker_id, {"mode": "execute"}, ttl_s=ttl_s)
+        info = json.loads(queue.client.hget(queue.keys.workers, worker_id))
+        info["last_heartbeat"] = time.time() - seen_s_ago
+        queue.client.hset(queue.keys.workers, worker_id, json.dumps(info))
+
+    beat("alive", 60)
+    beat("just-died", 0.05)
+    beat("long-gone", 0.05, seen_s_ago=2 * 86_400)
+    time.sleep(0.1)  # the dead ones' liveness keys expire
+    c.worker(mode="execute").reconcile()  # what every worker does every reconcile_every_s
+    assert [(w["worker_id"], w["alive"]) for w in queue.workers()] == [
+        ("alive", True),
+        ("just-died", False),  # still listed: it died within the retention period
+    ]
+    beat("long-gone", 0.05, seen_s_ago=3_601)
+    time.sleep(0.1)
+    assert queue.prune_workers(3_600) == ["long-gone"]
+
+
 def test_redis_down_at_submit_falls_back_to_launching_directly(
     make_coordinated, private_redis: str
 ) -> None:  # type: ignore[no-untyped-def]
