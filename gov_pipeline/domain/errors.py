@@ -36,6 +36,20 @@ class InvalidInputError(GovPipelineError):
         self.field = field
 
 
+class CursorMismatchError(GovPipelineError):
+    """A change cursor does not belong to this change table: the change at its watermark is
+    gone or is another change (the database was restored or recreated behind it)."""
+
+    def __init__(self, watermark: int, anchor: str, found: str | None) -> None:
+        what = "is gone" if found is None else f"was created at {found}, not {anchor}"
+        super().__init__(
+            f"change {watermark}, the last one this cursor read, {what}: the application "
+            "database was restored or recreated behind the cursor, and new changes would be "
+            "skipped. Follow docs/operations.md, 'Restore', before resetting the cursor"
+        )
+        self.watermark = watermark
+
+
 @dataclass(frozen=True)
 class ValidationIssue:
     """One problem in a definition: where (a dotted path) and what."""

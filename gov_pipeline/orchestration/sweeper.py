@@ -24,6 +24,7 @@ from gov_pipeline.domain.batching import BatchingPolicy, compact_ids, plan_runs
 from gov_pipeline.orchestration.jobs import change_ids_of_run, process_policy_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.orchestration.sensors import daemon_interval, pending_changes, run_request
+from gov_pipeline.services.changes import anchor_at
 from gov_pipeline.services.sweep import settled_up_to, stranded_changes
 
 # Read from the environment once, when the code location loads (no I/O).
@@ -48,6 +49,7 @@ class SweepCursor:
     sweeps: int = 0
     tries: dict[int, int] = field(default_factory=dict)
     after: int = 0
+    anchor: str | None = None  # the change at `after` (see services/changes.py)
 
     @classmethod
     def decode(cls, raw: str | None) -> "SweepCursor":
@@ -55,12 +57,11 @@ class SweepCursor:
             return cls()
         data = json.loads(raw)
         tries = {int(k): int(v) for k, v in data["tries"].items()}
-        return cls(int(data.get("sweeps", 0)), tries, int(data.get("after", 0)))
+        return cls(int(data.get("sweeps", 0)), tries, int(data.get("after", 0)), data.get("a"))
 
     def encode(self) -> str:
-        return json.dumps(
-            {"sweeps": self.sweeps, "tries": self.tries, "after": self.after}, sort_keys=True
-        )
+        data = {"sweeps": self.sweeps, "tries": self.tries, "after": self.after, "a": self.anchor}
+        return json.dumps(data, sort_keys=True)
 
 
 def held_change_ids(instance: dg.DagsterInstance) -> set[int]:
@@ -87,7 +88,15 @@ def unprocessed_change_sweeper(
     cursor = SweepCursor.decode(context.cursor)
     older_than = datetime.now(UTC) - timedelta(seconds=settings.sweep_grace_s)
     with database.sessions().begin() as session:
+        if cursor.after and cursor.anchor and anchor_at(session, cursor.after) != cursor.anchor:
+            context.log.warning(
+                f"change {cursor.after}, up to which every change was settled, is gone or is "
+                "another change: the application database was restored or recreated; "
+                "sweeping from the start"
+            )
+            cursor = SweepCursor(sweeps=cursor.sweeps)
         cursor.after = settled_up_to(session, after=cursor.after, older_than=older_than)
+        cursor.anchor = anchor_at(session, cursor.after) if cursor.after else None
         stranded = stranded_changes(
             session, older_than=older_than, limit=SWEEP_LIMIT, after=cursor.after
         )

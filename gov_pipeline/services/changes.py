@@ -13,6 +13,12 @@ may be handed out again, but only above every committed id, so no gap can fill l
 
 Within one entity, id order is commit order: every change of a policy is written while its
 row is locked. So reading in id order keeps per-policy order.
+
+A cursor kept outside the application database (the change sensor's, in Dagster's storage)
+can outlive it: restored to an earlier point or recreated, the database hands out the ids
+above the restore point again, and a plain watermark would skip those new changes. The
+cursor therefore carries an *anchor*, the creation time of the change at its watermark; a
+read first checks that this change is still there, and refuses the cursor if it is not.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session
 
 from gov_pipeline.db.engine import is_postgres
 from gov_pipeline.db.models import EntityChange
-from gov_pipeline.domain.errors import InvalidInputError
+from gov_pipeline.domain.errors import CursorMismatchError, InvalidInputError
 
 # Above this many gap ranges the oldest are checked first and the rest wait a read.
 MAX_GAP_RANGES_PER_READ = 500
@@ -43,16 +50,21 @@ class Gap:
 
 @dataclass(frozen=True)
 class ChangeCursor:
-    """Where a reader is: every id <= `watermark` was returned, except those in `gaps`."""
+    """Where a reader is: every id <= `watermark` was returned, except those in `gaps`;
+    `anchor` identifies the change at the watermark (its creation time), when known."""
 
     watermark: int = 0
     gaps: tuple[Gap, ...] = ()
+    anchor: str | None = None
 
     def encode(self) -> str:
-        return json.dumps(
-            {"w": self.watermark, "g": [[g.lo, g.hi, g.horizon] for g in self.gaps]},
-            separators=(",", ":"),
-        )
+        data: dict[str, object] = {
+            "w": self.watermark,
+            "g": [[g.lo, g.hi, g.horizon] for g in self.gaps],
+        }
+        if self.anchor is not None:
+            data["a"] = self.anchor
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def decode(cls, raw: str | None) -> ChangeCursor:
@@ -70,7 +82,10 @@ class ChangeCursor:
             if isinstance(data, int) and not isinstance(data, bool):
                 return cls(watermark=data)
             gaps = tuple(sorted(Gap(int(lo), int(hi), int(h)) for lo, hi, h in data.get("g", [])))
-            return cls(watermark=int(data["w"]), gaps=gaps)
+            anchor = data.get("a")
+            if anchor is not None and not isinstance(anchor, str):
+                raise TypeError(anchor)
+            return cls(watermark=int(data["w"]), gaps=gaps, anchor=anchor)
         except (ValueError, TypeError, KeyError, AttributeError):
             raise InvalidInputError("cursor", f"not a change cursor: {raw[:80]!r}") from None
 
@@ -85,6 +100,36 @@ class ChangeBatch:
     cursor: ChangeCursor
     # True when `limit` cut the read short: more visible changes are waiting.
     has_more: bool = False
+
+
+def _stamp(created_at: datetime) -> str:
+    """A creation time as text, the same whatever the session's time zone."""
+    if created_at.tzinfo is not None:
+        created_at = created_at.astimezone(UTC)
+    return created_at.isoformat()
+
+
+def anchor_of(change: EntityChange) -> str:
+    return _stamp(change.created_at)
+
+
+def anchor_at(session: Session, change_id: int) -> str | None:
+    """The anchor of the change with this id; None if there is none."""
+    created = session.scalar(select(EntityChange.created_at).where(EntityChange.id == change_id))
+    return None if created is None else _stamp(created)
+
+
+def check_anchor(session: Session, cursor: ChangeCursor) -> None:
+    """Refuse a cursor whose watermark change is gone or is another change.
+
+    Raises:
+        CursorMismatchError: the change table is not the one the cursor was read from.
+    """
+    if cursor.anchor is None or cursor.watermark == 0:
+        return  # nothing read yet, or a cursor from before anchors
+    found = anchor_at(session, cursor.watermark)
+    if found != cursor.anchor:
+        raise CursorMismatchError(cursor.watermark, cursor.anchor, found)
 
 
 def _snapshot_xmin(session: Session) -> int:
@@ -146,10 +191,13 @@ def read_changes(session: Session, cursor: ChangeCursor | str | None, limit: int
 
     Raises:
         InvalidInputError: bad cursor or limit.
+        CursorMismatchError: the change at the cursor's watermark is gone or is another
+            change (the database was restored or recreated behind the cursor).
     """
     if limit < 1:
         raise InvalidInputError("limit", f"must be >= 1, got {limit}")
     cur = cursor if isinstance(cursor, ChangeCursor) else ChangeCursor.decode(cursor)
+    check_anchor(session, cur)
     postgres = is_postgres(session)
     xmin = _snapshot_xmin(session) if postgres else 0
     checked_gaps = cur.gaps[:MAX_GAP_RANGES_PER_READ]
@@ -160,9 +208,10 @@ def read_changes(session: Session, cursor: ChangeCursor | str | None, limit: int
     ids = [r.id for r in rows]
     has_more = len(rows) == limit
     new_watermark = max([cur.watermark, *ids])
+    anchor = anchor_of(rows[-1]) if ids and ids[-1] == new_watermark else cur.anchor
     if not postgres:
         # One writer at a time: a missing id was rolled back (if reused, it comes above).
-        return ChangeBatch(rows, ChangeCursor(new_watermark), has_more)
+        return ChangeBatch(rows, ChangeCursor(new_watermark, anchor=anchor), has_more)
 
     # Every visible candidate up to `reach` was returned; gaps above it were not looked at.
     reach = ids[-1] if has_more else None
@@ -181,6 +230,6 @@ def read_changes(session: Session, cursor: ChangeCursor | str | None, limit: int
     gaps += cur.gaps[MAX_GAP_RANGES_PER_READ:]
     return ChangeBatch(
         changes=rows,
-        cursor=ChangeCursor(new_watermark, tuple(sorted(gaps))),
+        cursor=ChangeCursor(new_watermark, tuple(sorted(gaps)), anchor),
         has_more=has_more,
     )

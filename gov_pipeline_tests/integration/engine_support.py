@@ -7,10 +7,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings, load_settings
+from gov_pipeline.db.engine import is_postgres
 from gov_pipeline.domain.definitions import parse_definition
 from gov_pipeline.services import policies
 from gov_pipeline.services.batch import ProcessStats, process_pending
@@ -124,3 +125,21 @@ def cli_invoker(capsys: Any) -> Any:
         return code, out, err
 
     return invoke
+
+
+def restore_to_before(sessions: sessionmaker[Session], change_id: int) -> None:
+    """What restoring the application database to a point before `change_id` was written
+    does to the change table: that change and the later ones are gone (with their processed
+    markers), and their ids are handed out again."""
+    with sessions.begin() as session:
+        session.execute(
+            text("DELETE FROM processed_changes WHERE change_id >= :i"), {"i": change_id}
+        )
+        session.execute(text("DELETE FROM entity_changes WHERE id >= :i"), {"i": change_id})
+        if is_postgres(session):
+            session.execute(text(f"ALTER SEQUENCE entity_changes_id_seq RESTART WITH {change_id}"))
+        else:
+            session.execute(
+                text("UPDATE sqlite_sequence SET seq = :i WHERE name = 'entity_changes'"),
+                {"i": change_id - 1},
+            )

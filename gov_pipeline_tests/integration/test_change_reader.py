@@ -12,7 +12,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.models import EntityChange
+from gov_pipeline.domain.errors import CursorMismatchError
 from gov_pipeline.services.changes import ChangeCursor, read_changes
+from gov_pipeline_tests.integration.engine_support import restore_to_before
 
 INSERT = """
 INSERT INTO policies (tenant_id, title, policy_type, content, business_units, status, version,
@@ -223,3 +225,26 @@ def test_concurrent_writers_and_a_reader_lose_nothing(
     assert set(read_ids) == all_ids, "a committed change was skipped"
     assert set(committed) <= titles
     assert cursor.gaps == ()
+
+
+@pytest.mark.parametrize("written_after", [2, 6])
+def test_a_cursor_that_outlived_its_change_table_is_refused(
+    engine: Engine, sessions: sessionmaker[Session], tenant: str, written_after: int
+) -> None:
+    """Fewer new changes than the cursor had read (its change is gone) or more (its id is
+    another change): either way, reading on would skip new changes, so the read refuses."""
+    for i in range(4):
+        _write(engine, f"before {i}")
+    ids, batch = _read(sessions, ChangeCursor())
+    cursor = ChangeCursor.decode(batch.cursor.encode())  # as the sensor stores it
+    assert cursor.watermark == ids[-1] and cursor.anchor is not None
+    assert _read(sessions, cursor)[0] == []  # the same table: the anchor holds
+    restore_to_before(sessions, 1)  # or recreated: the change table starts over
+    for i in range(written_after):
+        _write(engine, f"after {i}")
+    with pytest.raises(CursorMismatchError, match="restored or recreated") as refused:
+        _read(sessions, cursor)
+    assert refused.value.watermark == cursor.watermark
+    assert ("is gone" in str(refused.value)) == (written_after < 4)
+    # A reset cursor (as the restore procedure ends) reads the new changes.
+    assert len(_read(sessions, ChangeCursor())[0]) == written_after

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.models import EntityChange, Notification, ProcessedChange, WorkflowExecution
 from gov_pipeline.definitions import defs
+from gov_pipeline.domain.errors import CursorMismatchError
 from gov_pipeline.orchestration.jobs import process_policy_changes
 from gov_pipeline.orchestration.more_jobs import execute_workflow
 from gov_pipeline.orchestration.resources import DatabaseResource
@@ -24,6 +25,7 @@ from gov_pipeline_tests.integration.engine_support import (
     make_settings,
     move,
     new_policy,
+    restore_to_before,
 )
 
 NOTICE = """
@@ -159,6 +161,29 @@ def test_sensor_out_of_order_commit(database: DatabaseResource, engine: Any, is_
     two = tick(database, one.cursor)
     assert [r.run_key for r in two.run_requests or []] == ["change-1"]
     assert ChangeCursor.decode(two.cursor).gaps == ()
+
+
+def test_a_sensor_cursor_that_outlived_the_database_fails_the_tick(
+    database: DatabaseResource, sessions: sessionmaker[Session]
+) -> None:
+    """The application database restored to an earlier point behind the sensor's cursor:
+    new changes reuse ids the cursor has passed, so the tick fails, saying why, rather than
+    skip them."""
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    move(sessions, pid, "draft")  # changes 1, 2, 3
+    read = tick(database, tick(database, None).cursor)
+    assert ChangeCursor.decode(read.cursor).watermark == 3
+    restore_to_before(sessions, 2)
+    move(sessions, pid, "in_review")  # change 2 again, another change
+    with pytest.raises(
+        CursorMismatchError, match="change 3, the last one this cursor read, is gone"
+    ):
+        tick(database, read.cursor)
+    move(sessions, pid, "draft")
+    move(sessions, pid, "in_review")  # change 3 exists again, and is another change
+    with pytest.raises(CursorMismatchError, match=r"change 3, .* was created at"):
+        tick(database, read.cursor)
 
 
 def test_process_policy_changes_runs_the_engine_with_metadata(

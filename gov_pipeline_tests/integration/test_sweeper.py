@@ -27,6 +27,7 @@ from gov_pipeline_tests.integration.engine_support import (
     make_settings,
     move,
     new_policy,
+    restore_to_before,
 )
 
 NOTICE = """
@@ -137,3 +138,26 @@ def test_a_change_is_swept_at_most_max_sweeps_times(
     done = tick(database, instance, cursor)
     assert not done.run_requests and done.skip_reason is not None
     assert f"Gave up on 1 change(s) after {MAX_SWEEPS} sweeps: 1" in done.skip_reason.skip_message
+
+
+def test_the_sweeper_starts_over_when_the_database_went_back(
+    database: DatabaseResource, sessions: sessionmaker[Session], instance: dg.DagsterInstance
+) -> None:
+    """Restored to an earlier point, the database hands out ids the sweeper had settled;
+    the sweeper notices its anchor is gone and looks from the start again."""
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")  # changes 1, 2
+    age(sessions, [1, 2])
+    result = process_policy_changes.execute_in_process(
+        run_config={"ops": {"load_changes": {"config": {"change_ids": [1, 2]}}}},
+        resources={"database": database},
+    )
+    assert result.success
+    settled = SweepCursor.decode(tick(database, instance, None).cursor)
+    assert (settled.after, settled.anchor is not None) == (2, True)
+    restore_to_before(sessions, 2)
+    new_policy(sessions, title="Written after the restore")  # change 2 again, unprocessed
+    age(sessions, [2])
+    swept = tick(database, instance, settled.encode())
+    assert requested_ids(swept) == [2]
+    assert SweepCursor.decode(swept.cursor).after == 1

@@ -43,3 +43,15 @@ def test_subtract_splits_a_gap_around_seen_ids() -> None:
     assert _subtract(gap, [1, 30]) == [gap]
     assert _subtract(gap, [10, 15, 20]) == [Gap(11, 14, 7), Gap(16, 19, 7)]
     assert _subtract(Gap(5, 5, 1), [5]) == []
+
+
+def test_the_anchor_round_trips_and_is_optional() -> None:
+    anchored = ChangeCursor(42, (Gap(3, 5, 900),), "2026-11-26T08:00:00.123456+00:00")
+    assert ChangeCursor.decode(anchored.encode()) == anchored
+    assert '"a"' not in ChangeCursor(42).encode()  # the form written before anchors
+    assert ChangeCursor.decode('{"w":42,"g":[]}').anchor is None
+
+
+def test_an_anchor_that_is_not_text_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="cursor"):
+        ChangeCursor.decode('{"w":1,"g":[],"a":5}')
