@@ -13,8 +13,9 @@ Modes:
 Recovery: a run whose lease expired belonged to a dead worker. It is checked in Dagster's
 run storage: still QUEUED -> put back in line; ended -> slot released; started by a
 launcher -> adopted (its process lives on) and watched to its end; started inside a dead
-worker (execute mode) -> failed with the reason (run retries then apply), or succeeded when
-every step had succeeded before the worker died.
+worker (execute mode), or by a launcher on this host whose run process died too -> failed
+with the reason (run retries then apply), or succeeded when every step had succeeded before
+the worker died. An adopted run whose process dies later is ended the same way.
 Reconciliation (at start, then periodically): QUEUED runs missing from Redis (flushed,
 restarted, or down at submit) are queued again; runs holding slots that have ended release.
 """
@@ -64,6 +65,40 @@ def every_step_succeeded(instance: DagsterInstance, run: DagsterRun) -> bool:
         if stats.status in (StepEventStatus.SUCCESS, StepEventStatus.SKIPPED)
     }
     return bool(wanted) and wanted <= done
+
+
+def run_process_pid(instance: DagsterInstance, run_id: str) -> int | None:
+    """The pid of the process executing the run, from Dagster's `Started process for run`
+    event (the launcher's run process); None before it has started."""
+    records = instance.get_records_for_run(
+        run_id, of_type=DagsterEventType.ENGINE_EVENT, ascending=False, limit=100
+    ).records
+    for record in records:
+        entry = record.event_log_entry
+        if entry.message.startswith("Started process for run") and entry.dagster_event:
+            data = entry.dagster_event.engine_event_data
+            pid = data.metadata.get("pid") if data else None
+            if pid is not None and str(pid.value).isdigit():
+                return int(str(pid.value))
+    return None
+
+
+def run_process_gone(instance: DagsterInstance, run_id: str, record: dict[str, str]) -> int | None:
+    """The pid of the run's process if it is known to be dead: launched on this host (as
+    the worker recorded) and no such process here now. None when alive or unknown (not
+    started yet, or launched on another host, where only its end can be watched)."""
+    if record.get("host") != socket.gethostname():
+        return None
+    pid = run_process_pid(instance, run_id)
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return pid
+    except PermissionError:  # exists, owned by someone else
+        return None
+    return None
 
 
 @dataclass
@@ -268,7 +303,9 @@ class Worker:
             if self.queue.lease_holder(run_id) != self.worker_id:
                 outcome = "SKIPPED:lease-lost"
                 return
-            self.queue.mark(run_id, state="started", started_at=time.time())
+            self.queue.mark(
+                run_id, state="started", started_at=time.time(), host=socket.gethostname()
+            )
             if self.mode == "launch":
                 self.instance.launch_run(run_id, self._workspace_context.create_request_context())
                 outcome = self._wait_until_ended(run_id)
@@ -340,43 +377,67 @@ class Worker:
             if not self.queue.adopt(run_id, self.worker_id, self.lease_s):
                 continue  # another worker got there first
             self.stats.recovered += 1
-            if record.get("mode") == "execute" and every_step_succeeded(self.instance, run):
-                # Killed after its last step, before Dagster recorded the run's end: the work
-                # is done and a retry from failure would have nothing to run.
-                message = (
-                    f"worker {record.get('worker', '?')} died after every step of this run had "
-                    "succeeded (its lease expired); the run is complete"
-                )
-                self.instance.report_engine_event(message, run)
-                success = DagsterEvent(
-                    event_type_value=DagsterEventType.RUN_SUCCESS.value,
-                    job_name=run.job_name,
-                    message=message,
-                )
-                self.instance.report_dagster_event(success, run_id=run_id)
-                self._finish(run_id, "SUCCESS:worker-died")
-                log.warning("run %s: %s", run_id, message)
-                continue
+            dead = record.get("worker", "?")
             if record.get("mode") == "execute":
-                message = (
-                    f"worker {record.get('worker', '?')} died while executing this run "
-                    "(its lease expired); run retries apply"
-                )
-                self.instance.report_engine_event(message, run)
-                self.instance.add_run_tags(run_id, {WORKER_DIED_TAG: run_id})
-                self.instance.report_run_failed(run)
-                self._finish(run_id, "FAILURE:worker-died")
-                log.warning("run %s: %s", run_id, message)
+                self._end_orphan(run, f"worker {dead} died while executing this run")
+                continue
+            pid = run_process_gone(self.instance, run_id, record)
+            if pid is not None:
+                self._end_orphan(run, f"worker {dead} died, and this run's process {pid} with it")
                 continue
             # Launched by a dead worker: the run's own process lives on; watch it to the end.
-            thread = threading.Thread(target=self._watch_adopted, args=(run_id,), daemon=True)
+            thread = threading.Thread(
+                target=self._watch_adopted, args=(run_id, record), daemon=True
+            )
             with self._lock:
                 self._inflight[run_id] = thread
             thread.start()
             log.warning("run %s: adopted from a dead worker; watching it", run_id)
 
-    def _watch_adopted(self, run_id: str) -> None:
-        self._finish(run_id, self._wait_until_ended(run_id))
+    def _end_orphan(self, run: DagsterRun, what: str) -> None:
+        """End a started run that nothing executes any more (its worker died with it).
+
+        Killed after its last step, before Dagster recorded the run's end, the work is done
+        (a retry from failure would have nothing to run): the run succeeded. Otherwise it
+        failed, tagged so that the failure sensor leaves its executions to the sweeper, and
+        run retries apply.
+        """
+        run_id = run.run_id
+        if every_step_succeeded(self.instance, run):
+            message = f"{what}, after every step of this run had succeeded; the run is complete"
+            self.instance.report_engine_event(message, run)
+            success = DagsterEvent(
+                event_type_value=DagsterEventType.RUN_SUCCESS.value,
+                job_name=run.job_name,
+                message=message,
+            )
+            self.instance.report_dagster_event(success, run_id=run_id)
+            outcome = "SUCCESS:worker-died"
+        else:
+            message = f"{what} (its lease expired); run retries apply"
+            self.instance.report_engine_event(message, run)
+            self.instance.add_run_tags(run_id, {WORKER_DIED_TAG: run_id})
+            self.instance.report_run_failed(run)
+            outcome = "FAILURE:worker-died"
+        self._finish(run_id, outcome)
+        log.warning("run %s: %s", run_id, message)
+
+    def _watch_adopted(self, run_id: str, record: dict[str, str]) -> None:
+        """Wait for an adopted run to end; end it if its process dies before it does."""
+        while True:
+            run = self.instance.get_run_by_id(run_id)
+            if run is None or run.status in ENDED:
+                self._finish(run_id, run.status.value if run else "missing")
+                return
+            pid = run_process_gone(self.instance, run_id, record)
+            if pid is not None:
+                time.sleep(1.0)  # it may have ended just now: its last events are on their way
+                run = self.instance.get_run_by_id(run_id)
+                if run is not None and run.status not in ENDED:
+                    self._end_orphan(run, f"this run's process {pid} died")
+                    return
+                continue
+            time.sleep(1.0)
 
     def reconcile(self) -> int:
         """Make Redis agree with Dagster's run storage; returns how many runs were fixed."""

@@ -4,6 +4,7 @@ order, cancel, terminate, crash recovery, Redis flushed, Redis down at submit.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import pytest
 import redis
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
+from gov_pipeline.coordinator.worker import run_process_pid
 from gov_pipeline.orchestration.instance import WORKSPACE, bin_path
 from gov_pipeline_tests.conftest import REDIS_URL, _truncate_all
 from gov_pipeline_tests.integration.coordinator_support import Coordinated, coordinated_instance
@@ -223,6 +225,92 @@ def test_a_worker_killed_mid_run_is_recovered(make_coordinated, tmp_path: Path) 
     assert c.instance.run_coordinator.queue.active() == set()
 
 
+def _rescue(c: Coordinated, before_end: Any = None) -> Any:
+    """Run a burst rescuer worker in a thread (a rescuer that watched a run nobody executes
+    would never end: fail instead of hanging); `before_end` runs while it works."""
+    import threading
+
+    rescuer = c.worker(mode="launch", worker_id="rescuer")
+    thread = threading.Thread(target=rescuer.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    if before_end is not None:
+        before_end(rescuer)
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the rescuer is still watching a run nobody executes"
+    return rescuer.stats
+
+
+def test_an_adopted_run_is_watched_and_ended_when_its_process_dies(
+    make_coordinated, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The worker and its code server die, the run's process lives on: another worker
+    adopts the run and watches it; when the run's process dies too, nobody else is left to
+    notice (the code server would have), and the watcher fails the run."""
+    c = make_coordinated()
+    (slow,) = c.submit([_slow_import(c, tmp_path, rows=200_000)])
+    victim = subprocess.Popen(
+        [bin_path("gov-pipeline"), "worker", "--mode", "launch", "--worker-id", "victim"],
+        env=c.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: statuses(c, [slow]) == ["STARTED"], 120, "the slow run to start")
+        pid = run_process_pid(c.instance, slow)
+        assert pid is not None
+        code_server = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(victim.pid, signal.SIGKILL)  # the worker and its code server, not the run
+        victim.wait(timeout=30)
+        os.kill(code_server, signal.SIGKILL)
+        time.sleep(3.5)  # the lease (3 s) expires
+
+        def while_watching(rescuer: Any) -> None:
+            wait_for(lambda: rescuer.stats.recovered == 1, 60, "the rescuer to adopt the run")
+            time.sleep(2)
+            assert statuses(c, [slow]) == ["STARTED"]  # alive: watched, not failed
+            os.kill(pid, signal.SIGKILL)
+
+        stats = _rescue(c, while_watching)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(victim.pid, signal.SIGKILL)  # what is left of the victim's tree
+    logs = [e.message for e in c.instance.all_logs(slow) if e.message]
+    assert stats.outcomes == {"FAILURE:worker-died": 1}
+    assert statuses(c, [slow]) == ["FAILURE"]
+    assert any(f"this run's process {pid} died" in m for m in logs)
+    assert c.instance.run_coordinator.queue.active() == set()
+
+
+def test_a_launched_run_whose_process_died_with_its_worker_is_failed(
+    make_coordinated, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Launch mode (the default): the run's process is a child of the worker's code server,
+    so killing the worker's process group kills it too. The rescuer must not watch a run
+    nobody executes (its slot would be held for ever): it fails it, and retries apply."""
+    c = make_coordinated()
+    (slow,) = c.submit([_slow_import(c, tmp_path, rows=80_000)])
+    victim = subprocess.Popen(
+        [bin_path("gov-pipeline"), "worker", "--mode", "launch", "--worker-id", "victim"],
+        env=c.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: statuses(c, [slow]) == ["STARTED"], 120, "the slow run to start")
+        pid = run_process_pid(c.instance, slow)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            os.killpg(victim.pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 30, "the run process to be gone")
+    assert statuses(c, [slow]) == ["STARTED"]  # as Dagster alone would leave it
+    time.sleep(3.5)  # the lease (3 s) expires
+    stats = _rescue(c)
+    assert stats.recovered == 1 and stats.outcomes == {"FAILURE:worker-died": 1}
+    assert statuses(c, [slow]) == ["FAILURE"]
+    logs = [e.message for e in c.instance.all_logs(slow) if e.message]
+    assert any(f"worker victim died, and this run's process {pid} with it" in m for m in logs)
+    assert c.instance.get_run_by_id(slow).tags["gov/worker_died"] == slow  # type: ignore[union-attr]
+    assert c.instance.run_coordinator.queue.active() == set()
+
+
 def test_a_worker_killed_after_the_last_step_leaves_a_successful_run(make_coordinated) -> None:  # type: ignore[no-untyped-def]
     """The worker died between the run's last step and Dagster's record of the run's end
     (the soak hits this window): the rescuer finds every step succeeded and records the
@@ -244,7 +332,7 @@ def test_a_worker_killed_after_the_last_step_leaves_a_successful_run(make_coordi
     assert stats.recovered == 1 and stats.outcomes == {"SUCCESS:worker-died": 1}
     assert statuses(c, [cut]) == ["SUCCESS"]
     logs = [e.message for e in c.instance.all_logs(cut) if e.message]
-    assert any("died after every step of this run had succeeded" in m for m in logs)
+    assert any("after every step of this run had succeeded; the run is complete" in m for m in logs)
     assert queue.active() == set()
 
 
