@@ -379,11 +379,16 @@ class Worker:
             self.stats.recovered += 1
             dead = record.get("worker", "?")
             if record.get("mode") == "execute":
-                self._end_orphan(run, f"worker {dead} died while executing this run")
+                self._end_orphan(
+                    run, f"worker {dead} died while executing this run (its lease expired)"
+                )
                 continue
             pid = run_process_gone(self.instance, run_id, record)
             if pid is not None:
-                self._end_orphan(run, f"worker {dead} died, and this run's process {pid} with it")
+                self._end_orphan(
+                    run,
+                    f"worker {dead} died, and this run's process {pid} with it (its lease expired)",
+                )
                 continue
             # Launched by a dead worker: the run's own process lives on; watch it to the end.
             thread = threading.Thread(
@@ -414,7 +419,7 @@ class Worker:
             self.instance.report_dagster_event(success, run_id=run_id)
             outcome = "SUCCESS:worker-died"
         else:
-            message = f"{what} (its lease expired); run retries apply"
+            message = f"{what}; run retries apply"
             self.instance.report_engine_event(message, run)
             self.instance.add_run_tags(run_id, {WORKER_DIED_TAG: run_id})
             self.instance.report_run_failed(run)
