@@ -45,7 +45,8 @@ class CursorMismatchError(GovPipelineError):
         super().__init__(
             f"change {watermark}, the last one this cursor read, {what}: the application "
             "database was restored or recreated behind the cursor, and new changes would be "
-            "skipped. Follow docs/operations.md, 'Restore', before resetting the cursor"
+            "skipped. See docs/operations.md, section 6 (Backup and restore), before resetting "
+            "the cursor"
         )
         self.watermark = watermark
 
