@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -321,6 +321,30 @@ def claim(
     return claimed.scalars().one_or_none()
 
 
+_ACTION_RUN_IDS = "gov_pipeline.action_run_ids"
+ACTION_RUN_IDS_PER_DRAW = 100
+
+
+def _action_run_id(session: Session) -> int | None:
+    """An action-run id drawn before the action runs, so that its row is written once, with
+    its outcome, instead of written then updated (on PostgreSQL, from the table's sequence,
+    a hundred at a time per transaction; ids of rolled-back work are simply not used).
+    None on SQLite: there the insert assigns it."""
+    if not is_postgres(session):
+        return None
+    pool: list[int] = session.info.setdefault(_ACTION_RUN_IDS, [])
+    if not pool:
+        drawn = session.scalars(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('action_runs', 'id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": ACTION_RUN_IDS_PER_DRAW},
+        )
+        pool.extend(sorted((int(i) for i in drawn), reverse=True))
+    return pool.pop()
+
+
 def run_actions(
     session: Session,
     settings: Settings,
@@ -345,15 +369,18 @@ def run_actions(
     for index, action in enumerate(actions):
         step_key = f"{prefix}{action.id or index}"
         run = ActionRun(
+            id=_action_run_id(session),
             tenant_id=execution.tenant_id,
             execution_id=execution.id,
             step_key=step_key,
             action_type=action.type,
             status=ActionRunStatus.PENDING.value,
             attempts=execution.attempts + 1,
+            created_at=datetime.now(UTC),
         )
-        session.add(run)
-        session.flush()
+        if run.id is None:  # the insert assigns the id the action's own rows refer to
+            session.add(run)
+            session.flush()
         ctx = ActionContext(session, settings, loaded, execution, entity, change, run, facts)
         try:
             result = handler_for(action.type)(ctx, action)
@@ -362,6 +389,7 @@ def run_actions(
         run.status = ActionRunStatus.COMPLETED.value
         run.result = result
         run.finished_at = datetime.now(UTC)
+        session.add(run)  # with an id drawn ahead: written once, with its outcome
         done.append(step_key)
         awaiting = awaiting or bool(result.get("awaiting"))
         if entity is not None and action.type in ENTITY_WRITING_ACTIONS:
