@@ -321,7 +321,9 @@ def claim(
         .where(WorkflowExecution.id == execution_id, WorkflowExecution.status == from_status.value)
         .values(status=ExecutionStatus.IN_PROGRESS.value, updated_at=datetime.now(UTC), **values)
         .returning(WorkflowExecution)
-        .execution_options(populate_existing=True)
+        # The returned row refreshes the execution's object (populate_existing); no other
+        # object can match, so the ORM need not look through the session for them.
+        .execution_options(populate_existing=True, synchronize_session=False)
     )
     return claimed.scalars().one_or_none()
 
