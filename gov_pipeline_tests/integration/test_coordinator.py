@@ -240,14 +240,12 @@ def _rescue(c: Coordinated, before_end: Any = None) -> Any:
     return rescuer.stats
 
 
-def test_an_adopted_run_is_watched_and_ended_when_its_process_dies(
-    make_coordinated, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
-    """The worker and its code server die, the run's process lives on: another worker
-    adopts the run and watches it; when the run's process dies too, nobody else is left to
-    notice (the code server would have), and the watcher fails the run."""
-    c = make_coordinated()
-    (slow,) = c.submit([_slow_import(c, tmp_path, rows=200_000)])
+def _launched_by_a_victim(
+    c: Coordinated, tmp_path: Path, rows: int
+) -> tuple[str, subprocess.Popen[bytes], int]:
+    """A slow import launched by a launch-mode worker `victim`: (run id, victim, the run's
+    process id), once the run has started."""
+    (slow,) = c.submit([_slow_import(c, tmp_path, rows=rows)])
     victim = subprocess.Popen(
         [bin_path("gov-pipeline"), "worker", "--mode", "launch", "--worker-id", "victim"],
         env=c.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -256,6 +254,21 @@ def test_an_adopted_run_is_watched_and_ended_when_its_process_dies(
         wait_for(lambda: statuses(c, [slow]) == ["STARTED"], 120, "the slow run to start")
         pid = run_process_pid(c.instance, slow)
         assert pid is not None
+    except BaseException:
+        os.killpg(victim.pid, signal.SIGKILL)
+        raise
+    return slow, victim, pid
+
+
+def test_an_adopted_run_is_watched_and_ended_when_its_process_dies(
+    make_coordinated, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The worker and its code server die, the run's process lives on: another worker
+    adopts the run and watches it; when the run's process dies too, nobody else is left to
+    notice (the code server would have), and the watcher fails the run."""
+    c = make_coordinated()
+    slow, victim, pid = _launched_by_a_victim(c, tmp_path, rows=200_000)
+    try:
         code_server = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         os.kill(victim.pid, signal.SIGKILL)  # the worker and its code server, not the run
         victim.wait(timeout=30)
@@ -286,14 +299,8 @@ def test_a_launched_run_whose_process_died_with_its_worker_is_failed(
     so killing the worker's process group kills it too. The rescuer must not watch a run
     nobody executes (its slot would be held for ever): it fails it, and retries apply."""
     c = make_coordinated()
-    (slow,) = c.submit([_slow_import(c, tmp_path, rows=80_000)])
-    victim = subprocess.Popen(
-        [bin_path("gov-pipeline"), "worker", "--mode", "launch", "--worker-id", "victim"],
-        env=c.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    slow, victim, pid = _launched_by_a_victim(c, tmp_path, rows=80_000)
     try:
-        wait_for(lambda: statuses(c, [slow]) == ["STARTED"], 120, "the slow run to start")
-        pid = run_process_pid(c.instance, slow)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=30)
     finally:
