@@ -83,22 +83,23 @@ def run_process_pid(instance: DagsterInstance, run_id: str) -> int | None:
     return None
 
 
-def run_process_gone(instance: DagsterInstance, run_id: str, record: dict[str, str]) -> int | None:
-    """The pid of the run's process if it is known to be dead: launched on this host (as
-    the worker recorded) and no such process here now. None when alive or unknown (not
-    started yet, or launched on another host, where only its end can be watched)."""
+def local_run_pid(instance: DagsterInstance, run_id: str, record: dict[str, str]) -> int | None:
+    """The pid of the run's process if it was launched on this host (as the worker recorded)
+    and has started; None otherwise (on another host only its end can be watched)."""
     if record.get("host") != socket.gethostname():
         return None
-    pid = run_process_pid(instance, run_id)
-    if pid is None:
-        return None
+    return run_process_pid(instance, run_id)
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no process with this pid exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return pid
+        return True
     except PermissionError:  # exists, owned by someone else
-        return None
-    return None
+        return False
+    return False
 
 
 @dataclass
@@ -383,8 +384,8 @@ class Worker:
                     run, f"worker {dead} died while executing this run (its lease expired)"
                 )
                 continue
-            pid = run_process_gone(self.instance, run_id, record)
-            if pid is not None:
+            pid = local_run_pid(self.instance, run_id, record)
+            if pid is not None and process_gone(pid):
                 self._end_orphan(
                     run,
                     f"worker {dead} died, and this run's process {pid} with it (its lease expired)",
@@ -392,7 +393,7 @@ class Worker:
                 continue
             # Launched by a dead worker: the run's own process lives on; watch it to the end.
             thread = threading.Thread(
-                target=self._watch_adopted, args=(run_id, record), daemon=True
+                target=self._watch_adopted, args=(run_id, record, pid), daemon=True
             )
             with self._lock:
                 self._inflight[run_id] = thread
@@ -427,15 +428,16 @@ class Worker:
         self._finish(run_id, outcome)
         log.warning("run %s: %s", run_id, message)
 
-    def _watch_adopted(self, run_id: str, record: dict[str, str]) -> None:
+    def _watch_adopted(self, run_id: str, record: dict[str, str], pid: int | None) -> None:
         """Wait for an adopted run to end; end it if its process dies before it does."""
         while True:
             run = self.instance.get_run_by_id(run_id)
             if run is None or run.status in ENDED:
                 self._finish(run_id, run.status.value if run else "missing")
                 return
-            pid = run_process_gone(self.instance, run_id, record)
-            if pid is not None:
+            if pid is None:  # not started when adopted (or on another host: stays None)
+                pid = local_run_pid(self.instance, run_id, record)
+            if pid is not None and process_gone(pid):
                 time.sleep(1.0)  # it may have ended just now: its last events are on their way
                 run = self.instance.get_run_by_id(run_id)
                 if run is not None and run.status not in ENDED:

@@ -95,8 +95,10 @@ def unprocessed_change_sweeper(
                 "sweeping from the start"
             )
             cursor = SweepCursor(sweeps=cursor.sweeps)
-        cursor.after = settled_up_to(session, after=cursor.after, older_than=older_than)
-        cursor.anchor = anchor_at(session, cursor.after) if cursor.after else None
+        settled = settled_up_to(session, after=cursor.after, older_than=older_than)
+        if settled != cursor.after or cursor.anchor is None:
+            cursor.after = settled
+            cursor.anchor = anchor_at(session, settled) if settled else None
         stranded = stranded_changes(
             session, older_than=older_than, limit=SWEEP_LIMIT, after=cursor.after
         )
