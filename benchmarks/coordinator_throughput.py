@@ -43,6 +43,7 @@ from sqlalchemy.engine import make_url
 
 from gov_pipeline.config import load_settings
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.migrate import upgrade
 from gov_pipeline.domain.definitions import load_definition_file
 from gov_pipeline.orchestration.instance import (
@@ -149,9 +150,9 @@ def redis_prefix(redis_url: str, prefix: str) -> Iterator[str]:
 def seed_app_db(url: str) -> tuple[str, int]:
     """Migrate, add the tenant, its users, one policy and one workflow; (workflow, policy id)."""
     upgrade(url)
-    engine = make_engine(url)
+    engine = make_engine(url, role=APP_ROLE)
     try:
-        sessions = make_sessionmaker(engine)
+        sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
         with sessions.begin() as session:
             tenants.create_tenant(session, tenant_id=TENANT, name="Acme Corp")
             tenants.upsert_user(session, tenant_id=TENANT, user_id="olivia", roles=["policy_owner"])

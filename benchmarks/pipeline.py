@@ -65,6 +65,7 @@ from benchmarks.coordinator_throughput import (
 from benchmarks.sync_floor import TENANT, policy_fields, prepare
 from gov_pipeline.config import load_settings
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.migrate import upgrade
 from gov_pipeline.orchestration.instance import (
     bin_path,
@@ -293,9 +294,9 @@ def figures(sessions: sessionmaker[Session], after: int) -> dict[str, Any]:
 def app_database(admin_url: str, tag: str) -> Iterator[tuple[str, sessionmaker[Session]]]:
     with database(admin_url, f"gov_bench_app_{tag}") as url:
         upgrade(url)
-        engine = make_engine(url)
+        engine = make_engine(url, role=APP_ROLE)
         try:
-            sessions = make_sessionmaker(engine)
+            sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
             COMPILED.clear()
             prepare(sessions, WORKFLOWS)
             yield url, sessions

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import gov_pipeline
 from gov_pipeline.config import Settings, load_settings
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.migrate import upgrade
 from gov_pipeline.db.models import EntityChange, WorkflowExecution
 from gov_pipeline.domain.definitions import parse_definition
@@ -265,8 +266,8 @@ def measure(
 ) -> dict[str, Any]:
     """Set up `url` (already migrated), write n changes, time their processing."""
     settings = _settings(url, home)
-    engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
+    engine = make_engine(url, role=APP_ROLE)
+    sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
     try:
         prepare(sessions, workflows)
         print(f"[{label}] writing {n} changes ...", file=sys.stderr, flush=True)

@@ -25,7 +25,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings, load_settings
-from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.engine import engine_for, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS
 from gov_pipeline.db.migrate import upgrade
 from gov_pipeline.db.models import (
     Approval,
@@ -124,7 +125,7 @@ class Demo:
             return policy.status
 
 
-def setup(sessions: sessionmaker[Session], receiver_url: str) -> None:
+def setup(sessions: sessionmaker[Session], receiver_url: str, webhook_secret: str | None) -> None:
     with sessions.begin() as session:
         tenants.create_tenant(session, tenant_id=TENANT, name="Acme Corp")
         people = {
@@ -139,7 +140,9 @@ def setup(sessions: sessionmaker[Session], receiver_url: str) -> None:
             # port (any free port, so two demos on one machine do not collide).
             text = path.read_text().replace(EXAMPLE_RECEIVER, receiver_url)
             for definition in load_definitions(text, "yaml", str(path)):
-                result = workflows.apply_definition(session, definition, actor="demo")
+                result = workflows.apply_definition(
+                    session, definition, actor="demo", webhook_secret=webhook_secret
+                )
                 _say(f"  workflow '{result.workflow.name}' v{result.version} ({path.name})")
 
 
@@ -277,8 +280,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="    log: %(levelname)s %(message)s")
     settings = demo_settings()
-    engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
+    engine = engine_for(settings)
+    sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
     steps = iter(range(1, 100))
 
     def step(title: str) -> None:
@@ -304,7 +307,7 @@ def main() -> None:
             receiver_url, received = stack.enter_context(
                 webhook_receiver(DEMO_SECRET, path="/policy-events")
             )
-            setup(sessions, receiver_url)
+            setup(sessions, receiver_url, settings.webhook_secret)
             if not args.sync:
                 _say(f"  starting dagster-daemon (DAGSTER_HOME={dagster_home})")
                 stack.enter_context(running_daemon(env, settings.home / "daemon.log"))

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.migrate import upgrade
 from gov_pipeline.db.models import Base
 
@@ -82,14 +83,24 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
+    """A raw writer's connection (someone with psql or sqlite3): the URL's user."""
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
 
 
 @pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return make_sessionmaker(engine)
+def app_engine(db_url: str) -> Iterator[Engine]:
+    """The application's engine: on PostgreSQL under the row-level security role, as the
+    application connects by default (GOV_PIPELINE_DB_ROLE)."""
+    eng = make_engine(db_url, role=APP_ROLE)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sessions(app_engine: Engine) -> sessionmaker[Session]:
+    return make_sessionmaker(app_engine, tenant=ALL_TENANTS)
 
 
 @pytest.fixture

@@ -33,10 +33,24 @@ SQLITE_POLICY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("created_at", "plain"), ("updated_at", "plain"), ("deleted_at", "plain"),
 )  # fmt: skip
 
-POSTGRES_DDL = [
-    # Every id is drawn by a transaction that already has an xid, so a gap seen by the
-    # reader belongs to a transaction older than that read's snapshot xmax.
-    """
+
+def postgres_ddl(*, override: bool = True) -> list[str]:
+    """The PostgreSQL capture DDL; `override` (revision 0004 on) records a lifecycle override
+    and runs the capture as its owner (SECURITY DEFINER), so that writers need no right on
+    the change table and cannot forge change rows."""
+    override_column = ", lifecycle_override" if override else ""
+    override_value = (
+        ", nullif(current_setting('gov.lifecycle_override', true), '')" if override else ""
+    )
+    definer = "SECURITY DEFINER SET search_path FROM CURRENT" if override else ""
+    return _postgres_ddl(override_column, override_value, definer)
+
+
+def _postgres_ddl(override_column: str, override_value: str, definer: str) -> list[str]:
+    return [
+        # Every id is drawn by a transaction that already has an xid, so a gap seen by the
+        # reader belongs to a transaction older than that read's snapshot xmax.
+        """
     CREATE OR REPLACE FUNCTION gov_next_change_id() RETURNS bigint
     LANGUAGE plpgsql VOLATILE AS $$
     BEGIN
@@ -44,11 +58,12 @@ POSTGRES_DDL = [
         RETURN nextval('entity_changes_id_seq');
     END $$
     """,
-    "ALTER TABLE entity_changes ALTER COLUMN id SET DEFAULT gov_next_change_id()",
-    "ALTER TABLE entity_changes ALTER COLUMN txid SET DEFAULT (pg_current_xact_id()::text)::bigint",
-    f"""
+        "ALTER TABLE entity_changes ALTER COLUMN id SET DEFAULT gov_next_change_id()",
+        "ALTER TABLE entity_changes ALTER COLUMN txid"
+        " SET DEFAULT (pg_current_xact_id()::text)::bigint",
+        f"""
     CREATE OR REPLACE FUNCTION gov_capture_policy_change() RETURNS trigger
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql {definer} AS $$
     DECLARE
         old_row jsonb;
         new_row jsonb;
@@ -96,20 +111,22 @@ POSTGRES_DDL = [
         END IF;
         INSERT INTO entity_changes (tenant_id, entity_type, entity_id, kind, old_values,
                                     new_values, changed_fields, actor,
-                                    caused_by_execution_id, chain_depth, created_at)
+                                    caused_by_execution_id, chain_depth, created_at
+                                    {override_column})
         VALUES (v_row.tenant_id, 'policy', v_row.id::text, change_kind, old_row, new_row,
                 to_jsonb(coalesce(changed, ARRAY[]::text[])), v_actor, v_execution, v_depth,
-                clock_timestamp());
+                clock_timestamp() {override_value});
         RETURN NULL;
     END $$
     """,
-    "DROP TRIGGER IF EXISTS gov_policies_capture ON policies",
-    """
+        "DROP TRIGGER IF EXISTS gov_policies_capture ON policies",
+        """
     CREATE TRIGGER gov_policies_capture
     AFTER INSERT OR UPDATE OR DELETE ON policies
     FOR EACH ROW EXECUTE FUNCTION gov_capture_policy_change()
     """,
-]
+    ]
+
 
 POSTGRES_DROP_DDL = [
     "DROP TRIGGER IF EXISTS gov_policies_capture ON policies",
@@ -135,8 +152,11 @@ def _sqlite_object(row: str, columns: tuple[tuple[str, str], ...]) -> str:
     return f"json_object({pairs})"
 
 
-def sqlite_ddl(columns: tuple[tuple[str, str], ...] = SQLITE_POLICY_COLUMNS) -> list[str]:
-    """The SQLite triggers for a policy table with `columns`."""
+def sqlite_ddl(
+    columns: tuple[tuple[str, str], ...] = SQLITE_POLICY_COLUMNS, *, override: bool = True
+) -> list[str]:
+    """The SQLite triggers for a policy table with `columns`; `override` (revision 0004 on)
+    records a lifecycle override set in `capture_context`."""
     tracked = [(c, s) for c, s in columns if c not in IGNORED_FIELDS]
     changed_list = (
         "(SELECT json_group_array(value) FROM json_each(json_array("
@@ -164,9 +184,12 @@ def sqlite_ddl(columns: tuple[tuple[str, str], ...] = SQLITE_POLICY_COLUMNS) -> 
     all_names = "json_array(" + ", ".join(f"'{c}'" for c, _ in columns) + ")"
     insert_cols = (
         "INSERT INTO entity_changes (tenant_id, entity_type, entity_id, kind, old_values, "
-        "new_values, changed_fields, actor, caused_by_execution_id, chain_depth, created_at)"
+        "new_values, changed_fields, actor, caused_by_execution_id, chain_depth, created_at"
+        + (", lifecycle_override)" if override else ")")
     )
     now = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+    if override:
+        now += ", " + context.format(col="lifecycle_override")
     return [
         "DROP TRIGGER IF EXISTS gov_policies_capture_insert",
         "DROP TRIGGER IF EXISTS gov_policies_capture_update",
@@ -216,32 +239,44 @@ def set_change_context(
     actor: str | None = None,
     execution_id: int | None = None,
     chain_depth: int = 0,
+    importing: bool = False,
+    lifecycle_override: str | None = None,
 ) -> None:
-    """Tell the capture triggers who writes in the current transaction.
+    """Tell the capture and lifecycle triggers who writes in the current transaction.
 
     Args:
         session: the caller's session; the context lasts until its transaction ends.
         actor: the user (or `system:<component>`) making the change.
         execution_id: the workflow execution whose action makes the change, if any.
         chain_depth: how many executions led to this change (0 for a human change).
+        importing: new rows may start in any status of their lifecycle (an import).
+        lifecycle_override: data repair: the reason the lifecycle is not enforced in this
+            transaction; recorded on every change it makes.
     """
     if is_postgres(session):
         session.execute(
             text(
                 "SELECT set_config('gov.actor', :actor, true),"
                 " set_config('gov.execution_id', :execution, true),"
-                " set_config('gov.chain_depth', :depth, true)"
+                " set_config('gov.chain_depth', :depth, true),"
+                " set_config('gov.importing', :importing, true),"
+                " set_config('gov.lifecycle_override', :override, true)"
             ),
             {
                 "actor": actor or "",
                 "execution": "" if execution_id is None else str(execution_id),
                 "depth": str(chain_depth),
+                "importing": "on" if importing else "",
+                "override": lifecycle_override or "",
             },
         )
         return
     session.merge(
-        CaptureContext(id=1, actor=actor, execution_id=execution_id, chain_depth=chain_depth)
-    )
+        CaptureContext(
+            id=1, actor=actor, execution_id=execution_id, chain_depth=chain_depth,
+            importing=importing, lifecycle_override=lifecycle_override,
+        )
+    )  # fmt: skip
     session.flush()
     session.info["gov_capture_context"] = True
 
@@ -254,9 +289,11 @@ def _clear_sqlite_context(session: Session) -> None:
         session.execute(delete(CaptureContext))
 
 
-def install_capture(bind: Any) -> None:
-    """Install the triggers on `bind` (a connection), for its dialect."""
-    statements = POSTGRES_DDL if bind.dialect.name == "postgresql" else sqlite_ddl()
+def install_capture(bind: Any, *, override: bool = True) -> None:
+    """Install the triggers on `bind` (a connection), for its dialect (`override`: the
+    revision 0004 form, see `postgres_ddl`)."""
+    postgres = bind.dialect.name == "postgresql"
+    statements = postgres_ddl(override=override) if postgres else sqlite_ddl(override=override)
     for statement in statements:
         bind.execute(text(statement))
 

@@ -1,4 +1,10 @@
-"""Engine and session factory; the caller of `session_scope` owns the transaction."""
+"""Engine and session factory; the caller of `session_scope` owns the transaction.
+
+On PostgreSQL an engine made with a `role` runs as that role (`SET ROLE` on connect), and
+every transaction of a session says which tenant it works in (`gov.tenant_id`, read by the
+row-level security policies, see db/integrity.py): the tenant its sessionmaker was made
+for, or all tenants (`ALL_TENANTS`) for cross-tenant work, narrowed by `scope_to_tenant`.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from gov_pipeline.config import normalize_database_url
+from gov_pipeline.config import Settings, normalize_database_url
+from gov_pipeline.db.integrity import TENANT_SETTING
+from gov_pipeline.domain.errors import ConfigurationError
+
+# In a pooled connection's info: the role row-level security applies to was set.
+_RLS_ROLE = "gov_rls_role"
+# In a session's info: the tenant its transactions work in.
+_TENANT = "gov_tenant"
 
 
 def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -32,8 +45,16 @@ def _on_sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create an engine for `url` (SQLite file directories are created as needed)."""
+def make_engine(url: str, *, echo: bool = False, role: str | None = None) -> Engine:
+    """Create an engine for `url` (SQLite file directories are created as needed).
+
+    Args:
+        role: PostgreSQL only: `SET ROLE` to it on every new connection (row-level security
+            then applies, see db/integrity.py). None: connect as the URL's user.
+
+    Raises:
+        ConfigurationError: (on first connect) the URL's user may not take `role`.
+    """
     url = normalize_database_url(url)
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
@@ -46,11 +67,69 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         event.listen(engine, "begin", _on_sqlite_begin)
         return engine
     kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if role:
+        event.listen(engine, "connect", _set_role(role, parsed.username))
+    return engine
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+def _set_role(role: str, user: str | None) -> Any:
+    def on_connect(dbapi_conn: Any, record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f'SET ROLE "{role}"')
+        except Exception as exc:
+            dbapi_conn.rollback()
+            raise ConfigurationError(
+                f"cannot SET ROLE {role} as {user!r} ({' '.join(str(exc).split())}): run "
+                "`gov-pipeline db upgrade`, grant the role to this user (docs/operations.md, "
+                "Row-level security), or set GOV_PIPELINE_DB_ROLE= to connect as the user"
+            ) from None
+        finally:
+            cursor.close()
+        dbapi_conn.commit()
+        record.info[_RLS_ROLE] = role
+
+    return on_connect
+
+
+def engine_for(settings: Settings) -> Engine:
+    """The application's engine: its database, SQL logging and row-level security role."""
+    return make_engine(settings.database_url, echo=settings.log_sql, role=settings.db_role)
+
+
+def make_sessionmaker(engine: Engine, *, tenant: str) -> sessionmaker[Session]:
+    """Sessions whose transactions work in `tenant` (`ALL_TENANTS` of db/integrity.py for
+    cross-tenant work:
+    the change reader, the engine's batches, the sweeper, verify)."""
+    return sessionmaker(bind=engine, expire_on_commit=False, info={_TENANT: tenant})
+
+
+@event.listens_for(Session, "after_begin")
+def _declare_tenant(session: Session, _tx: SessionTransaction, connection: Connection) -> None:
+    tenant = session.info.get(_TENANT)
+    if tenant is not None and connection.info.get(_RLS_ROLE):
+        _set_tenant(connection, tenant)
+
+
+def _set_tenant(connection: Connection, tenant: str) -> None:
+    connection.execute(
+        text(f"SELECT set_config('{TENANT_SETTING}', :tenant, true)"), {"tenant": tenant}
+    )
+
+
+def scope_to_tenant(session: Session, tenant: str) -> None:
+    """Narrow the rest of the session's current transaction to `tenant` (row-level
+    security: rows of other tenants are neither seen nor written)."""
+    connection = session.connection()
+    if connection.info.get(_RLS_ROLE):
+        _set_tenant(connection, tenant)
+
+
+def tenant_of(session: Session) -> str | None:
+    """The tenant the session's sessionmaker was made for (`ALL_TENANTS` for all)."""
+    value = session.info.get(_TENANT)
+    return None if value is None else str(value)
 
 
 def is_postgres(bind: Engine | Session | Any) -> bool:

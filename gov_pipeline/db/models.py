@@ -23,7 +23,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
+    text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -42,6 +45,11 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# Database defaults of JSON columns, for writers that do not name them (raw SQL).
+EMPTY_LIST = text("'[]'")
+EMPTY_MAP = text("'{}'")
 
 
 def utcnow() -> datetime:
@@ -111,7 +119,7 @@ class User(Base):
     user_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
 
@@ -132,22 +140,24 @@ class Policy(Base, Timestamps):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
     title: Mapped[str] = mapped_column(String(500))
     policy_type: Mapped[str] = mapped_column(String(200))
-    content: Mapped[str] = mapped_column(Text, default="")
+    content: Mapped[str] = mapped_column(Text, default="", server_default="")
     purpose: Mapped[str | None] = mapped_column(Text)
     scope: Mapped[str | None] = mapped_column(Text)
     owner_id: Mapped[str | None] = mapped_column(String(100))
-    business_units: Mapped[list[str]] = mapped_column(default=list)
-    status: Mapped[str] = mapped_column(String(20), default="draft")
-    version: Mapped[str] = mapped_column(String(50), default="1.0")
-    version_number: Mapped[int] = mapped_column(Integer, default=1)
+    business_units: Mapped[list[str]] = mapped_column(default=list, server_default=EMPTY_LIST)
+    status: Mapped[str] = mapped_column(String(20), default="draft", server_default="draft")
+    version: Mapped[str] = mapped_column(String(50), default="1.0", server_default="1.0")
+    version_number: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     effective_date: Mapped[date | None]
     review_frequency: Mapped[str | None] = mapped_column(String(20))
     next_review_date: Mapped[date | None]
     published_date: Mapped[date | None]
     parent_policy_id: Mapped[int | None] = mapped_column(BigId)
-    tags: Mapped[list[str]] = mapped_column(default=list)
-    custom_fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    requires_acknowledgment: Mapped[bool] = mapped_column(Boolean, default=False)
+    tags: Mapped[list[str]] = mapped_column(default=list, server_default=EMPTY_LIST)
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=EMPTY_MAP)
+    requires_acknowledgment: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     created_by: Mapped[str | None] = mapped_column(String(100))
     updated_by: Mapped[str | None] = mapped_column(String(100))
     deleted_at: Mapped[datetime | None]
@@ -180,6 +190,8 @@ class EntityChange(Base):
     chain_depth: Mapped[int] = mapped_column(Integer, default=0)
     # PostgreSQL: the writing transaction id (pg_current_xact_id), for diagnosing the reader.
     txid: Mapped[int | None] = mapped_column(BigInteger)
+    # Set when the writer overrode the lifecycle for this transaction (data repair): its reason.
+    lifecycle_override: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
 
@@ -195,6 +207,10 @@ class CaptureContext(Base):
     actor: Mapped[str | None] = mapped_column(String(100))
     execution_id: Mapped[int | None] = mapped_column(BigId)
     chain_depth: Mapped[int] = mapped_column(Integer, default=0)
+    # An import may give new rows another status than the initial one.
+    importing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Data repair: the lifecycle is not enforced in this transaction; recorded on its changes.
+    lifecycle_override: Mapped[str | None] = mapped_column(Text)
 
 
 class Workflow(Base, Timestamps):
@@ -388,6 +404,9 @@ class WebhookDelivery(Base, Timestamps):
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+    # The action opted out of signing (`unsigned: true`); otherwise a delivery without a
+    # signing secret fails instead of going out unsigned.
+    unsigned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ProcessedChange(Base):
@@ -399,4 +418,9 @@ class ProcessedChange(Base):
     change_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(100))
     processed_by: Mapped[str | None] = mapped_column(String(100))
+    # `processed`, or `refused` when the change itself was refused (`note` says why).
+    outcome: Mapped[str] = mapped_column(
+        String(20), default="processed", server_default="processed"
+    )
+    note: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())

@@ -12,18 +12,21 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings, load_settings, normalize_database_url
-from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.engine import engine_for, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS
 
-_ENGINES: dict[str, Engine] = {}
+_ENGINES: dict[tuple[str, str | None], Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def shared_engine(url: str) -> Engine:
-    """One engine (one connection pool) per process and URL: sensor ticks and ops reuse it."""
+def shared_engine(settings: Settings) -> Engine:
+    """One engine (one connection pool) per process, URL and role: sensor ticks and ops
+    reuse it."""
+    key = (settings.database_url, settings.db_role)
     with _ENGINES_LOCK:
-        engine = _ENGINES.get(url)
+        engine = _ENGINES.get(key)
         if engine is None:
-            engine = _ENGINES[url] = make_engine(url)
+            engine = _ENGINES[key] = engine_for(settings)
         return engine
 
 
@@ -40,10 +43,10 @@ class DatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return settings
 
     def engine(self) -> Engine:
-        return shared_engine(self.settings().database_url)
+        return shared_engine(self.settings())
 
     def sessions(self) -> sessionmaker[Session]:
-        return make_sessionmaker(self.engine())
+        return make_sessionmaker(self.engine(), tenant=ALL_TENANTS)
 
 
 class RedisResource(dg.ConfigurableResource):  # type: ignore[type-arg]

@@ -237,7 +237,7 @@ def import_policies(
         with sessions.begin() as session:
             for fields in valid[start : start + chunk_size]:
                 policy = policies.create_policy(
-                    session, tenant_id=tenant_id, fields=fields, actor=who
+                    session, tenant_id=tenant_id, fields=fields, actor=who, importing=True
                 )
                 first_id = policy.id if first_id is None else first_id
                 last_id = policy.id

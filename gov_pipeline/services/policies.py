@@ -17,7 +17,7 @@ from gov_pipeline.db.capture import set_change_context
 from gov_pipeline.db.engine import is_postgres
 from gov_pipeline.db.models import Policy, row_to_dict
 from gov_pipeline.domain.errors import InvalidInputError, NotFoundError
-from gov_pipeline.domain.lifecycle import check_transition, parse_status
+from gov_pipeline.domain.lifecycle import POLICY_LIFECYCLE, check_transition, parse_status
 from gov_pipeline.domain.policy_fields import validate_policy_fields
 from gov_pipeline.domain.statuses import PolicyStatus
 from gov_pipeline.services.tenants import check_identifier, require_tenant
@@ -34,13 +34,14 @@ class Actor:
     chain_depth: int = 0
 
 
-def _context(session: Session, actor: Actor | None) -> Actor:
+def _context(session: Session, actor: Actor | None, *, importing: bool = False) -> Actor:
     actor = actor or Actor()
     set_change_context(
         session,
         actor=actor.user_id,
         execution_id=actor.execution_id,
         chain_depth=actor.chain_depth,
+        importing=importing,
     )
     return actor
 
@@ -82,18 +83,35 @@ def get_policy(
 
 
 def create_policy(
-    session: Session, *, tenant_id: str, fields: dict[str, Any], actor: Actor | None = None
+    session: Session,
+    *,
+    tenant_id: str,
+    fields: dict[str, Any],
+    actor: Actor | None = None,
+    importing: bool = False,
 ) -> Policy:
-    """Create a policy (status `draft` unless `fields["status"]` says otherwise).
+    """Create a policy, in its lifecycle's initial status (`draft`).
+
+    Args:
+        importing: an import of existing policies: `fields["status"]` may give any status
+            of the lifecycle (the database allows it for this transaction only).
 
     Raises:
-        InvalidInputError: missing or malformed fields.
+        InvalidInputError: missing or malformed fields, or a status other than the initial
+            one outside an import.
         NotFoundError: unknown tenant.
     """
     require_tenant(session, tenant_id)
     values = validate_policy_fields(fields, creating=True)
-    status = parse_status(str(fields.get("status") or PolicyStatus.DRAFT.value))
-    actor = _context(session, actor)
+    initial = POLICY_LIFECYCLE.initial
+    status = parse_status(str(fields.get("status") or initial))
+    if status != initial and not importing:
+        raise InvalidInputError(
+            "status",
+            f"a new policy starts as {initial}, not {status}: move it with set-status "
+            "(through review), or load existing policies with `policies import`",
+        )
+    actor = _context(session, actor, importing=importing)
     policy = Policy(
         tenant_id=tenant_id,
         status=status.value,

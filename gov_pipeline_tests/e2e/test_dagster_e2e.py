@@ -16,6 +16,7 @@ from sqlalchemy import func, select, text
 
 from gov_pipeline.config import load_settings
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.migrate import upgrade
 from gov_pipeline.db.models import EntityChange, Policy, ProcessedChange, WorkflowExecution
 from gov_pipeline.orchestration.instance import (
@@ -174,7 +175,7 @@ def test_job_launch_and_an_import_burst_through_the_daemon(tmp_path: Path) -> No
     settings = load_settings({"GOV_PIPELINE_HOME": str(home)})
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
+    sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
     with sessions.begin() as session:
         tenants.create_tenant(session, tenant_id="acme")
         pid = policies.create_policy(
@@ -336,8 +337,8 @@ def test_sensor_and_webserver_runs_go_through_the_redis_coordinator(
     with coordinated_instance(
         tmp_path, postgres_url, dagster_storage_url, REDIS_URL, redis_prefix
     ) as c:
-        engine = make_engine(postgres_url)
-        sessions = make_sessionmaker(engine)
+        engine = make_engine(postgres_url, role=APP_ROLE)
+        sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
         apply_yaml(sessions, NOTICE)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))

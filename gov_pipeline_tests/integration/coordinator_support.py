@@ -16,6 +16,7 @@ from dagster import DagsterInstance
 from gov_pipeline.config import load_settings
 from gov_pipeline.coordinator.worker import Worker
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.orchestration.instance import WORKSPACE
 from gov_pipeline.services import policies, tenants
 from gov_pipeline_tests.integration.engine_support import apply_yaml
@@ -114,8 +115,8 @@ def coordinated_instance(
     }  # fmt: skip
     saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "GOV_PIPELINE_DATABASE_URL")}
     os.environ.update({k: env[k] for k in saved})
-    engine = make_engine(app_url)
-    sessions = make_sessionmaker(engine)
+    engine = make_engine(app_url, role=APP_ROLE)
+    sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
     load_settings()
     with sessions.begin() as session:
         tenants.create_tenant(session, tenant_id="acme")

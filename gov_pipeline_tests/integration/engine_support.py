@@ -7,11 +7,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings, load_settings
-from gov_pipeline.db.engine import is_postgres
+from gov_pipeline.db.engine import is_postgres, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS
 from gov_pipeline.domain.definitions import parse_definition
 from gov_pipeline.services import policies
 from gov_pipeline.services.batch import ProcessStats, process_pending
@@ -20,6 +21,7 @@ from gov_pipeline.services.workflows import COMPILED, apply_definition
 from gov_pipeline.webhook_receiver import Received, webhook_receiver
 
 NO_WAIT = RetryPolicy(max_attempts=3, delay_s=0.0)
+TEST_WEBHOOK_SECRET = "test-secret"  # GOV_PIPELINE_WEBHOOK_SECRET of make_settings
 
 
 def make_settings(db_url: str, **env: str) -> Settings:
@@ -29,17 +31,25 @@ def make_settings(db_url: str, **env: str) -> Settings:
             "GOV_PIPELINE_DATABASE_URL": db_url,
             "GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
             "GOV_PIPELINE_WEBHOOK_RETRY_DELAY": "0.01",
-            "GOV_PIPELINE_WEBHOOK_SECRET": "test-secret",
+            "GOV_PIPELINE_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
             **env,
         }
     )
 
 
-def apply_yaml(sessions: sessionmaker[Session], text: str, **overrides: Any) -> None:
+def apply_yaml(
+    sessions: sessionmaker[Session],
+    text: str,
+    *,
+    webhook_secret: str | None = TEST_WEBHOOK_SECRET,
+    **overrides: Any,
+) -> None:
+    """Apply a YAML definition (`overrides` replace its keys) as `workflows apply` does where
+    GOV_PIPELINE_WEBHOOK_SECRET is `webhook_secret`."""
     data = yaml.safe_load(text)
     data.update(overrides)
     with sessions.begin() as session:
-        apply_definition(session, parse_definition(data))
+        apply_definition(session, parse_definition(data), webhook_secret=webhook_secret)
 
 
 def process(
@@ -58,7 +68,10 @@ def new_policy(sessions: sessionmaker[Session], tenant: str = "acme", **fields: 
         **fields,
     }
     with sessions.begin() as session:
-        return policies.create_policy(session, tenant_id=tenant, fields=values).id
+        # A policy created in another status than draft is loaded as an import would.
+        return policies.create_policy(
+            session, tenant_id=tenant, fields=values, importing="status" in fields
+        ).id
 
 
 def move(sessions: sessionmaker[Session], pid: int, status: str, tenant: str = "acme") -> None:
@@ -79,7 +92,7 @@ def count(sessions: sessionmaker[Session], model: type[Any], *where: Any) -> int
 
 @contextmanager
 def webhook_server(
-    statuses: list[int], secret: str = "test-secret"
+    statuses: list[int], secret: str = TEST_WEBHOOK_SECRET
 ) -> Iterator[tuple[str, Received]]:
     """The package's receiver, with the tests' secret."""
     with webhook_receiver(secret, tuple(statuses)) as served:
@@ -127,11 +140,12 @@ def cli_invoker(capsys: Any) -> Any:
     return invoke
 
 
-def restore_to_before(sessions: sessionmaker[Session], change_id: int) -> None:
+def restore_to_before(engine: Engine, change_id: int) -> None:
     """What restoring the application database to a point before `change_id` was written
     does to the change table: that change and the later ones are gone (with their processed
-    markers), and their ids are handed out again."""
-    with sessions.begin() as session:
+    markers), and their ids are handed out again. `engine`: the database owner's (a restore
+    is an administrator's work)."""
+    with make_sessionmaker(engine, tenant=ALL_TENANTS).begin() as session:
         session.execute(
             text("DELETE FROM processed_changes WHERE change_id >= :i"), {"i": change_id}
         )

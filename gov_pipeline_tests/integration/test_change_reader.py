@@ -239,7 +239,7 @@ def test_a_cursor_that_outlived_its_change_table_is_refused(
     cursor = ChangeCursor.decode(batch.cursor.encode())  # as the sensor stores it
     assert cursor.watermark == ids[-1] and cursor.anchor is not None
     assert _read(sessions, cursor)[0] == []  # the same table: the anchor holds
-    restore_to_before(sessions, 1)  # or recreated: the change table starts over
+    restore_to_before(engine, 1)  # or recreated: the change table starts over
     for i in range(written_after):
         _write(engine, f"after {i}")
     with pytest.raises(CursorMismatchError, match="restored or recreated") as refused:

@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.models import EntityChange, Notification, ProcessedChange, WorkflowExecution
@@ -164,7 +164,7 @@ def test_sensor_out_of_order_commit(database: DatabaseResource, engine: Any, is_
 
 
 def test_a_sensor_cursor_that_outlived_the_database_fails_the_tick(
-    database: DatabaseResource, sessions: sessionmaker[Session]
+    database: DatabaseResource, sessions: sessionmaker[Session], engine: Engine
 ) -> None:
     """The application database restored to an earlier point behind the sensor's cursor:
     new changes reuse ids the cursor has passed, so the tick fails, saying why, rather than
@@ -174,7 +174,7 @@ def test_a_sensor_cursor_that_outlived_the_database_fails_the_tick(
     move(sessions, pid, "draft")  # changes 1, 2, 3
     read = tick(database, tick(database, None).cursor)
     assert ChangeCursor.decode(read.cursor).watermark == 3
-    restore_to_before(sessions, 2)
+    restore_to_before(engine, 2)
     move(sessions, pid, "in_review")  # change 2 again, another change
     with pytest.raises(
         CursorMismatchError, match="change 3, the last one this cursor read, is gone"

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from gov_pipeline.config import load_settings
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS
 from gov_pipeline.db.models import Base, EntityChange, WebhookDelivery
 from gov_pipeline.orchestration.jobs import process_policy_changes
 from gov_pipeline.orchestration.more_jobs import deliver_notifications, execute_workflow
@@ -81,7 +82,7 @@ def test_secrets_appear_in_no_log_run_tag_run_config_event_or_row(
     make_settings(url)  # clears the compiled-definition cache
     settings = load_settings()
     engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
+    sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
     with sessions.begin() as session:
         create_tenant(session, tenant_id="acme")
         upsert_user(session, tenant_id="acme", user_id="wanda", roles=["admin"])

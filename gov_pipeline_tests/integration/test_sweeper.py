@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
-from sqlalchemy import update
+from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.models import EntityChange, ProcessedChange
@@ -141,7 +141,10 @@ def test_a_change_is_swept_at_most_max_sweeps_times(
 
 
 def test_the_sweeper_starts_over_when_the_database_went_back(
-    database: DatabaseResource, sessions: sessionmaker[Session], instance: dg.DagsterInstance
+    database: DatabaseResource,
+    sessions: sessionmaker[Session],
+    instance: dg.DagsterInstance,
+    engine: Engine,
 ) -> None:
     """Restored to an earlier point, the database hands out ids the sweeper had settled;
     the sweeper notices its anchor is gone and looks from the start again."""
@@ -155,7 +158,7 @@ def test_the_sweeper_starts_over_when_the_database_went_back(
     assert result.success
     settled = SweepCursor.decode(tick(database, instance, None).cursor)
     assert (settled.after, settled.anchor is not None) == (2, True)
-    restore_to_before(sessions, 2)
+    restore_to_before(engine, 2)
     new_policy(sessions, title="Written after the restore")  # change 2 again, unprocessed
     age(sessions, [2])
     swept = tick(database, instance, settled.encode())

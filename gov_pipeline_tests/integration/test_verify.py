@@ -15,6 +15,7 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.models import (
     ActionRun,
     EntityChange,
@@ -202,8 +203,9 @@ def test_an_execution_stuck_in_progress_or_pending_after_its_change(
 @pytest.fixture
 def pg_done(postgres_url: str) -> Iterator[sessionmaker[Session]]:
     _truncate_all(postgres_url)
+    # The owner: the test drops unique keys (inside a transaction it rolls back).
     engine = make_engine(postgres_url)
-    sessions = make_sessionmaker(engine)
+    sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
     from gov_pipeline.services.tenants import create_tenant
 
     with sessions.begin() as session:
@@ -310,8 +312,8 @@ def test_runs_must_be_ended_or_held_in_redis(
     with coordinated_instance(
         tmp_path, postgres_url, dagster_storage_url, REDIS_URL, redis_prefix
     ) as c:
-        engine = make_engine(postgres_url)
-        sessions = make_sessionmaker(engine)
+        engine = make_engine(postgres_url, role=APP_ROLE)
+        sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
         try:
             waiting, started = c.submit([("execute_workflow", c.config(), {})] * 2)
             queue = c.instance.run_coordinator.queue

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.coordinator.verify_runs import verify_with_runs
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.models import EntityChange, ProcessedChange, Workflow, WorkflowExecution
 from gov_pipeline.orchestration.instance import ROOT, running_daemon, running_worker
 from gov_pipeline.services import policies
@@ -290,8 +291,8 @@ def running_stack(
     with coordinated_instance(tmp_path, app_url, storage_url, redis_url, prefix) as c:
         home_yaml = c.home / "dagster.yaml"
         home_yaml.write_text(home_yaml.read_text() + RUN_RETRIES)
-        engine = make_engine(app_url)
-        sessions = make_sessionmaker(engine)
+        engine = make_engine(app_url, role=APP_ROLE)
+        sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
         for text in workflows:
             apply_yaml(sessions, text)
         process_env = {

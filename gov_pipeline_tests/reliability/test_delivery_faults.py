@@ -132,6 +132,8 @@ def test_writers_committing_out_of_order(bench: Bench) -> None:
     early = s.engine.connect()
     try:
         held = early.begin()
+        # The stack's engine runs as the application role: name the tenants it works in.
+        early.execute(text("SELECT set_config('gov.tenant_id', '*', true)"))
         early.execute(text("UPDATE policies SET content = 'early' WHERE id = :id"),
                       {"id": early_pid})  # fmt: skip
         early_id = early.execute(

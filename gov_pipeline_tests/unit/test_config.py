@@ -52,3 +52,40 @@ def test_sensor_intervals_land_on_the_daemon_loop() -> None:
     assert policy_change_sensor.minimum_interval_seconds == _SETTINGS.sensor_interval_s - 1
     assert policy_run_failure_sensor.minimum_interval_seconds == _SETTINGS.sensor_interval_s - 1
     assert unprocessed_change_sweeper.minimum_interval_seconds == _SETTINGS.sweep_interval_s - 1
+
+
+def test_webhook_allowed_hosts_take_a_host_or_a_host_and_port() -> None:
+    settings = load_settings(
+        {
+            "GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS": (
+                " Hooks.Example.com, api.example.com:8443 ,[::1]:8080,[FE80::1], 2001:db8::0001,,"
+            )
+        }
+    )
+    assert settings.webhook_allowed_hosts == (
+        "hooks.example.com",
+        "api.example.com:8443",
+        "[::1]:8080",
+        "[fe80::1]",
+        "[2001:db8::1]",
+    )
+    assert load_settings({}).webhook_allowed_hosts == ()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        *("hooks.example.com:abc", "hooks.example.com:0", "hooks.example.com:65536"),
+        *("hooks.example.com:", ":8080", "hooks.example.com:80:81", "hooks.example.com:+80"),
+        *("hooks.example.com:\u0668\u0660", "[::1", "[::1]x", "[::1]:", "[::1]:99999"),
+        *("[not-an-address]:80", "[hooks.example.com]", "https://hooks.example.com"),
+        *("hooks example.com", "user@hooks.example.com", "hooks.example.com/path"),
+    ],
+)
+def test_a_malformed_allowed_host_is_refused_by_name(entry: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS": f"ok.example.com,{entry}"})
+    message = str(caught.value)
+    assert message.startswith("GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS: ")
+    assert repr(entry.strip()) in message
+    assert "host, host:port, [ipv6] or [ipv6]:port" in message

@@ -506,7 +506,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_approvals_tenant_status", ["tenant_id", "status"], unique=False)
 
     # ### end Alembic commands ###
-    install_capture(op.get_bind())
+    install_capture(op.get_bind(), override=False)  # the form of this revision
 
 
 def downgrade() -> None:

@@ -1,0 +1,153 @@
+"""Row-level security on PostgreSQL: the second wall behind the application's filters.
+
+Another application connects with a login role of its own, a member of `gov_writer`,
+granted one tenant in `gov_tenant_grants` (docs/operations.md, "Row-level security"). Even
+with raw SQL, and even when it names another tenant in `gov.tenant_id`, it reads, updates
+and deletes nothing of that tenant; it cannot write change rows; its writes are captured.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE, WRITER_ROLE
+from gov_pipeline_tests.conftest import _truncate_all
+from gov_pipeline_tests.integration.engine_support import new_policy
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[str]:
+    _truncate_all(postgres_url)
+    yield postgres_url
+
+
+@pytest.fixture
+def app_sessions(pg: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(pg, role=APP_ROLE)
+    sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
+    from gov_pipeline.services.tenants import create_tenant
+
+    with sessions.begin() as session:
+        create_tenant(session, tenant_id="acme")
+        create_tenant(session, tenant_id="globex")
+    yield sessions
+    engine.dispose()
+
+
+@pytest.fixture
+def acme_app(pg: str, app_sessions: sessionmaker[Session]) -> Iterator[Engine]:
+    """A login role of another application, granted tenant acme only, as an operator
+    would set it up (docs/operations.md)."""
+    role = f"gov_test_app_{uuid.uuid4().hex[:8]}"
+    owner = create_engine(pg, isolation_level="AUTOCOMMIT")
+    with owner.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN IN ROLE {WRITER_ROLE}"))
+        conn.execute(text("INSERT INTO gov_tenant_grants VALUES (:r, 'acme')"), {"r": role})
+    engine = create_engine(make_url(pg).set(username=role, password=None))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with owner.connect() as conn:
+            conn.execute(text("DELETE FROM gov_tenant_grants WHERE role_name = :r"), {"r": role})
+            conn.execute(text(f"DROP OWNED BY {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))
+        owner.dispose()
+
+
+def _as(conn: Connection, tenant: str) -> None:
+    conn.execute(text("SELECT set_config('gov.tenant_id', :t, true)"), {"t": tenant})
+
+
+def _titles(conn: Connection) -> list[str]:
+    return sorted(str(t) for t in conn.execute(text("SELECT title FROM policies")).scalars())
+
+
+def test_another_application_sees_and_writes_only_its_granted_tenant(
+    app_sessions: sessionmaker[Session], acme_app: Engine
+) -> None:
+    acme = new_policy(app_sessions, "acme", title="Acme policy")
+    globex = new_policy(app_sessions, "globex", title="Globex policy")
+    with acme_app.begin() as conn:
+        assert _titles(conn) == []  # no tenant declared: nothing
+        _as(conn, "acme")
+        assert _titles(conn) == ["Acme policy"]
+        updated = conn.execute(text("UPDATE policies SET title = 'x' WHERE id = :i"), {"i": globex})
+        deleted = conn.execute(text("DELETE FROM policies WHERE id = :i"), {"i": globex})
+        assert (updated.rowcount, deleted.rowcount) == (0, 0)
+        moved = conn.execute(
+            text("UPDATE policies SET status = 'in_review' WHERE id = :i"), {"i": acme}
+        )
+        assert moved.rowcount == 1
+    for other in ("globex", ALL_TENANTS):  # naming a tenant it was not granted: nothing
+        with acme_app.begin() as conn:
+            _as(conn, other)
+            assert _titles(conn) == []
+            assert conn.execute(text("SELECT count(*) FROM entity_changes")).scalar_one() == 0
+    with pytest.raises(DBAPIError, match="row-level security"), acme_app.begin() as conn:
+        _as(conn, "acme")
+        conn.execute(
+            text(
+                "INSERT INTO policies (tenant_id, title, policy_type) "
+                "VALUES ('globex', 'Planted', 'Security')"
+            )
+        )
+    with app_sessions.begin() as session:
+        rows = session.execute(
+            text("SELECT tenant_id, title, status FROM policies ORDER BY id")
+        ).all()
+        captured = session.execute(
+            text("SELECT tenant_id, kind FROM entity_changes ORDER BY id")
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("acme", "Acme policy", "in_review"),
+        ("globex", "Globex policy", "draft"),
+    ]
+    # Its write was captured (the capture runs as the table owner).
+    assert [tuple(c) for c in captured][-1] == ("acme", "status_changed")
+
+
+def test_another_application_cannot_forge_changes_or_touch_engine_tables(
+    app_sessions: sessionmaker[Session], acme_app: Engine
+) -> None:
+    new_policy(app_sessions, "acme")
+    for statement in (
+        "INSERT INTO entity_changes (tenant_id, entity_type, entity_id, kind, changed_fields, "
+        "chain_depth) VALUES ('acme', 'policy', '1', 'approval_decided', '[]', 0)",
+        "UPDATE workflow_executions SET status = 'completed'",
+        "DELETE FROM processed_changes",
+    ):
+        with pytest.raises(DBAPIError, match="permission denied"), acme_app.begin() as conn:
+            _as(conn, "acme")
+            conn.execute(text(statement))
+
+
+def test_the_application_role_sees_one_tenant_or_all_when_it_says_so(
+    pg: str, app_sessions: sessionmaker[Session]
+) -> None:
+    new_policy(app_sessions, "acme", title="A")
+    new_policy(app_sessions, "globex", title="G")
+    engine = make_engine(pg, role=APP_ROLE)
+    try:
+        with engine.begin() as conn:
+            assert _titles(conn) == []  # nothing is implicit
+        with engine.begin() as conn:
+            _as(conn, "globex")
+            assert _titles(conn) == ["G"]
+        with engine.begin() as conn:
+            _as(conn, ALL_TENANTS)
+            assert _titles(conn) == ["A", "G"]
+        with make_sessionmaker(engine, tenant="acme").begin() as session:
+            assert sorted(session.execute(text("SELECT title FROM policies")).scalars()) == ["A"]
+    finally:
+        engine.dispose()
