@@ -30,6 +30,13 @@ class ChangeKind(StrEnum):
     APPROVAL_DECIDED = "approval_decided"
 
 
+class ChangeOutcome(StrEnum):
+    """What processing made of a change (its processed marker)."""
+
+    PROCESSED = "processed"
+    REFUSED = "refused"  # the change itself was refused (a decision naming another tenant's)
+
+
 class EntityType(StrEnum):
     POLICY = "policy"
     RISK = "risk"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -28,10 +28,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings
+from gov_pipeline.db.engine import scope_to_tenant
 from gov_pipeline.db.models import ConsumerCursor, EntityChange, ProcessedChange, Workflow
-from gov_pipeline.domain.statuses import ChangeKind, ExecutionStatus
+from gov_pipeline.domain.statuses import ChangeKind, ChangeOutcome, ExecutionStatus
 from gov_pipeline.services.changes import ChangeCursor, read_changes
-from gov_pipeline.services.continuation import continue_after_decision
+from gov_pipeline.services.continuation import DecisionRefused, continue_after_decision
 from gov_pipeline.services.deliveries import deliver_pending
 from gov_pipeline.services.engine import (
     ActionFailedError,
@@ -61,6 +62,7 @@ class BatchReport:
     already: list[int] = field(default_factory=list)  # found processed before
     ran: list[ExecutionReport] = field(default_factory=list)
     failures: int = 0  # failed attempts (counted on their executions)
+    refused: dict[int, str] = field(default_factory=dict)  # change id -> why it was refused
     commits: int = 0
 
 
@@ -141,9 +143,17 @@ def processed_among(session: Session, change_ids: Sequence[int]) -> set[int]:
 
 
 def mark_changes_processed(
-    session: Session, change_ids: Sequence[int], processed_by: str | None
+    session: Session,
+    change_ids: Sequence[int],
+    processed_by: str | None,
+    refused: Mapping[int, str] | None = None,
 ) -> int:
-    """Mark changes processed in the caller's transaction (idempotent); how many were new."""
+    """Mark changes processed in the caller's transaction (idempotent); how many were new.
+
+    Args:
+        refused: changes refused instead of processed, with the reason (kept as the note).
+    """
+    refused = refused or {}
     if not change_ids:
         return 0
     now = datetime.now(UTC)
@@ -158,7 +168,9 @@ def mark_changes_processed(
             ProcessedChange,
             [
                 {"change_id": cid, "tenant_id": tenant, "processed_by": processed_by,
-                 "processed_at": now}
+                 "processed_at": now,
+                 "outcome": ChangeOutcome.REFUSED if cid in refused else ChangeOutcome.PROCESSED,
+                 "note": refused.get(cid)}
                 for cid, tenant in tenants
             ],
         )  # fmt: skip
@@ -168,19 +180,26 @@ def mark_changes_processed(
 def _run_change(
     session: Session, change: EntityChange, executions: Sequence[int], settings: Settings,
     run_id: str | None,
-) -> list[ExecutionReport]:  # fmt: skip
+) -> tuple[list[ExecutionReport], str | None]:  # fmt: skip
     """A change's continuation (for a decision), then its pending executions, in order.
+
+    Returns:
+        What ran, and the reason the change was refused (a decision naming what does not
+        belong together), if it was.
 
     Raises:
         _ChangeFailed: one of them failed (the caller rolls back to its savepoint).
     """
     ran: list[ExecutionReport] = []
-    decided = (change.new_values or {}).get("execution_id")
-    if change.kind == ChangeKind.APPROVAL_DECIDED.value and isinstance(decided, int):
+    if change.kind == ChangeKind.APPROVAL_DECIDED.value:
         try:
             done = continue_after_decision(session, change, settings)
         except _RETRYABLE as exc:
+            # The decision was checked: it names an execution of its own tenant.
+            decided = int((change.new_values or {})["execution_id"])
             raise _ChangeFailed(change.id, decided, exc) from exc
+        if isinstance(done, DecisionRefused):
+            return ran, done.reason
         if done is not None:
             ran.append(done)
     for execution_id in executions:
@@ -190,7 +209,7 @@ def _run_change(
             raise _ChangeFailed(change.id, execution_id, exc) from exc
         if report is not None:
             ran.append(report)
-    return ran
+    return ran, None
 
 
 _RETRYABLE = (ActionFailedError, SQLAlchemyError)
@@ -198,6 +217,7 @@ _RETRYABLE = (ActionFailedError, SQLAlchemyError)
 
 def _run_chunk(
     sessions: sessionmaker[Session],
+    tenant: str,
     chunk: Sequence[int],
     settings: Settings,
     run_id: str | None,
@@ -213,6 +233,7 @@ def _run_chunk(
     ran: list[ExecutionReport] = []
     failed: _ChangeFailed | None = None
     with sessions.begin() as session:
+        scope_to_tenant(session, tenant)  # row-level security: this tenant's rows only
         session.info[ROLE_CACHE] = {}  # role holders, read once per chunk
         changes = {
             c.id: c for c in session.scalars(select(EntityChange).where(EntityChange.id.in_(chunk)))
@@ -225,20 +246,23 @@ def _run_chunk(
             session.scalars(select(Workflow).where(Workflow.tenant_id.in_(tenants))).all(),
         )
         pending = pending_executions_of(session, list(chunk))
+        refused: dict[int, str] = {}
         for change_id in chunk:
             try:
                 with session.begin_nested():
-                    ran.extend(
-                        _run_change(
-                            session, changes[change_id], pending.get(change_id, []), settings,
-                            run_id,
-                        )
+                    did, refusal = _run_change(
+                        session, changes[change_id], pending.get(change_id, []), settings,
+                        run_id,
                     )  # fmt: skip
             except _ChangeFailed as failure:
                 failed = failure
                 break
+            ran.extend(did)
+            if refusal is not None:
+                refused[change_id] = refusal
             done.append(change_id)
-        mark_changes_processed(session, done, processed_by)
+        mark_changes_processed(session, done, processed_by, refused)
+    report.refused.update(refused)
     report.commits += 1
     report.changes.extend(done)
     report.ran.extend(ran)
@@ -273,35 +297,56 @@ def process_batch(
             done = processed_among(session, change_ids)
             todo = [c for c in change_ids if c not in done]
             report.already = sorted(done)
-    if match:
-        for start in range(0, len(todo), 500):
-            with sessions.begin() as session:
-                part = todo[start : start + 500]
-                changes = session.scalars(
-                    select(EntityChange).where(EntityChange.id.in_(part)).order_by(EntityChange.id)
-                ).all()
-                match_changes(session, changes, settings)
-            report.commits += 1
+        groups = tenant_groups(session, todo)
     failures: dict[int, int] = {}
-    position = 0
-    while position < len(todo):
-        committed, failed = _run_chunk(
-            sessions, todo[position : position + chunk_changes], settings, run_id,
-            processed_by, report,
-        )  # fmt: skip
-        position += committed
-        if failed is None:
-            continue
-        # Count the attempt; the next chunk starts at this change again (what ended for
-        # good is no longer pending there, so the change's other executions go on).
-        failures[failed.change_id] = count = failures.get(failed.change_id, 0) + 1
-        status = record_failure(sessions, failed.execution_id, failed.cause, max_attempts)
-        report.failures += 1
-        if status in (ExecutionStatus.PENDING.value, ExecutionStatus.AWAITING_APPROVAL.value):
-            if count > max_attempts:  # (cannot happen: record_failure counts every attempt)
-                raise RuntimeError(f"change {failed.change_id} keeps failing: {failed.cause}")
-            on_retry(failed.change_id, count, failed.cause)
+    for tenant, ids in groups:
+        if match:
+            for start in range(0, len(ids), 500):
+                with sessions.begin() as session:
+                    scope_to_tenant(session, tenant)
+                    part = ids[start : start + 500]
+                    changes = session.scalars(
+                        select(EntityChange)
+                        .where(EntityChange.id.in_(part))
+                        .order_by(EntityChange.id)
+                    ).all()
+                    match_changes(session, changes, settings)
+                report.commits += 1
+        position = 0
+        while position < len(ids):
+            committed, failed = _run_chunk(
+                sessions, tenant, ids[position : position + chunk_changes], settings, run_id,
+                processed_by, report,
+            )  # fmt: skip
+            position += committed
+            if failed is None:
+                continue
+            # Count the attempt; the next chunk starts at this change again (what ended for
+            # good is no longer pending there, so the change's other executions go on).
+            failures[failed.change_id] = count = failures.get(failed.change_id, 0) + 1
+            status = record_failure(sessions, failed.execution_id, failed.cause, max_attempts)
+            report.failures += 1
+            if status in (ExecutionStatus.PENDING.value, ExecutionStatus.AWAITING_APPROVAL.value):
+                if count > max_attempts:  # (cannot happen: record_failure counts every attempt)
+                    raise RuntimeError(f"change {failed.change_id} keeps failing: {failed.cause}")
+                on_retry(failed.change_id, count, failed.cause)
     return report
+
+
+def tenant_groups(session: Session, change_ids: Sequence[int]) -> list[tuple[str, list[int]]]:
+    """`change_ids` split by tenant, each part in the given order (an entity belongs to one
+    tenant, so per-entity order holds); tenants in order of their first change."""
+    tenant_of: dict[int, str] = {}
+    for start in range(0, len(change_ids), 1000):
+        part = list(change_ids[start : start + 1000])
+        rows = session.execute(
+            select(EntityChange.id, EntityChange.tenant_id).where(EntityChange.id.in_(part))
+        )
+        tenant_of.update((int(cid), str(tenant)) for cid, tenant in rows)
+    groups: dict[str, list[int]] = {}
+    for cid in change_ids:
+        groups.setdefault(tenant_of[cid], []).append(cid)
+    return list(groups.items())
 
 
 def waiting(retry: RetryPolicy, sleep: Callable[[float], None] = time.sleep) -> OnRetry:

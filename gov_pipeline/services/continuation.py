@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gov_pipeline.config import Settings
-from gov_pipeline.db.models import Approval, EntityChange, Workflow, WorkflowExecution
+from gov_pipeline.db.models import Approval, EntityChange, User, Workflow, WorkflowExecution
 from gov_pipeline.domain.approval_flow import FlowOutcome, next_move
 from gov_pipeline.domain.definitions import RequestApprovalAction
 from gov_pipeline.domain.lifecycle import ALLOWED_TRANSITIONS
@@ -33,28 +34,83 @@ from gov_pipeline.services.workflows import load_version
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class DecisionRefused:
+    """A decision change that cannot continue any flow: it names an execution, approval or
+    approver that does not belong with it. Nothing else is changed; the change is recorded
+    as refused with `reason`."""
+
+    change_id: int
+    reason: str
+
+
+def check_decision(session: Session, change: EntityChange) -> str | None:
+    """Why the decision recorded by `change` must be refused; None when it may continue.
+
+    The change, its execution and its approval must belong to one tenant and one entity,
+    the approval must be a step of that execution and be decided as the change says, and
+    the decider must be an approver of that step in that tenant.
+    """
+    data = change.new_values or {}
+    execution_id, approval_id = data.get("execution_id"), data.get("approval_id")
+    if not isinstance(execution_id, int) or not isinstance(approval_id, int):
+        return "a decision change must name an execution_id and an approval_id (integers)"
+    tenant = change.tenant_id
+    execution = session.get(WorkflowExecution, execution_id)
+    if execution is None or execution.tenant_id != tenant:
+        return f"execution {execution_id} not found in tenant {tenant!r}"
+    approval = session.get(Approval, approval_id)
+    if approval is None or approval.tenant_id != tenant:
+        return f"approval {approval_id} not found in tenant {tenant!r}"
+    if approval.execution_id != execution.id:
+        owner = approval.execution_id
+        return f"approval {approval_id} is a step of execution {owner}, not {execution_id}"
+    entity = (change.entity_type, change.entity_id)
+    if entity != (approval.entity_type, approval.entity_id) or entity != (
+        execution.entity_type,
+        execution.entity_id,
+    ):
+        return (
+            f"the change is about {entity[0]} {entity[1]}, its approval about "
+            f"{approval.entity_type} {approval.entity_id}"
+        )
+    decider = data.get("decided_by")
+    if not isinstance(decider, str) or approval.decided_by != decider:
+        return f"approval {approval_id} was not decided by {decider!r}"
+    if approval.status != data.get("approval_status"):
+        return f"approval {approval_id} is {approval.status}, not {data.get('approval_status')}"
+    if session.get(User, (tenant, decider)) is None:
+        return f"user {decider!r} not found in tenant {tenant!r}"
+    if not approval_service.may_decide(session, approval, decider):
+        return f"user {decider!r} is not an approver of approval {approval_id}"
+    return None
+
+
 def continue_after_decision(
     session: Session, change: EntityChange, settings: Settings
-) -> ExecutionReport | None:
+) -> ExecutionReport | DecisionRefused | None:
     """Move the flow on after the decision recorded by `change`, in the caller's transaction.
 
     Returns:
-        What happened, or None when there was nothing to do (already handled, or the
+        What happened; a refusal (the change names what does not belong together, see
+        `check_decision`); or None when there was nothing to do (already handled, or the
         execution is no longer waiting).
 
     Raises:
         ActionFailedError: a follow-up action failed (the caller rolls back and retries).
     """
-    data = change.new_values or {}
-    execution_id = data.get("execution_id")
-    if not isinstance(execution_id, int):
-        return None
+    reason = check_decision(session, change)
+    if reason is not None:
+        log.warning("decision change %s refused: %s", change.id, reason)
+        return DecisionRefused(change.id, reason)
+    execution_id = int((change.new_values or {})["execution_id"])
     execution = claim(session, execution_id, ExecutionStatus.AWAITING_APPROVAL)
     if execution is None:
         return None
     # One continuation per decision: a replayed change finds its marker and stops.
     marker = f"decision:{change.id}"
-    marker_run_id = insert_marker(session, execution, marker, "approval_decision", dict(data))
+    data = dict(change.new_values or {})
+    marker_run_id = insert_marker(session, execution, marker, "approval_decision", data)
     if marker_run_id is None:
         execution.status = ExecutionStatus.AWAITING_APPROVAL.value
         return None

@@ -31,7 +31,7 @@ from gov_pipeline.domain.statuses import (
     NotificationType,
 )
 from gov_pipeline.services import notifications
-from gov_pipeline.services.continuation import continue_after_decision
+from gov_pipeline.services.continuation import DecisionRefused, continue_after_decision
 from gov_pipeline.services.engine import (
     ActionFailedError,
     ExecutionReport,
@@ -185,7 +185,10 @@ def attempt_continuation(
         with sessions.begin() as session:
             change = session.get(EntityChange, change_id)
             assert change is not None
-            return continue_after_decision(session, change, settings)
+            done = continue_after_decision(session, change, settings)
+            # A refused decision changes nothing (its change is marked refused when the
+            # batch processes it).
+            return None if isinstance(done, DecisionRefused) else done
     except _TRANSIENT as exc:
         if not isinstance(execution_id, int):
             raise
