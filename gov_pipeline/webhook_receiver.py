@@ -20,17 +20,19 @@ class Received:
 
     bodies: list[dict[str, Any]] = field(default_factory=list)
     delivery_ids: list[str] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # every request's, lower-case
     bad_signatures: int = 0
     requests: int = 0
 
 
 @contextmanager
 def webhook_receiver(
-    secret: str, statuses: tuple[int, ...] = (200,), port: int = 0, path: str = "/hook"
+    secret: str | None, statuses: tuple[int, ...] = (200,), port: int = 0, path: str = "/hook"
 ) -> Iterator[tuple[str, Received]]:
     """Serve on 127.0.0.1:`port` (0 = any free port); yields (url, received).
 
-    Answers `statuses` in turn, the last one repeating; a bad signature gets 401.
+    Answers `statuses` in turn, the last one repeating; a bad signature gets 401 (with
+    `secret` None nothing is verified: a receiver of unsigned webhooks).
     """
     received = Received()
     answers = list(statuses)
@@ -41,7 +43,8 @@ def webhook_receiver(
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             with lock:
                 received.requests += 1
-                if not verify(secret, dict(self.headers.items()), body):
+                received.headers.append({k.lower(): v for k, v in self.headers.items()})
+                if secret is not None and not verify(secret, dict(self.headers.items()), body):
                     received.bad_signatures += 1
                     code = 401
                 else:

@@ -1,4 +1,5 @@
-"""`webhook`: queue a signed HTTP POST in the outbox; it is sent after the execution commits."""
+"""`webhook`: queue an HTTP POST in the outbox (signed unless the action says `unsigned: true`);
+it is sent after the execution commits."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def webhook(ctx: ActionContext, action: WebhookAction) -> dict[str, Any]:
         url=action.url,
         payload=payload_for(event),
         secret_env=action.secret_env,
+        unsigned=action.unsigned,
         timeout_seconds=action.timeout_seconds,
         max_attempts=action.max_attempts,
     )

@@ -62,13 +62,29 @@ def validate(files: tuple[Path, ...]) -> None:
 def apply(app: AppContext, files: tuple[Path, ...], actor: str | None) -> None:
     """Store definitions; a changed one becomes a new version. All or nothing.
 
+    A webhook without secret_env or unsigned: true needs GOV_PIPELINE_WEBHOOK_SECRET set here.
+
     \b
     Example:
       gov-pipeline workflows apply examples/workflows/*.yaml
     """
     definitions = _load_all(files)
+    secret = app.settings.webhook_secret
+    # Every definition is checked before anything is written, so each problem is listed.
+    problems = [
+        f"{d.tenant_id}/{d.name}: {issue}"
+        for d in definitions
+        for issue in svc.signing_issues(d, webhook_secret=secret)
+    ]
+    if problems:
+        for line in problems:
+            click.echo(line, err=True)
+        raise GovPipelineError(f"{len(problems)} problem(s); nothing stored")
     with app.transaction() as session:
-        results = [svc.apply_definition(session, d, actor=app.actor(actor)) for d in definitions]
+        results = [
+            svc.apply_definition(session, d, actor=app.actor(actor), webhook_secret=secret)
+            for d in definitions
+        ]
         lines = [
             f"{r.outcome:11} {r.workflow.tenant_id}/{r.workflow.name} v{r.version}" for r in results
         ]
@@ -87,7 +103,7 @@ def list_(app: AppContext, tenant: str | None, as_json: bool) -> None:
     Example:
       gov-pipeline workflows list --tenant acme
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         rows = [
             {
                 "id": w.id, "name": w.name, "type": w.type, "trigger": w.trigger,

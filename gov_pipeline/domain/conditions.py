@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import operator
 import re
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any, Final, Protocol
 
+from gov_pipeline.domain.entity_fields import FieldSet, ReadableFields
 from gov_pipeline.domain.errors import DefinitionError, ValidationIssue
 
 # Semantics (the contract the engine and definition authors rely on):
@@ -22,6 +24,9 @@ from gov_pipeline.domain.errors import DefinitionError, ValidationIssue
 #   context["changed"]; for a nested field (`new.custom_fields.risk`) old and new must differ too.
 #   `changed_to` / `changed_from` also require the new / old value to equal `value` and the
 #   other side not to.
+# - Field names are checked only when the caller says what can be read (`readable`): the
+#   language itself knows no entity. Below `old` / `new` / `entity` / a bare name the first
+#   segment must be a field, and a path goes deeper only below a JSON container field.
 
 ROOTS: Final = ("old", "new", "entity", "changed", "actor", "trigger")
 VALUE_OPERATORS: Final = ("eq", "neq", "gt", "gte", "lt", "lte", "in", "not_in", "contains")
@@ -292,10 +297,28 @@ class _BadValueError(Exception):
     pass
 
 
+def _unknown_field(name: str, fields: FieldSet) -> str:
+    shown = _repr.repr(name)
+    if not fields.names:
+        return (
+            f"unknown field {shown} of {fields.owner} (no fields of {fields.owner} are known yet)"
+        )
+    close = difflib.get_close_matches(name, fields.names, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(fields.names)}"
+    return f"unknown field {shown} of {fields.owner} ({hint})"
+
+
+def _no_sub_fields(name: str, fields: FieldSet) -> str:
+    message = f"{_repr.repr(name)} of {fields.owner} has no sub-fields"
+    containers = [n for n in fields.names if n in fields.containers]
+    return f"{message} (only {', '.join(containers)} do)" if containers else message
+
+
 class _Compiler:
     """One pass over a raw tree: builds nodes and collects every issue."""
 
-    def __init__(self) -> None:
+    def __init__(self, readable: ReadableFields | None = None) -> None:
+        self.readable = readable
         self.issues: list[ValidationIssue] = []
         self.nodes = 0
         self.values = 0
@@ -370,6 +393,15 @@ class _Compiler:
                 _is_number(value) or isinstance(value, str)
             ):
                 self.issue(vpath, f"'{op}' compares numbers or strings, got {_kind(value)}")
+            elif (
+                op == "contains"
+                and isinstance(value, str)
+                and field is not None
+                and field.segments == ("changed",)
+                and self.readable is not None
+                and value not in self.readable.changed.names
+            ):
+                self.issue(vpath, _unknown_field(value, self.readable.changed))
         if field is not None and op in CHANGE_OPERATORS and field.top is None:
             self.issue(f"{path}.field", f"'{op}' needs a bare name or an old/new/entity field")
         if field is None or len(self.issues) > before:
@@ -411,15 +443,35 @@ class _Compiler:
         root = segments[0]
         if len(segments) == 1 and root not in ROOTS:
             if isinstance(root, str):
-                return _Field(raw, (root,), bare=True)
+                return self.known(_Field(raw, (root,), bare=True), path)
             self.issue(path, "a bare field must be a name, not an index")
         elif root not in ROOTS:
             self.issue(path, f"unknown root {_repr.repr(root)} (one of: {', '.join(ROOTS)})")
         elif root in ("actor", "trigger") and len(segments) > 1:
             self.issue(path, f"'{root}' is a string: it has no sub-fields")
         else:
-            return _Field(raw, tuple(segments), bare=False)
+            return self.known(_Field(raw, tuple(segments), bare=False), path)
         return None
+
+    def known(self, field: _Field, path: str) -> _Field:
+        """`field`, after reporting it if `readable` says it names no field (the issue alone
+        refuses the node, so every other issue of the node is still reported)."""
+        readable, segments = self.readable, field.segments
+        if readable is None:
+            return field
+        if field.bare:
+            fields, sub = readable.entity, segments
+        elif segments[0] in ("old", "new", "entity"):
+            roots = {"old": readable.old, "new": readable.new, "entity": readable.entity}
+            fields, sub = roots[str(segments[0])], segments[1:]
+        else:
+            return field  # `changed`, `actor`, `trigger`: not fields of anything
+        name = sub[0] if sub else None  # no name: the whole mapping
+        if name is not None and (not isinstance(name, str) or name not in fields.names):
+            self.issue(path, _unknown_field(str(name), fields))
+        elif len(sub) > 1 and name not in fields.containers:
+            self.issue(path, _no_sub_fields(str(name), fields))
+        return field
 
     def value(self, raw: object, path: str) -> object:
         try:
@@ -451,20 +503,25 @@ class _Compiler:
         raise _BadValueError(f"unsupported value type {type(raw).__name__}")
 
 
-def _compile(node: object, path: str) -> tuple[_Node | None, list[ValidationIssue]]:
+def _compile(
+    node: object, path: str, readable: ReadableFields | None
+) -> tuple[_Node | None, list[ValidationIssue]]:
     if node is None:
         return _Group("all", ()), []
-    compiler = _Compiler()
+    compiler = _Compiler(readable)
     root = compiler.node(node, path, 1)
     return root, compiler.issues
 
 
-def compile_condition(node: object, path: str = "conditions") -> CompiledCondition:
+def compile_condition(
+    node: object, path: str = "conditions", readable: ReadableFields | None = None
+) -> CompiledCondition:
     """Validate a whole condition tree and compile it.
 
     Args:
         node: the raw tree (leaf, `all`/`any`/`not`, shorthand map, `{}` or None).
         path: the dotted prefix for issue paths.
+        readable: the field names the tree may read; None checks no names.
 
     Returns:
         The compiled condition; None and `{}` compile to "always true".
@@ -472,23 +529,26 @@ def compile_condition(node: object, path: str = "conditions") -> CompiledConditi
     Raises:
         DefinitionError: listing every issue in the tree.
     """
-    root, issues = _compile(node, path)
+    root, issues = _compile(node, path, readable)
     if root is None or issues:
         raise DefinitionError(issues or [ValidationIssue(path, "invalid condition")])
     return CompiledCondition(root)
 
 
-def validate_condition(node: object, path: str = "conditions") -> list[ValidationIssue]:
+def validate_condition(
+    node: object, path: str = "conditions", readable: ReadableFields | None = None
+) -> list[ValidationIssue]:
     """Return every issue in a condition tree (empty when valid); never raises.
 
     Args:
         node: the raw tree.
         path: the dotted prefix for issue paths.
+        readable: the field names the tree may read; None checks no names.
 
     Returns:
         The issues, each with the path of the offending node.
     """
-    root, issues = _compile(node, path)
+    root, issues = _compile(node, path, readable)
     return issues if issues or root is not None else [ValidationIssue(path, "invalid condition")]
 
 

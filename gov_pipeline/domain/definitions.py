@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from gov_pipeline.domain.conditions import CompiledCondition, compile_condition, validate_condition
+from gov_pipeline.domain.entity_fields import readable_fields
 from gov_pipeline.domain.errors import DefinitionError, ValidationIssue
 from gov_pipeline.domain.statuses import (
     ApprovalMode,
@@ -135,13 +136,23 @@ class CreateTaskAction(_Action):
 
 
 class WebhookAction(_Action):
-    """POST the event to a URL, HMAC-signed with the secret held in env var `secret_env`."""
+    """POST the event to a URL, HMAC-signed with the secret held in env var `secret_env` (or
+    GOV_PIPELINE_WEBHOOK_SECRET); `unsigned: true` sends it without a signature."""
 
     type: Literal["webhook"] = "webhook"
     url: Annotated[str, StringConstraints(strict=True, max_length=2000)]
     timeout_seconds: Annotated[float, Field(strict=True, gt=0, le=30)] = 5.0
     secret_env: EnvName | None = None
+    unsigned: Annotated[bool, Field(strict=True)] = False
     max_attempts: Annotated[int, Field(strict=True, ge=1, le=10)] = 10
+
+    @model_validator(mode="after")
+    def _signed_or_not(self) -> WebhookAction:
+        if self.unsigned and self.secret_env is not None:
+            raise PydanticCustomError(
+                "unsigned_with_secret", "give secret_env or unsigned: true, not both"
+            )
+        return self
 
     @field_validator("url")
     @classmethod
@@ -247,8 +258,18 @@ class WorkflowDefinition(BaseModel):
 
     @field_validator("conditions")
     @classmethod
-    def _valid_conditions(cls, conditions: Any) -> Any:
-        issues = validate_condition(conditions, "conditions")
+    def _valid_conditions(cls, conditions: Any, info: ValidationInfo) -> Any:
+        # `trigger` and `entity_type` are declared before `conditions`, so they are in
+        # info.data when valid: the field names are checked in the same pass as the rest
+        # (every issue at once). With either invalid, only the tree's shape is checked.
+        entity_type, trigger = info.data.get("entity_type"), info.data.get("trigger")
+        check = (info.context or {}).get("check_fields", True)
+        readable = (
+            readable_fields(entity_type, trigger)
+            if check and entity_type is not None and trigger is not None
+            else None
+        )
+        issues = validate_condition(conditions, "conditions", readable)
         if issues:
             summary = "; ".join(str(issue) for issue in issues)
             raise PydanticCustomError(
@@ -308,11 +329,27 @@ class WorkflowDefinition(BaseModel):
 
 
 def _all_actions(actions: list[_Action]) -> list[_Action]:
-    found = list(actions)
-    for action in actions:
+    return [action for _, action in _actions_with_paths(actions)]
+
+
+def _actions_with_paths(actions: list[_Action]) -> list[tuple[str, _Action]]:
+    found: list[tuple[str, _Action]] = [(f"actions[{i}]", a) for i, a in enumerate(actions)]
+    for i, action in enumerate(actions):
         if isinstance(action, RequestApprovalAction):
-            found += [*action.on_approved, *action.on_rejected, *action.on_changes_requested]
+            for name in ("on_approved", "on_rejected", "on_changes_requested"):
+                follow_ups = getattr(action, name)
+                found += [(f"actions[{i}].{name}[{j}]", a) for j, a in enumerate(follow_ups)]
     return found
+
+
+def webhook_actions(definition: WorkflowDefinition) -> list[tuple[str, WebhookAction]]:
+    """Every webhook action of `definition`, follow-up lists included, with its path
+    (`actions[1]`, `actions[2].on_approved[0]`)."""
+    return [
+        (path, action)
+        for path, action in _actions_with_paths(list(definition.actions))
+        if isinstance(action, WebhookAction)
+    ]
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -354,12 +391,16 @@ def _message(detail: ErrorDetails) -> str:
     return detail["msg"]
 
 
-def parse_definition(data: object, source: str | None = None) -> WorkflowDefinition:
+def parse_definition(
+    data: object, source: str | None = None, *, check_fields: bool = True
+) -> WorkflowDefinition:
     """Validate raw data (a parsed YAML/JSON mapping) into a workflow definition.
 
     Args:
         data: the mapping, as loaded from YAML or JSON.
         source: where it came from (a file name), for the error message.
+        check_fields: check the condition fields against the entity type's fields. False
+            only to load a stored version, which may predate the check: it must keep loading.
 
     Returns:
         The definition.
@@ -374,7 +415,7 @@ def parse_definition(data: object, source: str | None = None) -> WorkflowDefinit
         )
     nul = _unstorable_issues(data)
     try:
-        definition = WorkflowDefinition.model_validate(data)
+        definition = WorkflowDefinition.model_validate(data, context={"check_fields": check_fields})
     except ValidationError as exc:
         raise DefinitionError(nul + _issues(exc), source) from None
     if nul:

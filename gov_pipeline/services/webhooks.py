@@ -3,7 +3,8 @@
 A delivery row is written in the same transaction as the execution that asked for it; this
 module sends it afterwards. The receiver gets `X-Gov-Delivery-Id` (stable across retries,
 so it can drop duplicates), `X-Gov-Timestamp` and `X-Gov-Signature: sha256=<hex>` over
-`<timestamp>.<body>`.
+`<timestamp>.<body>`. Only a delivery whose action said `unsigned: true` goes out without a
+signature; any other is refused while this process has no key for it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gov_pipeline.config import Settings
+from gov_pipeline.config import Settings, host_port, normalize_host, parse_allowed_host
 from gov_pipeline.db.models import WebhookDelivery
 from gov_pipeline.domain.errors import InvalidInputError
 
@@ -36,6 +37,8 @@ TIMESTAMP_HEADER = "X-Gov-Timestamp"
 DELIVERY_HEADER = "X-Gov-Delivery-Id"
 # The original notification queue: 10 attempts, a fixed 1 s apart.
 RETRY_DELAY_SECONDS = 1.0
+GLOBAL_SECRET_ENV = "GOV_PIPELINE_WEBHOOK_SECRET"
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class DeliveryStatus:
@@ -47,21 +50,33 @@ class DeliveryStatus:
 def check_url_allowed(url: str, allowed_hosts: tuple[str, ...]) -> str:
     """Return the host of `url` if webhooks may call it.
 
+    An entry `host` allows any port, `host:port` that port only; the URL's port is the one it
+    gives, else 80 for http and 443 for https.
+
     Raises:
-        InvalidInputError: not http(s), or the host is not in the allow-list.
+        InvalidInputError: not http(s), or its host and port are not in the allow-list.
     """
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in {"http", "https"} or not host:
+    try:
+        host, port = normalize_host(parts.hostname or ""), parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        host, port = "", None
+    if parts.scheme not in DEFAULT_PORTS or not host:
         raise InvalidInputError("url", f"not an http(s) URL: {url[:100]!r}")
-    if host not in allowed_hosts:
-        listed = ", ".join(allowed_hosts) or "none"
-        raise InvalidInputError(
-            "url",
-            f"host {host!r} is not allow-listed (allowed: {listed}; "
-            "add it to GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS)",
-        )
-    return host
+    effective = DEFAULT_PORTS[parts.scheme] if port is None else port
+    for entry in allowed_hosts:
+        try:
+            allowed, allowed_port = parse_allowed_host(entry)
+        except ValueError:
+            continue  # load_settings refuses malformed entries: one that got here matches nothing
+        if allowed == host and allowed_port in (None, effective):
+            return host
+    listed = ", ".join(allowed_hosts) or "none"
+    raise InvalidInputError(
+        "url",
+        f"host {host_port(host, effective)!r} is not allow-listed (allowed: {listed}; "
+        "add it to GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS)",
+    )
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -95,6 +110,15 @@ def _secret_for(delivery: WebhookDelivery, settings: Settings) -> str | None:
     return settings.webhook_secret
 
 
+def _no_secret(delivery: WebhookDelivery) -> str:
+    unset = (
+        f"{delivery.secret_env} and {GLOBAL_SECRET_ENV} are not set"
+        if delivery.secret_env
+        else f"{GLOBAL_SECRET_ENV} is not set"
+    )
+    return f"no signing secret: {unset} in this process; refusing to send unsigned"
+
+
 @dataclass(frozen=True)
 class AttemptResult:
     ok: bool
@@ -103,11 +127,19 @@ class AttemptResult:
 
 
 def send_once(delivery: WebhookDelivery, settings: Settings) -> AttemptResult:
-    """One HTTP POST of `delivery`; never raises."""
+    """One HTTP POST of `delivery`; never raises.
+
+    Nothing is sent when the host is not allow-listed, or when the delivery is to be signed
+    (not `unsigned`) and this process has no key for it: the attempt fails with the reason.
+    """
     try:
         check_url_allowed(delivery.url, settings.webhook_allowed_hosts)
     except InvalidInputError as exc:
         return AttemptResult(False, None, str(exc))
+    # `unsigned` is None on a row not flushed yet (the column default applies at insert).
+    secret = None if delivery.unsigned else _secret_for(delivery, settings)
+    if not delivery.unsigned and not secret:
+        return AttemptResult(False, None, _no_secret(delivery))
     body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
     timestamp = f"{time.time():.3f}"
     headers = {
@@ -116,7 +148,6 @@ def send_once(delivery: WebhookDelivery, settings: Settings) -> AttemptResult:
         DELIVERY_HEADER: str(delivery.id),
         TIMESTAMP_HEADER: timestamp,
     }
-    secret = _secret_for(delivery, settings)
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
     request = urllib.request.Request(delivery.url, data=body, headers=headers, method="POST")

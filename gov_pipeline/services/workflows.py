@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from gov_pipeline.db.engine import is_postgres
 from gov_pipeline.db.models import Workflow, WorkflowVersion
 from gov_pipeline.domain.conditions import CompiledCondition
-from gov_pipeline.domain.definitions import WorkflowDefinition, parse_definition
-from gov_pipeline.domain.errors import NotFoundError
+from gov_pipeline.domain.definitions import WorkflowDefinition, parse_definition, webhook_actions
+from gov_pipeline.domain.errors import DefinitionError, NotFoundError, ValidationIssue
 from gov_pipeline.domain.statuses import WorkflowStatus
 from gov_pipeline.services.tenants import require_tenant
 
@@ -67,14 +67,59 @@ class _CompiledCache:
 COMPILED = _CompiledCache()
 
 
+UNSIGNED_WEBHOOK = (
+    "webhook has no signing secret: set secret_env, GOV_PIPELINE_WEBHOOK_SECRET, or unsigned: true"
+)
+
+
+def signing_issues(
+    definition: WorkflowDefinition, *, webhook_secret: str | None
+) -> list[ValidationIssue]:
+    """The webhook actions that would have no key to sign with where this is applied.
+
+    A webhook without `secret_env` is signed with GOV_PIPELINE_WEBHOOK_SECRET; without that
+    (and without `unsigned: true`) every delivery of it would be refused.
+
+    Args:
+        definition: the definition to apply.
+        webhook_secret: GOV_PIPELINE_WEBHOOK_SECRET here (`Settings.webhook_secret`).
+
+    Returns:
+        One issue per such action, at its path (`actions[1]`, `actions[2].on_approved[0]`).
+    """
+    if webhook_secret:
+        return []
+    return [
+        ValidationIssue(path, UNSIGNED_WEBHOOK)
+        for path, action in webhook_actions(definition)
+        if action.secret_env is None and not action.unsigned
+    ]
+
+
 def apply_definition(
-    session: Session, definition: WorkflowDefinition, *, actor: str | None = None
+    session: Session,
+    definition: WorkflowDefinition,
+    *,
+    actor: str | None = None,
+    webhook_secret: str | None = None,
 ) -> ApplyResult:
     """Store `definition`: a new workflow, a new version of it, or nothing if unchanged.
 
+    Args:
+        session: the caller's transaction.
+        definition: a parsed definition.
+        actor: who applies it, recorded on the version.
+        webhook_secret: GOV_PIPELINE_WEBHOOK_SECRET where it is applied; a webhook without
+            `secret_env` or `unsigned: true` needs it.
+
     Raises:
+        DefinitionError: a webhook would have no signing secret (see `signing_issues`);
+            nothing is written.
         NotFoundError: the definition's tenant does not exist.
     """
+    issues = signing_issues(definition, webhook_secret=webhook_secret)
+    if issues:
+        raise DefinitionError(issues, f"{definition.tenant_id}/{definition.name}")
     require_tenant(session, definition.tenant_id)
     query = select(Workflow).where(
         Workflow.tenant_id == definition.tenant_id, Workflow.name == definition.name
@@ -136,7 +181,10 @@ def load_version(
     ).one_or_none()
     if row is None:
         raise NotFoundError("workflow version", f"{workflow.name}@{wanted}", workflow.tenant_id)
-    definition = parse_definition(row.definition, source=f"{workflow.name}@{wanted}")
+    # Checked when it was applied; a version applied before a check existed still loads.
+    definition = parse_definition(
+        row.definition, source=f"{workflow.name}@{wanted}", check_fields=False
+    )
     loaded = LoadedWorkflow(
         id=workflow.id,
         tenant_id=workflow.tenant_id,

@@ -58,6 +58,50 @@ def test_validate_lists_every_problem_and_apply_stores_nothing_on_error(
     assert out.count("unchanged") == len(EXAMPLES)
 
 
+HOOKS = """
+name: hooks
+tenant_id: acme
+type: notification
+trigger: on_status_change
+actions:
+  - {type: notify, include_owner: true, title: t}
+  - {type: webhook, url: "http://127.0.0.1:8765/a"}
+  - type: request_approval
+    steps: [{approvers: {users: [carol]}}]
+    on_approved: [{type: webhook, url: "http://127.0.0.1:8765/b", secret_env: HOOK_KEY}]
+    on_rejected: [{type: webhook, url: "http://127.0.0.1:8765/c"}]
+"""
+NO_SECRET = (
+    "webhook has no signing secret: set secret_env, GOV_PIPELINE_WEBHOOK_SECRET, or unsigned: true"
+)
+
+
+def test_apply_refuses_a_webhook_that_would_have_no_signing_secret(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GOV_PIPELINE_WEBHOOK_SECRET", raising=False)
+    monkeypatch.delenv("HOOK_KEY", raising=False)  # secret_env: needed where it is sent only
+    hooks = tmp_path / "hooks.yaml"
+    hooks.write_text(HOOKS)
+    assert run("workflows", "validate", str(hooks))[0] == 0  # validation reads no environment
+    code, out, err = run("workflows", "apply", *EXAMPLES, str(hooks))
+    assert (code, out) == (1, "")
+    assert err.strip().splitlines() == [
+        f"acme/hooks: actions[1]: {NO_SECRET}",
+        f"acme/hooks: actions[2].on_rejected[0]: {NO_SECRET}",
+        "error: 2 problem(s); nothing stored",
+    ]
+    assert json.loads(run("workflows", "list", "--json")[1]) == []  # all or nothing
+
+    # Saying so: unsigned: true. Or a key where it is applied.
+    hooks.write_text(HOOKS.replace('/c"}', '/c", unsigned: true}'))
+    code, _, err = run("workflows", "apply", str(hooks))
+    assert code == 1 and f"actions[1]: {NO_SECRET}" in err and "on_rejected" not in err
+    monkeypatch.setenv("GOV_PIPELINE_WEBHOOK_SECRET", "apply-s3cret")
+    code, out, _ = run("workflows", "apply", *EXAMPLES, str(hooks))
+    assert code == 0 and out.count("created") == len(EXAMPLES) + 1
+
+
 def test_dry_run_explains_and_writes_nothing(run) -> None:  # type: ignore[no-untyped-def]
     run("workflows", "apply", *EXAMPLES)
     _, out, _ = run(

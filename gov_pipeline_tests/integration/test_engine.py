@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gov_pipeline.actions import HANDLERS
 from gov_pipeline.db.models import (
     ActionRun,
+    Approval,
     ConsumerCursor,
     Notification,
     Policy,
@@ -19,6 +20,12 @@ from gov_pipeline.db.models import (
     WebhookDelivery,
     WorkflowExecution,
 )
+from gov_pipeline.domain.entity_fields import (
+    APPROVAL_DECISION_CHANGED,
+    APPROVAL_DECISION_NEW,
+    APPROVAL_DECISION_OLD,
+)
+from gov_pipeline.services.approvals import decide
 from gov_pipeline.services.tenants import upsert_user
 from gov_pipeline_tests.integration.engine_support import (
     apply_yaml,
@@ -27,8 +34,10 @@ from gov_pipeline_tests.integration.engine_support import (
     move,
     new_policy,
     process,
+    start_example_approval,
     webhook_server,
 )
+from gov_pipeline_tests.unit.test_webhooks import header_recorder
 
 REVIEW_NOTICE = """
 name: review notice
@@ -349,6 +358,83 @@ def test_a_webhook_to_a_host_off_the_allow_list_is_refused(
     (execution,) = _executions(sessions)
     assert execution.status == "failed" and "not allow-listed" in (execution.error or "")
     assert count(sessions, WebhookDelivery) == 0
+
+
+def test_an_unsigned_webhook_goes_out_without_a_signature_only_because_it_says_so(
+    sessions: sessionmaker[Session], db_url: str, people: None
+) -> None:
+    # No key anywhere: the action's `unsigned: true` is what lets it go.
+    settings = make_settings(db_url, GOV_PIPELINE_WEBHOOK_SECRET="")
+    with header_recorder() as (url, seen):
+        hook = WEBHOOK.replace('url: "URL"', f'url: "{url}", unsigned: true')
+        apply_yaml(sessions, hook, webhook_secret=None)
+        move(sessions, new_policy(sessions), "in_review")
+        process(sessions, settings)
+    (headers,) = seen
+    assert "x-gov-signature" not in headers and headers["x-gov-delivery-id"]
+    (delivery,) = _all(sessions, WebhookDelivery)
+    assert (delivery.unsigned, delivery.status) == (True, "delivered")
+    assert _executions(sessions)[0].status == "completed"
+
+
+def test_a_webhook_with_no_key_where_it_is_sent_sends_nothing_and_fails(
+    sessions: sessionmaker[Session], db_url: str, people: None
+) -> None:
+    """Applied where GOV_PIPELINE_WEBHOOK_SECRET was set, sent by a process without it: each
+    attempt is refused with the reason; the execution fails and the owner is told."""
+    settings = make_settings(db_url, GOV_PIPELINE_WEBHOOK_SECRET="")
+    with header_recorder() as (url, seen):
+        apply_yaml(sessions, WEBHOOK.replace("URL", url))
+        move(sessions, new_policy(sessions), "in_review")
+        process(sessions, settings)
+    assert seen == []
+    (delivery,) = _all(sessions, WebhookDelivery)
+    reason = (
+        "no signing secret: GOV_PIPELINE_WEBHOOK_SECRET is not set in this process; "
+        "refusing to send unsigned"
+    )
+    assert (delivery.unsigned, delivery.status, delivery.attempts) == (False, "failed", 4)
+    assert delivery.last_error == reason
+    (execution,) = _executions(sessions)
+    assert execution.status == "failed" and reason in (execution.error or "")
+    assert [n.user_id for n in _all(sessions, Notification)] == ["wanda"]
+
+
+DECIDED = """
+name: decision notice
+tenant_id: acme
+type: notification
+trigger: on_approval_decided
+conditions:
+  all:
+    - {field: new.decision, op: eq, value: approve}
+    - {field: old.approval_status, op: eq, value: pending}
+    - {field: new.approval_status, op: changed_to, value: approved}
+    - {field: changed, op: contains, value: approval_status}
+    - {field: new.decided_by, op: eq, value: carol}
+    - {field: entity.status, op: eq, value: in_review}
+actions: [{type: notify, users: [ciso], title: "A step was approved"}]
+"""
+
+
+def test_an_on_approval_decided_workflow_reads_what_a_decision_records(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    """The names the field check allows on_approval_decided conditions are the ones `decide`
+    writes: a workflow using them is accepted and matches a real decision."""
+    start_example_approval(sessions, settings)
+    apply_yaml(sessions, DECIDED)
+    with sessions.begin() as session:
+        step = session.scalars(select(Approval).where(Approval.status == "pending")).one()
+        change = decide(
+            session, tenant_id="acme", approval_id=step.id, user_id="carol", decision="approve"
+        )
+        assert set(change.new_values or {}) == set(APPROVAL_DECISION_NEW.names)
+        assert set(change.old_values or {}) == set(APPROVAL_DECISION_OLD.names)
+        assert set(change.changed_fields) == set(APPROVAL_DECISION_CHANGED.names)
+    process(sessions, settings)
+    notified = [n for n in _all(sessions, Notification) if n.title == "A step was approved"]
+    assert [n.user_id for n in notified] == ["ciso"]
 
 
 def test_assign_owner_is_a_captured_change(

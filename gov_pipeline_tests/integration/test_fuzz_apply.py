@@ -82,19 +82,26 @@ def _rows(sessions: sessionmaker[Session]) -> tuple[int, int]:
         HealthCheck.data_too_large,
     ],
 )
-@given(data=_mostly(NEAR_VALID, DEFINITIONS))
+@given(
+    data=_mostly(NEAR_VALID, DEFINITIONS),
+    # Applied where GOV_PIPELINE_WEBHOOK_SECRET is set, mostly; else a webhook without
+    # secret_env or unsigned: true is refused.
+    secret=st.sampled_from(["fuzz-secret", "fuzz-secret", None]),
+)
 def test_a_refused_definition_writes_nothing_and_an_accepted_one_round_trips(
-    sessions: sessionmaker[Session], tenant: str, data: object
+    sessions: sessionmaker[Session], tenant: str, data: object, secret: str | None
 ) -> None:
     COMPILED.clear()  # ids restart in every test database; the cache is per process
     before = _rows(sessions)
     try:
         with sessions.begin() as session:
-            result = apply_definition(session, parse_definition(data), actor="fuzz")
+            definition = parse_definition(data)
+            result = apply_definition(session, definition, actor="fuzz", webhook_secret=secret)
             key = (result.workflow.id, result.version, result.outcome)
     except DefinitionError as exc:
-        event("refused by validation")
+        event("refused by validation" if exc.source is None else "refused: no signing secret")
         assert exc.issues
+        assert exc.source is None or secret is None  # a secret here: every webhook may apply
         assert _rows(sessions) == before
         return
     except NotFoundError as exc:
@@ -128,6 +135,25 @@ def test_a_definition_the_database_refuses_leaves_no_partial_write(
     with sessions.begin() as session:
         workflow = session.scalars(select(Workflow)).one()
         assert (workflow.current_version, workflow.description) == (1, "")
+
+
+def test_a_version_stored_before_the_field_check_still_loads(
+    sessions: sessionmaker[Session], tenant: str
+) -> None:
+    """A version applied before condition fields were checked may hold a typo: the engine
+    must keep loading it (as it did, it never matches) rather than fail on every change."""
+    apply_yaml(sessions, "{}", **VALID)
+    typo = {"field": "new.staus", "op": "changed_to", "value": "in_review"}
+    with sessions.begin() as session:
+        version = session.scalars(select(WorkflowVersion)).one()
+        version.definition = {**version.definition, "conditions": typo}
+    with pytest.raises(DefinitionError, match="unknown field 'staus'"):
+        parse_definition({**VALID, "conditions": typo})
+    COMPILED.clear()
+    with sessions.begin() as session:
+        loaded = load_version(session, session.scalars(select(Workflow)).one())
+    assert loaded.definition.conditions == typo
+    assert loaded.condition.evaluate({"new": {"status": "in_review"}, "changed": []}) is False
 
 
 def test_code_like_payloads_are_data_end_to_end(

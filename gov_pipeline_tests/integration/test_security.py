@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import pytest
@@ -92,7 +93,8 @@ def test_a_webhook_to_a_host_off_the_allow_list_sends_no_request(
     assert received.requests == 0
     (execution,) = _executions(sessions)
     assert execution.status == "failed"
-    assert "host '127.0.0.1' is not allow-listed (allowed: hooks.example.com" in (
+    port = urlsplit(url).port
+    assert f"host '127.0.0.1:{port}' is not allow-listed (allowed: hooks.example.com" in (
         execution.error or ""
     )
     assert count(sessions, WebhookDelivery) == 0
@@ -108,12 +110,16 @@ def test_a_queued_delivery_whose_host_left_the_allow_list_is_not_sent(
             id=1, tenant_id="acme", execution_id=1, url=url, payload={"version": 1},
             timeout_seconds=2.0, max_attempts=1,
         )  # fmt: skip
-        narrowed = make_settings(db_url, GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS="localhost")
-        refused = webhooks.send_once(delivery, narrowed)
-        assert not refused.ok and "not allow-listed" in (refused.error or "")
+        port = urlsplit(url).port
+        for narrowed in ("localhost", f"127.0.0.1:{port + 1}", f"localhost:{port}"):
+            settings = make_settings(db_url, GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS=narrowed)
+            refused = webhooks.send_once(delivery, settings)
+            assert not refused.ok and "not allow-listed" in (refused.error or "")
         assert received.requests == 0
-        allowed = webhooks.send_once(delivery, make_settings(db_url))
-        assert allowed.ok and received.requests == 1 and received.bad_signatures == 0
+        for allowing in ("127.0.0.1", f"127.0.0.1:{port}"):
+            settings = make_settings(db_url, GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS=allowing)
+            assert webhooks.send_once(delivery, settings).ok
+        assert received.requests == 2 and received.bad_signatures == 0
 
 
 def test_the_receiver_rejects_a_wrong_key_and_a_tampered_request(

@@ -371,6 +371,21 @@ def test_strict_types() -> None:
     assert webhook.actions[0].timeout_seconds == 3.0  # type: ignore[union-attr]
 
 
+def test_a_webhook_may_opt_out_of_signing_explicitly() -> None:
+    hook = {"type": "webhook", "url": "https://x.example/in"}
+    signed = parse_definition(with_(actions=[hook]))
+    assert signed.actions[0].unsigned is False  # type: ignore[union-attr]
+    unsigned = parse_definition(with_(actions=[{**hook, "unsigned": True}]))
+    assert unsigned.actions[0].unsigned is True  # type: ignore[union-attr]
+    assert unsigned.fingerprint() != signed.fingerprint()
+    assert issues_of(with_(actions=[{**hook, "unsigned": "yes"}])) == [
+        ("actions[0].unsigned", "Input should be a valid boolean")
+    ]
+    assert issues_of(with_(actions=[{**hook, "unsigned": True, "secret_env": "HOOK_KEY"}])) == [
+        ("actions[0]", "give secret_env or unsigned: true, not both")
+    ]
+
+
 def test_deadline_trigger_with_days() -> None:
     definition = parse_definition(with_(trigger="on_deadline_approaching", days_before_deadline=14))
     assert definition.days_before_deadline == 14

@@ -21,7 +21,9 @@ from gov_pipeline.domain.definitions import (
     load_definitions,
     parse_definition,
 )
+from gov_pipeline.domain.entity_fields import ReadableFields, readable_fields
 from gov_pipeline.domain.errors import DefinitionError
+from gov_pipeline.domain.statuses import EntityType, Trigger
 
 # The generated documents are large on purpose; hypothesis warns about their repr.
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
@@ -121,6 +123,10 @@ FIELD_NAMES = st.sampled_from(
         *("new.custom_fields.risk", "changed", "actor", "trigger", "entity.a.b.c.d.e.f"),
         *("new.999999999", "new.1234567890", "policy.owner_id", "new..status", "new.__class__"),
         *("entity.__dict__", ".", "", "new.status ", "a.b.c.d.e.f.g.h.i.j.k", "actor.name"),
+        # What the field check tells apart: a field, a path below a JSON field or below
+        # another one, a typo, a decision's field (on_approval_decided only).
+        *("entity.custom_fields.a.b", "new.business_units.0", "entity.status.x", "staus"),
+        *("new.staus", "new.decision", "old.approval_status", "entity.decided_by", "content"),
     ]
 )
 FIELDS_AS_TEXT = FIELD_NAMES | STRINGS
@@ -188,6 +194,35 @@ def test_hostile_conditions_compile_or_refuse_and_evaluation_never_crashes(
     assert isinstance(str(compiled), str)
 
 
+READABLE = st.sampled_from([readable_fields(e, t) for e in EntityType for t in Trigger])
+CHANGED_NAMES = st.sampled_from(["content", "contnet", "approval_status", "__class__", ""])
+
+
+@FUZZ
+@given(
+    node=CONDITIONS
+    | st.builds(lambda v: {"field": "changed", "op": "contains", "value": v}, CHANGED_NAMES),
+    facts=FACTS,
+    readable=READABLE,
+)
+def test_hostile_conditions_with_field_names_checked_compile_or_refuse(
+    node: object, facts: object, readable: ReadableFields
+) -> None:
+    """The field check only ever adds refusals, as DefinitionError issues."""
+    try:
+        compiled = compile_condition(node, "conditions", readable)
+    except DefinitionError as exc:
+        assert exc.issues and all(isinstance(issue.message, str) for issue in exc.issues)
+        assert all(len(issue.message) < 2_000 for issue in exc.issues)
+        assert validate_condition(node, "conditions", readable) == exc.issues
+        assert set(validate_condition(node)) <= set(exc.issues)
+        return
+    assert validate_condition(node, "conditions", readable) == []
+    unchecked = compile_condition(node)
+    assert compiled.evaluate(facts) is unchecked.evaluate(facts)
+    assert compiled.explain(facts) == unchecked.explain(facts)
+
+
 # -- definitions ------------------------------------------------------------------------------
 
 VALID: dict[str, Any] = {
@@ -210,7 +245,7 @@ ACTION_KEYS = st.sampled_from(
         *("type", "id", "to", "reason", "users", "roles", "include_owner", "title", "message"),
         *("user", "target", "due_in_days", "due_date", "assignee", "url", "timeout_seconds"),
         *("secret_env", "max_attempts", "steps", "mode", "on_approved", "on_rejected", "priority"),
-        *("notification_type", "description", "on_changes_requested", "command"),
+        *("notification_type", "description", "on_changes_requested", "command", "unsigned"),
     ]
 )
 ACTION_VALUES = (
@@ -253,8 +288,10 @@ VALID_ACTIONS = st.one_of(
     st.builds(lambda to, r: {"type": "change_status", "to": to, "reason": r},
               st.sampled_from(["draft", "in_review", "approved", "published", "archived"]), NAMES),
     st.builds(lambda u: {"type": "assign", "user": u, "target": "assignee"}, NAMES),
-    st.builds(lambda path: {"type": "webhook", "url": "https://hooks.example.com/" + path},
-              st.text(alphabet="abc%/?=&#é\u202e", max_size=30)),
+    st.builds(lambda path, signing: {"type": "webhook", "url": "https://hooks.example.com/" + path,
+                                     **signing},
+              st.text(alphabet="abc%/?=&#é\u202e", max_size=30),
+              st.sampled_from([{}, {"secret_env": "HOOK_KEY"}, {"unsigned": True}])),
 )  # fmt: skip
 TOP_VALUES = (
     st.sampled_from(
@@ -335,7 +372,7 @@ YAML_SNIPPETS = st.sampled_from(
         "a: &a [*a]",
         "a: &a {b: *a}\nname: x",
         'a: &a ["x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b]\n'
-        "conditions: {field: new.x, op: in, value: [*c,*c,*c,*c,*c,*c,*c,*c,*c]}",
+        "conditions: {field: new.title, op: in, value: [*c,*c,*c,*c,*c,*c,*c,*c,*c]}",
         "[" * 5000,
         "{" * 5000,
         "- " * 3000 + "x",
@@ -404,9 +441,9 @@ def test_values_the_parsers_cannot_convert_are_syntax_errors(text: str, fmt: str
 @pytest.mark.parametrize(
     ("conditions", "path"),
     [
-        ({"field": "new.x", "op": "eq", "value": math.nan}, "conditions.value"),
-        ({"field": "new.x", "op": "in", "value": [1, math.inf]}, "conditions.value"),
-        ({"new.x": -math.inf}, "conditions.new.x"),
+        ({"field": "new.version_number", "op": "eq", "value": math.nan}, "conditions.value"),
+        ({"field": "new.version_number", "op": "in", "value": [1, math.inf]}, "conditions.value"),
+        ({"new.version_number": -math.inf}, "conditions.new.version_number"),
     ],
 )
 def test_a_non_finite_number_in_a_condition_is_refused(conditions: object, path: str) -> None:
@@ -422,11 +459,17 @@ def test_a_non_finite_number_in_a_condition_is_refused(conditions: object, path:
     [
         ({**VALID, "name": "bad\x00name"}, "name"),
         ({**VALID, "description": "a\x00"}, "description"),
-        ({**VALID, "conditions": {"field": "new.x", "op": "eq", "value": "\x00"}}, "conditions"),
-        ({**VALID, "actions": [{"type": "notify", "users": ["u\x00"], "title": "t"}]}, "actions"),
-        ({**VALID, "conditions": {"field": "new.x", "op": "eq", "value": "\ud800"}}, "conditions"),
         (
-            {**VALID, "conditions": {"field": "new.x", "op": "in", "value": ["a\udfff"]}},
+            {**VALID, "conditions": {"field": "new.title", "op": "eq", "value": "\x00"}},
+            "conditions",
+        ),
+        ({**VALID, "actions": [{"type": "notify", "users": ["u\x00"], "title": "t"}]}, "actions"),
+        (
+            {**VALID, "conditions": {"field": "new.title", "op": "eq", "value": "\ud800"}},
+            "conditions",
+        ),
+        (
+            {**VALID, "conditions": {"field": "new.title", "op": "in", "value": ["a\udfff"]}},
             "conditions",
         ),
     ],

@@ -1,26 +1,34 @@
-"""Unit tests of webhook signing, verification, the host allow-list and attempt bookkeeping
-(gov_pipeline.services.webhooks); no database, no network."""
+"""Unit tests of webhook signing, verification, the host allow-list, the signing-secret rule
+and attempt bookkeeping (gov_pipeline.services.webhooks); no database, and HTTP only to a
+receiver of the test's own on 127.0.0.1."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gov_pipeline.config import Settings
 from gov_pipeline.db.models import WebhookDelivery
+from gov_pipeline.domain.definitions import parse_definition
 from gov_pipeline.domain.errors import InvalidInputError
 from gov_pipeline.services.webhooks import (
+    DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AttemptResult,
     DeliveryStatus,
     check_url_allowed,
     record_attempt,
+    send_once,
     sign,
     verify,
 )
+from gov_pipeline.services.workflows import signing_issues
+from gov_pipeline.webhook_receiver import webhook_receiver
 
 SECRET = "s3cret"
 BODY = b'{"event":"policy.status_changed","id":7}'
@@ -128,7 +136,7 @@ ALLOWED = ("hooks.example.com", "127.0.0.1")
     [
         ("https://hooks.example.com/in", "hooks.example.com"),
         ("http://hooks.example.com/in", "hooks.example.com"),
-        ("https://hooks.example.com:8443/in?x=1", "hooks.example.com"),
+        ("https://hooks.example.com:8443/in?x=1", "hooks.example.com"),  # a host: any port
         ("http://127.0.0.1:8080/hook", "127.0.0.1"),
         ("HTTPS://HOOKS.Example.COM/in", "hooks.example.com"),
     ],
@@ -138,29 +146,27 @@ def test_check_url_allowed_accepts_an_allow_listed_host(url: str, host: str) -> 
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "refused"),
     [
-        "https://evil.example.net/in",
-        "https://hooks.example.com.evil.net/in",
-        "https://example.com/in",
-        "http://localhost:8080/hook",
+        ("https://evil.example.net/in", "evil.example.net:443"),
+        ("https://hooks.example.com.evil.net/in", "hooks.example.com.evil.net:443"),
+        ("http://example.com/in", "example.com:80"),
+        ("http://localhost:8080/hook", "localhost:8080"),
     ],
 )
-def test_check_url_allowed_refuses_other_hosts(url: str) -> None:
+def test_check_url_allowed_refuses_other_hosts(url: str, refused: str) -> None:
     with pytest.raises(InvalidInputError) as caught:
         check_url_allowed(url, ALLOWED)
     message = str(caught.value)
-    host = url.split("/")[2].split(":")[0]
-    assert repr(host) in message  # names the refused host
-    assert "not allow-listed" in message
-    assert "hooks.example.com" in message  # and what is allowed
+    assert f"host {refused!r} is not allow-listed" in message  # names the host:port refused
+    assert "(allowed: hooks.example.com, 127.0.0.1;" in message  # and what is allowed
 
 
 def test_check_url_allowed_with_no_list_says_how_to_allow() -> None:
     with pytest.raises(InvalidInputError) as caught:
         check_url_allowed("https://hooks.example.com/in", ())
     message = str(caught.value)
-    assert "'hooks.example.com'" in message
+    assert "'hooks.example.com:443'" in message and "(allowed: none;" in message
     assert "GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS" in message
 
 
@@ -168,6 +174,59 @@ def test_check_url_allowed_refusal_always_says_how_to_allow() -> None:
     with pytest.raises(InvalidInputError) as caught:
         check_url_allowed("https://evil.example.net/in", ALLOWED)
     assert "GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS" in str(caught.value)
+
+
+# An entry with a port allows that port only; the URL's port is the one it gives, else 80 for
+# http and 443 for https.
+PORTS = ("api.example.com:8443", "web.example.com:443", "plain.example.com:80", "[::1]:9000",
+         "[fe80::1]", "[2001:DB8::0001]:8080", "open.example.com")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://api.example.com:8443/x", True),
+        ("http://api.example.com:8443/x", True),  # the port matters, not the scheme
+        ("https://api.example.com/x", False),  # 443
+        ("https://api.example.com:8444/x", False),
+        ("https://web.example.com/x", True),
+        ("https://web.example.com:443/x", True),
+        ("http://web.example.com/x", False),  # 80
+        ("http://plain.example.com/x", True),
+        ("https://plain.example.com/x", False),  # 443
+        ("http://[::1]:9000/x", True),
+        ("http://[::1]/x", False),
+        ("http://[::1]:9001/x", False),
+        ("http://[FE80::1]:1234/x", True),  # an address without port: any port
+        ("http://[2001:db8::1]:8080/x", True),  # the same address, written another way
+        ("http://[2001:db8::1]:8081/x", False),
+        ("http://open.example.com:1/x", True),
+        ("https://open.example.com/x", True),
+        ("http://[::2]:9000/x", False),
+        ("http://example.com:8443/x", False),
+    ],
+)
+def test_the_allow_list_matches_host_and_port(url: str, allowed: bool) -> None:
+    if allowed:
+        check_url_allowed(url, PORTS)
+    else:
+        with pytest.raises(InvalidInputError, match="is not allow-listed"):
+            check_url_allowed(url, PORTS)
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://[::1]/x", "[::1]:80"),
+        ("https://[::1]:9001/x", "[::1]:9001"),
+        ("https://api.example.com/x", "api.example.com:443"),
+    ],
+)
+def test_a_refusal_names_the_host_and_port_refused(url: str, refused: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        check_url_allowed(url, PORTS)
+    listed = ", ".join(PORTS)
+    assert f"host {refused!r} is not allow-listed (allowed: {listed};" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -190,6 +249,122 @@ def test_check_url_allowed_refuses_non_http_schemes(url: str) -> None:
 def test_check_url_allowed_refuses_a_url_without_host(url: str) -> None:
     with pytest.raises(InvalidInputError, match="not an http\\(s\\) URL"):
         check_url_allowed(url, ALLOWED)
+
+
+# --- signing: a webhook is signed, or says it is not -----------------------------------------
+
+HOOK_ENV = "GOV_TEST_HOOK_SECRET"
+
+
+def hook_settings(secret: str | None) -> Settings:
+    return Settings(
+        home=Path("."),
+        database_url="sqlite://",
+        webhook_allowed_hosts=("127.0.0.1",),
+        webhook_secret=secret,
+    )
+
+
+def outgoing(url: str, secret_env: str | None = None, unsigned: bool | None = False) -> Any:
+    return WebhookDelivery(
+        id=7, tenant_id="acme", execution_id=1, url=url, payload={"version": 1},
+        secret_env=secret_env, unsigned=unsigned, timeout_seconds=2.0, max_attempts=1,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def no_hook_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(HOOK_ENV, raising=False)
+
+
+@pytest.mark.parametrize("global_secret", [None, "global-s3cret"])
+def test_an_unsigned_delivery_carries_no_signature(
+    no_hook_env: None, global_secret: str | None
+) -> None:
+    with webhook_receiver(None, (204,)) as (url, received):
+        result = send_once(outgoing(url, unsigned=True), hook_settings(global_secret))
+    assert result.ok
+    (headers,) = received.headers
+    assert SIGNATURE_HEADER.lower() not in headers
+    assert headers[DELIVERY_HEADER.lower()] == "7" and TIMESTAMP_HEADER.lower() in headers
+
+
+def test_a_delivery_is_signed_with_the_secret_env_else_the_global_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(HOOK_ENV, "env-s3cret")
+    with webhook_receiver(None, (204,)) as (url, received):
+        assert send_once(outgoing(url, secret_env=HOOK_ENV), hook_settings("global")).ok
+        assert send_once(outgoing(url), hook_settings("global")).ok
+        monkeypatch.setenv(HOOK_ENV, "")  # empty counts as unset
+        assert send_once(outgoing(url, secret_env=HOOK_ENV), hook_settings("global")).ok
+    keys = []
+    for headers in received.headers:
+        stamp, signature = headers[TIMESTAMP_HEADER.lower()], headers[SIGNATURE_HEADER.lower()]
+        keys += [
+            k for k in ("env-s3cret", "global") if signature == sign(k, stamp, b'{"version":1}')
+        ]
+    assert keys == ["env-s3cret", "global", "global"]
+
+
+@pytest.mark.parametrize(
+    ("secret_env", "unsigned", "missing"),
+    [
+        (None, False, "GOV_PIPELINE_WEBHOOK_SECRET is not set"),
+        (None, None, "GOV_PIPELINE_WEBHOOK_SECRET is not set"),  # a row from before the column
+        (HOOK_ENV, False, f"{HOOK_ENV} and GOV_PIPELINE_WEBHOOK_SECRET are not set"),
+    ],
+)
+def test_without_a_secret_a_signed_delivery_is_refused_and_nothing_is_sent(
+    no_hook_env: None, secret_env: str | None, unsigned: bool | None, missing: str
+) -> None:
+    with webhook_receiver(None, (204,)) as (url, received):
+        result = send_once(outgoing(url, secret_env, unsigned), hook_settings(None))
+    assert received.headers == []
+    assert (result.ok, result.status_code) == (False, None)
+    assert result.error == (
+        f"no signing secret: {missing} in this process; refusing to send unsigned"
+    )
+
+
+def test_an_empty_secret_env_value_does_not_sign(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(HOOK_ENV, "")
+    with webhook_receiver(None, (204,)) as (url, received):
+        result = send_once(outgoing(url, secret_env=HOOK_ENV), hook_settings(None))
+    assert received.headers == [] and "refusing to send unsigned" in (result.error or "")
+
+
+SIGNING = {
+    "name": "hooks",
+    "tenant_id": "acme",
+    "type": "notification",
+    "trigger": "on_status_change",
+    "actions": [
+        {"type": "webhook", "url": "https://a.example/x"},
+        {"type": "webhook", "url": "https://b.example/x", "secret_env": HOOK_ENV},
+        {"type": "webhook", "url": "https://c.example/x", "unsigned": True},
+        {
+            "type": "request_approval",
+            "steps": [{"approvers": {"users": ["u"]}}],
+            "on_approved": [{"type": "webhook", "url": "https://d.example/x"}],
+            "on_rejected": [{"type": "webhook", "url": "https://e.example/x", "unsigned": True}],
+        },
+    ],
+}
+
+
+def test_applying_needs_a_secret_for_every_webhook_that_is_not_unsigned() -> None:
+    definition = parse_definition(SIGNING)
+    issues = signing_issues(definition, webhook_secret=None)
+    message = (
+        "webhook has no signing secret: set secret_env, GOV_PIPELINE_WEBHOOK_SECRET, "
+        "or unsigned: true"
+    )
+    assert [(i.path, i.message) for i in issues] == [
+        ("actions[0]", message),
+        ("actions[3].on_approved[0]", message),
+    ]
+    assert signing_issues(definition, webhook_secret="global") == []
 
 
 # --- record_attempt ---------------------------------------------------------------------------
