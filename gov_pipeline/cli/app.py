@@ -6,24 +6,31 @@ Every error is one line on stderr; `--debug` adds the traceback.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import Engine
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
-from gov_pipeline.config import Settings, load_settings
-from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.config import Settings, load_settings, mask_url_password
+from gov_pipeline.db.engine import engine_for, make_sessionmaker, scope_to_tenant
+from gov_pipeline.db.integrity import ALL_TENANTS
 from gov_pipeline.domain.errors import (
     ConfigurationError,
     GovPipelineError,
     InvalidInputError,
+    SchemaMissingError,
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -40,20 +47,33 @@ class AppContext:
 
     @property
     def engine(self) -> Engine:
+        """The application database's engine; the first use checks it holds the schema.
+
+        Raises:
+            SchemaMissingError: the database does not exist or has no schema.
+        """
         if self._engine is None:
-            self._engine = make_engine(self.settings.database_url, echo=self.settings.log_sql)
+            self._engine = open_migrated_engine(self.settings)
         return self._engine
 
     @property
     def sessions(self) -> sessionmaker[Session]:
         if self._factory is None:
-            self._factory = make_sessionmaker(self.engine)
+            self._factory = make_sessionmaker(self.engine, tenant=ALL_TENANTS)
         return self._factory
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """One transaction for one command: all of it commits, or none of it."""
+    def transaction(self, tenant: str | None = None) -> Iterator[Session]:
+        """One transaction for one command: all of it commits, or none of it.
+
+        Args:
+            tenant: the tenant the command works in; on PostgreSQL the transaction then
+                sees and writes only that tenant's rows (row-level security). None: all
+                tenants (commands that span them: tenants list, verify, workflows apply).
+        """
         with self.sessions.begin() as session:
+            if tenant is not None:
+                scope_to_tenant(session, tenant)
             yield session
 
     def tenant(self, given: str | None) -> str:
@@ -73,6 +93,60 @@ class AppContext:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The absolute path of the file a SQLite `url` names; None for other databases, an
+    in-memory one or a `uri=true` URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.query.get("uri") == "true":
+        return None
+    return Path(parsed.database).absolute()
+
+
+def open_migrated_engine(settings: Settings) -> Engine:
+    """An engine on the application database, once it is known to hold the schema.
+
+    Checked once per engine (so once per command), never per transaction. Nothing is
+    created: a missing SQLite file stays missing, as only `gov-pipeline db upgrade` creates
+    the database (and the folder of its file).
+
+    Raises:
+        SchemaMissingError: no such SQLite file, or a database at no Alembic revision.
+        OperationalError: the database cannot be reached.
+    """
+    url = settings.database_url
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise SchemaMissingError(str(path), "does not exist")
+    engine = engine_for(settings)
+    # A SQLite file is looked at read-only: the engine's first connection would turn an
+    # empty or unrelated file into a WAL database. Elsewhere the engine's own connection
+    # is used, and then serves the command's first transaction.
+    probe = engine if path is None else _read_only_sqlite(path)
+    try:
+        with probe.connect() as conn:
+            revision = MigrationContext.configure(conn).get_current_revision()
+    except BaseException:
+        engine.dispose()
+        raise
+    finally:
+        if probe is not engine:
+            probe.dispose()
+    if revision is None:
+        engine.dispose()
+        raise SchemaMissingError(str(path or mask_url_password(url)), "has no schema")
+    return engine
+
+
+def _read_only_sqlite(path: Path) -> Engine:
+    return create_engine(
+        "sqlite://",
+        creator=lambda: sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True),
+        poolclass=NullPool,
+    )
 
 
 pass_app = click.make_pass_decorator(AppContext)

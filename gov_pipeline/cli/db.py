@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gov_pipeline.cli.app import AppContext, cli, pass_app
+from gov_pipeline.cli.app import AppContext, cli, pass_app, sqlite_file
 from gov_pipeline.db import migrate
 from gov_pipeline.domain.errors import GovPipelineError
 
@@ -43,6 +43,10 @@ def current(app: AppContext) -> None:
     Example:
       gov-pipeline db current
     """
-    rev = migrate.current_revision(app.settings.database_url)
-    click.echo(f"current: {rev or 'none (run: gov-pipeline db upgrade)'}")
+    path = sqlite_file(app.settings.database_url)
+    if path is not None and not path.is_file():  # looking must not create it
+        click.echo(f"current: none (database {path} does not exist; run: gov-pipeline db upgrade)")
+    else:
+        rev = migrate.current_revision(app.settings.database_url)
+        click.echo(f"current: {rev or 'none (run: gov-pipeline db upgrade)'}")
     click.echo(f"head:    {migrate.head_revision()}")

@@ -47,7 +47,7 @@ def list_(
       gov-pipeline executions list --tenant acme --status failed
       gov-pipeline executions list -t acme --policy 3 --json
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         rows = svc.list_executions(
             session, app.tenant(tenant), status=status, workflow=workflow,
             policy_id=policy_id, limit=limit,
@@ -74,7 +74,7 @@ def show(app: AppContext, execution_id: str, tenant: str | None, as_json: bool) 
     Example:
       gov-pipeline executions show 12 --tenant acme
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         data = svc.describe_execution(session, app.tenant(tenant), execution_id)
     if as_json:
         emit_json(data)
@@ -110,11 +110,11 @@ def retry(app: AppContext, execution_id: str, tenant: str | None) -> None:
     Example:
       gov-pipeline executions retry 12 --tenant acme
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         what = svc.retry_execution(session, app.tenant(tenant), execution_id)
         eid = svc.get_execution(session, app.tenant(tenant), execution_id).id
     retry_now(app.sessions, app.settings, eid, what)
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         status = svc.get_execution(session, app.tenant(tenant), eid).status
     click.echo(f"execution {eid}: retried ({what}), now {status}")
 
@@ -139,7 +139,7 @@ def list_approvals(
     Example:
       gov-pipeline approvals list --tenant acme --user carol
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         rows = [
             {
                 "id": a.id, "execution_id": a.execution_id, "policy": a.entity_id,
@@ -180,7 +180,7 @@ def _decision_command(name: str, decision: str, summary: str) -> None:
             raise InvalidInputError("--signature", "must be JSON") from None
         if signed is not None and not isinstance(signed, dict):
             raise InvalidInputError("--signature", "must be a JSON object")
-        with app.transaction() as session:
+        with app.transaction(app.tenant(tenant)) as session:
             change = approval_svc.decide(
                 session, tenant_id=app.tenant(tenant), approval_id=approval_id, user_id=user,
                 decision=decision, comment=comment, signature=signed,
@@ -225,7 +225,7 @@ def list_notifications(
     Example:
       gov-pipeline notifications list --tenant acme --user olivia
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         rows = [
             {
                 "id": n.id, "user": n.user_id, "type": n.type, "priority": n.priority,
@@ -257,7 +257,7 @@ def list_tasks(app: AppContext, tenant: str | None, assignee: str | None, as_jso
     Example:
       gov-pipeline tasks list --tenant acme --assignee olivia
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         require_tenant(session, app.tenant(tenant))
         query = select(Task).where(Task.tenant_id == app.tenant(tenant))
         if assignee:

@@ -37,7 +37,11 @@ def policies() -> None:
 )
 @click.option("--owner", "owner_id", help="Owner user id.")
 @click.option("--content", help="Body text.")
-@click.option("--status", help="Initial status (default: draft).")
+@click.option(
+    "--status",
+    help="Only draft: a policy starts there and moves with set-status; to load policies "
+    "in another status use `policies import`.",
+)
 @click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE", help="Any other field.")
 @click.option("--json", "as_json", is_flag=True, help="Print the created policy as JSON.")
 @pass_app
@@ -66,7 +70,7 @@ def create(
     for key, value in (("owner_id", owner_id), ("content", content), ("status", status)):
         if value is not None:
             fields[key] = value
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         policy = svc.create_policy(
             session,
             tenant_id=app.tenant(tenant),
@@ -102,7 +106,7 @@ def update(
       gov-pipeline policies update 12 --tenant acme --set title="Access control v2"
       gov-pipeline policies update 12 -t acme --set 'tags=["iso27001"]' --set owner_id=dave
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         policy = svc.update_policy(
             session,
             tenant_id=app.tenant(tenant),
@@ -131,7 +135,7 @@ def set_status(
     Example:
       gov-pipeline policies set-status 12 in_review --tenant acme --actor alice
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         policy = svc.get_policy(session, tenant_id=app.tenant(tenant), policy_id=policy_id)
         before = policy.status
         svc.transition_status(
@@ -156,7 +160,7 @@ def delete(app: AppContext, policy_id: str, tenant: str | None, actor: str | Non
     Example:
       gov-pipeline policies delete 12 --tenant acme
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         policy = svc.soft_delete_policy(
             session,
             tenant_id=app.tenant(tenant),
@@ -179,7 +183,7 @@ def show(app: AppContext, policy_id: str, tenant: str | None, as_json: bool, del
     Example:
       gov-pipeline policies show 12 --tenant acme --json
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         policy = svc.get_policy(
             session, tenant_id=app.tenant(tenant), policy_id=policy_id, include_deleted=deleted
         )
@@ -216,7 +220,7 @@ def list_(
       gov-pipeline policies list --tenant acme --status draft
       gov-pipeline policies list -t acme --type Privacy --limit 20 --offset 20 --json
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         page = svc.list_policies(
             session,
             tenant_id=app.tenant(tenant),

@@ -7,15 +7,25 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gov_pipeline.cli.app import cli, json_option
 from gov_pipeline.cli.output import emit_json, emit_table
 from gov_pipeline.config import load_settings
-from gov_pipeline.domain.errors import ConfigurationError, ConflictError, NotFoundError
+from gov_pipeline.domain.errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
+
+if TYPE_CHECKING:
+    from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
+    from gov_pipeline.coordinator.worker import WorkerStats
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 
@@ -36,6 +46,39 @@ def _instance() -> Any:
             "gov_pipeline.coordinator.run_coordinator.RedisRunCoordinator"
         )
     return instance
+
+
+def check_lanes(coordinator: RedisRunCoordinator, lanes: Sequence[str], option: str) -> None:
+    """Refuse lanes the coordinator does not know: neither configured (its `lanes`, over the
+    defaults) nor seen by Redis. Redis is asked only when a lane is not configured.
+
+    Raises:
+        InvalidInputError: a lane is unknown; the message lists the known ones.
+    """
+    unknown = [lane for lane in lanes if lane not in coordinator.limits.lanes]
+    if not unknown:
+        return
+    known = coordinator.queue.lanes()
+    unknown = [lane for lane in unknown if lane not in known]
+    if unknown:
+        names = ", ".join(repr(lane) for lane in unknown)
+        raise InvalidInputError(
+            option,
+            f"unknown lane {names}; known lanes: {', '.join(known)} (a new lane is added under "
+            "the run coordinator's lanes in dagster.yaml)",
+        )
+
+
+def worker_summary(stats: WorkerStats, seconds: float) -> str:
+    """The line a worker prints when it exits; runs Redis had lost count as requeued."""
+    requeued = f"{stats.requeued} requeued"
+    if stats.lost:
+        requeued += f" ({stats.lost} after Redis lost them)"
+    released = f", {stats.released} stale slots released" if stats.released else ""
+    return (
+        f"worker done in {seconds:.1f}s: {stats.claimed} claimed, {stats.finished} finished, "
+        f"{stats.recovered} recovered, {requeued}{released}, outcomes {stats.outcomes}"
+    )
 
 
 @cli.command("worker")
@@ -71,6 +114,8 @@ def worker(
     logging.getLogger("gov_pipeline").setLevel(logging.INFO)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     instance = _instance()
+    served = [x.strip() for x in lanes.split(",") if x.strip()]
+    check_lanes(instance.run_coordinator, served, "--lanes")
     started = time.monotonic()
     name = worker_id or default_worker_id()
     children: list[subprocess.Popen[bytes]] = []
@@ -95,7 +140,7 @@ def worker(
         name, concurrency = f"{name}/0", 1
     worker_ = Worker(
         instance, workspace=workspace, mode=mode, concurrency=concurrency,
-        lanes=[x.strip() for x in lanes.split(",") if x.strip()], burst=burst, worker_id=name,
+        lanes=served, burst=burst, worker_id=name,
         reconcile_every_s=float(load_settings().worker_reconcile_s),
     )  # fmt: skip
 
@@ -111,11 +156,7 @@ def worker(
     finally:
         for child in children:
             child.wait()
-    click.echo(
-        f"worker done in {time.monotonic() - started:.1f}s: {stats.claimed} claimed, "
-        f"{stats.finished} finished, {stats.recovered} recovered, {stats.requeued} requeued, "
-        f"outcomes {stats.outcomes}"
-    )
+    click.echo(worker_summary(stats, time.monotonic() - started))
 
 
 @cli.group()
@@ -157,7 +198,9 @@ def pause(lane: str) -> None:
     Example:
       gov-pipeline queue pause import
     """
-    _instance().run_coordinator.queue.pause(lane)
+    coordinator = _instance().run_coordinator
+    check_lanes(coordinator, [lane], "LANE")
+    coordinator.queue.pause(lane)
     click.echo(f"lane {lane} paused")
 
 
@@ -170,7 +213,9 @@ def resume(lane: str) -> None:
     Example:
       gov-pipeline queue resume import
     """
-    _instance().run_coordinator.queue.resume(lane)
+    coordinator = _instance().run_coordinator
+    check_lanes(coordinator, [lane], "LANE")
+    coordinator.queue.resume(lane)
     click.echo(f"lane {lane} resumed")
 
 

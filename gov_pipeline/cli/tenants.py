@@ -76,7 +76,7 @@ def create_user(
     Example:
       gov-pipeline users create carol --tenant acme --role compliance_officer
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         user = svc.upsert_user(
             session,
             tenant_id=app.tenant(tenant),
@@ -99,7 +99,7 @@ def list_users(app: AppContext, tenant: str | None, as_json: bool) -> None:
     Example:
       gov-pipeline users list --tenant acme
     """
-    with app.transaction() as session:
+    with app.transaction(app.tenant(tenant)) as session:
         rows = [
             {"user_id": u.user_id, "name": u.name, "email": u.email, "roles": roles}
             for u, roles in svc.list_users(session, app.tenant(tenant))

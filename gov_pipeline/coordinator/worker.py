@@ -104,10 +104,20 @@ def process_gone(pid: int) -> bool:
 
 @dataclass
 class WorkerStats:
+    """What a worker did, for its exit summary."""
+
     claimed: int = 0
     finished: int = 0
+    # Runs put back in line: QUEUED runs whose worker died before launching them, and the
+    # `lost` ones.
     requeued: int = 0
+    # Of `requeued`: runs QUEUED in Dagster that Redis no longer had (reconciliation).
+    lost: int = 0
+    # Slots held in Redis by runs that had ended (reconciliation released them).
+    released: int = 0
+    # Started runs of dead workers, adopted or ended.
     recovered: int = 0
+    # What reconciliation fixed: `lost` plus `released`.
     reconciled: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
 
@@ -461,6 +471,8 @@ class Worker:
             for waiting, state in zip(page, states, strict=True):
                 if state in (None, "finished") and self.coordinator.enqueue(waiting):
                     fixed += 1
+                    self.stats.lost += 1
+                    self.stats.requeued += 1
                     log.warning("run %s: QUEUED in Dagster but not in Redis; queued again",
                                 waiting.run_id)  # fmt: skip
             if len(page) < RECONCILE_PAGE:
@@ -472,6 +484,7 @@ class Worker:
                 self.queue.release(run_id, run.status.value if run else "missing",
                                    self.coordinator.retention_seconds)  # fmt: skip
                 fixed += 1
+                self.stats.released += 1
         self.stats.reconciled += fixed
         for worker_id in self.queue.prune_workers(self.coordinator.retention_seconds):
             log.info("worker %s: forgot worker %s (no heartbeat for a retention period)",

@@ -83,3 +83,15 @@ class PermissionDeniedError(GovPipelineError):
 
 class ConfigurationError(GovPipelineError):
     """A setting read from the environment is invalid."""
+
+
+class SchemaMissingError(GovPipelineError):
+    """The application database does not exist, or exists without the schema (no Alembic
+    revision). Only `gov-pipeline db upgrade` creates either."""
+
+    def __init__(self, database: str, problem: str) -> None:
+        super().__init__(
+            f"database {database} {problem}: run gov-pipeline db upgrade to create it, or set "
+            "GOV_PIPELINE_DATABASE_URL (or GOV_PIPELINE_HOME) to the database you meant"
+        )
+        self.database = database

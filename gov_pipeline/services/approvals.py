@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gov_pipeline.db.engine import is_postgres
-from gov_pipeline.db.models import Approval, EntityChange, WorkflowExecution
+from gov_pipeline.db.models import Approval, EntityChange, User, WorkflowExecution
 from gov_pipeline.domain.errors import (
     ConflictError,
     InvalidInputError,
@@ -202,9 +202,12 @@ def list_approvals(
     """Approvals of a tenant; with `user_id`, the open ones that user may decide.
 
     Raises:
-        NotFoundError: unknown tenant.
+        NotFoundError: unknown tenant, or `user_id` is not one of the tenant's users (an
+            empty inbox would hide a misspelt name).
     """
     require_tenant(session, tenant_id)
+    if user_id is not None and session.get(User, (tenant_id, user_id)) is None:
+        raise NotFoundError("user", user_id, tenant_id)
     query = select(Approval).where(Approval.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Approval.status == status)

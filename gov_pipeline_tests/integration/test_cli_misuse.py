@@ -8,12 +8,14 @@ import json
 import pkgutil
 import shutil
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 
 import gov_pipeline.cli
 from gov_pipeline.cli.app import cli
+from gov_pipeline.db.integrity import ALL_TENANTS
 from gov_pipeline_tests.conftest import REDIS_URL
 from gov_pipeline_tests.integration.engine_support import cli_invoker
 
@@ -48,7 +50,7 @@ def acme_db(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     path = tmp_path_factory.mktemp("cli-misuse") / "gov.db"
     shutil.copyfile(sqlite_template, path)
     engine = make_engine(f"sqlite:///{path}")
-    with make_sessionmaker(engine).begin() as session:
+    with make_sessionmaker(engine, tenant=ALL_TENANTS).begin() as session:
         create_tenant(session, tenant_id="acme")
     engine.dispose()
     return path
@@ -60,6 +62,19 @@ def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], acm
     monkeypatch.delenv("GOV_PIPELINE_TENANT", raising=False)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     return cli_invoker(capsys)
+
+
+def redis_dagster_home(tmp_path: Path, prefix: str, **coordinator: Any) -> Path:
+    """A DAGSTER_HOME on Dagster's default SQLite storage whose run coordinator is ours, on
+    the shared Redis under `prefix`."""
+    home = tmp_path / "dagster"
+    home.mkdir()
+    config = json.dumps({"redis_url": REDIS_URL, "key_prefix": prefix, **coordinator})
+    (home / "dagster.yaml").write_text(
+        "run_coordinator:\n  module: gov_pipeline.coordinator.run_coordinator\n"
+        f"  class: RedisRunCoordinator\n  config: {config}\ntelemetry:\n  enabled: false\n"
+    )
+    return home
 
 
 def one_line_error(code: int, out: str, err: str, expected_code: int) -> str:
@@ -128,6 +143,21 @@ USAGE_GROUPS: dict[str, list[tuple[list[str], str]]] = {
         (["policies", "list", "-t"], "requires an argument"),
         (["policies", "set-status", "1"], "Missing argument 'STATUS'"),
         (["policies", "create", "-t", "acme", "--title", "x"], "--type"),
+        (
+            [
+                "policies",
+                "create",
+                "-t",
+                "acme",
+                "--title",
+                "x",
+                "--type",
+                "y",
+                "--status",
+                "published",
+            ],
+            "a new policy starts as draft, not published",
+        ),
         (["policies", "import", "/no/such/file.csv", "-t", "acme"], "does not exist"),
         (["policies", "import", __file__, "-t", "acme", "--chunk-size", "0"], "--chunk-size"),
     ],
@@ -223,6 +253,7 @@ BAD_DATA: dict[tuple[str, ...], str] = {
     ("executions", "retry", "999", "-t", "acme"): "execution 999 not found",
     ("approvals", "approve", "999", "-t", "acme", "--user", "carol"): "approval 999 not found",
     ("approvals", "list", "-t", "ghost"): "tenant 'ghost' not found",
+    ("approvals", "list", "-t", "acme", "--user", "zed"): "user 'zed' not found in tenant 'acme'",
     ("notifications", "list", "-t", "ghost"): "tenant 'ghost' not found",
     ("tasks", "list", "-t", "ghost"): "tenant 'ghost' not found",
     ("process", "--sync", "--quiet"): "database unavailable",
@@ -232,7 +263,8 @@ BAD_DATA: dict[tuple[str, ...], str] = {
 # The worker reads no data of ours: its failures are configuration (exit 2, below) or a Redis
 # outage, which it waits out.
 WITHOUT_BAD_DATA = {"worker"}
-# Commands whose failure needs a database server that is not there, or no Dagster home.
+# Commands whose failure needs a database that is not there (on SQLite: a missing file, which
+# must not be created), or no Dagster home.
 NO_DATABASE = {("tenants", "list"), ("process", "--sync", "--quiet"), ("verify", "--no-dagster")}
 
 
@@ -255,20 +287,81 @@ def test_bad_data_is_a_one_line_failure_with_exit_code_1(
     workflow.write_text(WORKFLOW)
     if args in NO_DATABASE:
         gone = db_url.rsplit("/", 1)[0] + "/no_such_database_here"
-        if db_url.startswith("sqlite"):
+        if db_url.startswith("sqlite"):  # a missing file is not created: it is named
             gone = f"sqlite:///{tmp_path}/missing-dir/x.db"
+            needle = f"database {tmp_path}/missing-dir/x.db does not exist"
         monkeypatch.setenv("GOV_PIPELINE_DATABASE_URL", gone)
     if args[0] == "queue":
-        home = tmp_path / "dagster"  # Dagster's default SQLite storage, our coordinator
-        home.mkdir()
-        config = json.dumps({"redis_url": REDIS_URL, "key_prefix": redis_prefix})
-        (home / "dagster.yaml").write_text(
-            "run_coordinator:\n  module: gov_pipeline.coordinator.run_coordinator\n"
-            f"  class: RedisRunCoordinator\n  config: {config}\ntelemetry:\n  enabled: false\n"
-        )
-        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("DAGSTER_HOME", str(redis_dagster_home(tmp_path, redis_prefix)))
     line = one_line_error(*run(*[str(workflow) if a == "WF" else a for a in args]), expected_code=1)
     assert needle in line
+    assert not (tmp_path / "missing-dir").exists()
+
+
+# -- lanes: the coordinator's configured lanes and the lanes Redis has seen -------------------
+
+KNOWN_LANES = (
+    "assessment, audit, bulk, custom, evidence, export, import, notification, policy, reporting"
+)
+
+
+@pytest.fixture
+def lane_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_prefix: str) -> Any:
+    """DAGSTER_HOME with our coordinator (the eight default lanes plus a configured `bulk`);
+    Redis has seen a run in lane `custom`. Returns the Redis client."""
+    import redis
+
+    from gov_pipeline.coordinator.keys import Keys
+
+    home = redis_dagster_home(tmp_path, redis_prefix, lanes={"bulk": 1})
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    client.sadd(Keys(redis_prefix).lanes, "custom")
+    yield client
+    client.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    ("args", "unknown"),
+    [
+        (("queue", "pause", "polcy"), "'polcy'"),
+        (("queue", "resume", "nosuchlane"), "'nosuchlane'"),
+        (("worker", "--burst", "--lanes", "policy,polcy, nosuchlane"), "'polcy', 'nosuchlane'"),
+    ],
+    ids=lambda a: " ".join(a) if isinstance(a, tuple) else None,
+)
+def test_an_unknown_lane_is_a_one_line_usage_error_naming_the_known_ones(
+    run,  # type: ignore[no-untyped-def]
+    lane_home: Any,
+    redis_prefix: str,
+    args: tuple[str, ...],
+    unknown: str,
+) -> None:
+    from gov_pipeline.coordinator.keys import Keys
+
+    line = one_line_error(*run(*args), expected_code=2)
+    assert f"unknown lane {unknown}" in line
+    assert f"known lanes: {KNOWN_LANES}" in line
+    keys = Keys(redis_prefix)
+    assert lane_home.smembers(keys.paused) == set() and lane_home.hlen(keys.workers) == 0
+
+
+@pytest.mark.redis
+def test_pause_and_resume_take_configured_lanes_and_lanes_redis_has_seen(
+    run,  # type: ignore[no-untyped-def]
+    lane_home: Any,
+    redis_prefix: str,
+) -> None:
+    from gov_pipeline.coordinator.keys import Keys
+
+    paused = Keys(redis_prefix).paused
+    for lane in ("audit", "bulk", "custom"):
+        assert run("queue", "pause", lane) == (0, f"lane {lane} paused\n", "")
+    assert lane_home.smembers(paused) == {"audit", "bulk", "custom"}
+    for lane in ("audit", "bulk", "custom"):
+        assert run("queue", "resume", lane) == (0, f"lane {lane} resumed\n", "")
+    assert lane_home.smembers(paused) == set()
 
 
 def test_validate_lists_each_issue_on_its_own_line_then_one_error_line(

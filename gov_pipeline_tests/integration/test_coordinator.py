@@ -17,6 +17,7 @@ import pytest
 import redis
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
+from gov_pipeline.cli.queue import worker_summary
 from gov_pipeline.coordinator.worker import run_process_pid
 from gov_pipeline.orchestration.instance import WORKSPACE, bin_path
 from gov_pipeline_tests.conftest import REDIS_URL, _truncate_all
@@ -350,8 +351,12 @@ def test_runs_queued_when_redis_is_flushed_still_complete(
     ids = c.submit([("execute_workflow", c.config(), {"gov/policy_id": str(i)}) for i in range(3)])
     redis.Redis.from_url(private_redis).flushall()
     stats = c.worker(mode="execute").run(install_signals=False)
-    assert stats.reconciled == 3
+    assert (stats.reconciled, stats.requeued, stats.lost, stats.released) == (3, 3, 3, 0)
     assert statuses(c, ids) == ["SUCCESS"] * 3
+    assert worker_summary(stats, 1.0) == (
+        "worker done in 1.0s: 3 claimed, 3 finished, 0 recovered, "
+        "3 requeued (3 after Redis lost them), outcomes {'SUCCESS': 3}"
+    )
 
 
 def test_reconciliation_rebuilds_a_flushed_queue_in_submit_order_page_by_page(
