@@ -27,6 +27,7 @@ from gov_pipeline.domain.entity_fields import (
 )
 from gov_pipeline.services.approvals import decide
 from gov_pipeline.services.tenants import upsert_user
+from gov_pipeline.webhook_receiver import webhook_receiver
 from gov_pipeline_tests.integration.engine_support import (
     apply_yaml,
     count,
@@ -37,7 +38,6 @@ from gov_pipeline_tests.integration.engine_support import (
     start_example_approval,
     webhook_server,
 )
-from gov_pipeline_tests.unit.test_webhooks import header_recorder
 
 REVIEW_NOTICE = """
 name: review notice
@@ -365,12 +365,12 @@ def test_an_unsigned_webhook_goes_out_without_a_signature_only_because_it_says_s
 ) -> None:
     # No key anywhere: the action's `unsigned: true` is what lets it go.
     settings = make_settings(db_url, GOV_PIPELINE_WEBHOOK_SECRET="")
-    with header_recorder() as (url, seen):
+    with webhook_receiver(None, (204,)) as (url, received):
         hook = WEBHOOK.replace('url: "URL"', f'url: "{url}", unsigned: true')
         apply_yaml(sessions, hook, webhook_secret=None)
         move(sessions, new_policy(sessions), "in_review")
         process(sessions, settings)
-    (headers,) = seen
+    (headers,) = received.headers
     assert "x-gov-signature" not in headers and headers["x-gov-delivery-id"]
     (delivery,) = _all(sessions, WebhookDelivery)
     assert (delivery.unsigned, delivery.status) == (True, "delivered")
@@ -383,11 +383,11 @@ def test_a_webhook_with_no_key_where_it_is_sent_sends_nothing_and_fails(
     """Applied where GOV_PIPELINE_WEBHOOK_SECRET was set, sent by a process without it: each
     attempt is refused with the reason; the execution fails and the owner is told."""
     settings = make_settings(db_url, GOV_PIPELINE_WEBHOOK_SECRET="")
-    with header_recorder() as (url, seen):
+    with webhook_receiver(None, (204,)) as (url, received):
         apply_yaml(sessions, WEBHOOK.replace("URL", url))
         move(sessions, new_policy(sessions), "in_review")
         process(sessions, settings)
-    assert seen == []
+    assert received.headers == []
     (delivery,) = _all(sessions, WebhookDelivery)
     reason = (
         "no signing secret: GOV_PIPELINE_WEBHOOK_SECRET is not set in this process; "
