@@ -64,7 +64,7 @@ DEMO_HOME := $(CURDIR)/.gov_pipeline/demo
 dev: install ## Dagster UI and daemon on the demo's data (http://127.0.0.1:3000)
 	mkdir -p $(DEMO_HOME)/dagster
 	GOV_PIPELINE_HOME=$(DEMO_HOME) DAGSTER_HOME=$(DEMO_HOME)/dagster \
-	  $(BIN)/python -c "from gov_pipeline.config import load_settings; from gov_pipeline.orchestration.instance import embedded_dagster_home as h; h(load_settings())"
+	  $(BIN)/python -c "from gov_pipeline.config import load_settings; from gov_pipeline.embedded.instance import embedded_dagster_home as h; h(load_settings())"
 	GOV_PIPELINE_HOME=$(DEMO_HOME) DAGSTER_HOME=$(DEMO_HOME)/dagster \
 	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 

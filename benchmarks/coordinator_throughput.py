@@ -46,14 +46,8 @@ from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.migrate import upgrade
 from gov_pipeline.domain.definitions import load_definition_file
-from gov_pipeline.orchestration.instance import (
-    ROOT,
-    WORKSPACE,
-    bin_path,
-    dagster_env,
-    prepare_instance,
-    stop_process_group,
-)
+from gov_pipeline.embedded.instance import ROOT, WORKSPACE, dagster_env, prepare_instance
+from gov_pipeline.embedded.processes import bin_path, stop_process_group
 from gov_pipeline.services import policies, tenants, workflows
 
 JOB = "execute_workflow"

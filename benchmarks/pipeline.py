@@ -67,9 +67,9 @@ from gov_pipeline.config import load_settings
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.migrate import upgrade
-from gov_pipeline.orchestration.instance import (
+from gov_pipeline.embedded.instance import dagster_env
+from gov_pipeline.embedded.processes import (
     bin_path,
-    dagster_env,
     running_daemon,
     running_worker,
     stop_process_group,

@@ -39,9 +39,9 @@ from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.migrate import upgrade
 from gov_pipeline.db.models import EntityChange, WorkflowExecution
 from gov_pipeline.domain.definitions import parse_definition
+from gov_pipeline.domain.retry import RetryPolicy
+from gov_pipeline.runners.sync import ProcessStats, process_pending
 from gov_pipeline.services import policies, tenants
-from gov_pipeline.services.batch import ProcessStats, process_pending
-from gov_pipeline.services.processing import RetryPolicy
 from gov_pipeline.services.workflows import COMPILED, apply_definition
 
 TENANT = "bench"

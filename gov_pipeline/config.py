@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from gov_pipeline.domain.errors import ConfigurationError
+from gov_pipeline.domain.webhooks import host_port, parse_allowed_host
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_HOME_DIRNAME = ".gov_pipeline"
@@ -104,66 +104,6 @@ def _role(env: Mapping[str, str]) -> str | None:
             f"GOV_PIPELINE_DB_ROLE must be a role name ([a-z_][a-z0-9_]*), got {raw[:70]!r}"
         )
     return raw
-
-
-_PORT = re.compile(r"[0-9]{1,5}")
-_HOST_NAME = re.compile(r"[^\s/@?#\[\]:]+")  # a name or an IPv4 address: no port, no path
-
-
-def normalize_host(host: str) -> str:
-    """`host` as the allow-list compares it: lower case, an IPv6 address compressed."""
-    host = host.lower()
-    if ":" in host:
-        try:
-            return ipaddress.IPv6Address(host).compressed
-        except ValueError:
-            return host
-    return host
-
-
-def host_port(host: str, port: int | None) -> str:
-    """How a host and port are written: `host:port`, `[ipv6]:port`; without port, the host."""
-    shown = f"[{host}]" if ":" in host else host
-    return shown if port is None else f"{shown}:{port}"
-
-
-def parse_allowed_host(entry: str) -> tuple[str, int | None]:
-    """One entry of GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS: `host`, `host:port`, `[ipv6]`,
-    `[ipv6]:port` or a bare IPv6 address.
-
-    Returns:
-        The host (normalized), and the port, or None when any port is allowed.
-
-    Raises:
-        ValueError: not one of those forms, or a port outside 1-65535; says which.
-    """
-    text = entry.strip()
-    port: str | None = None
-    if text.startswith("["):
-        address, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError("an IPv6 address is written [address] or [address]:port")
-        host, port = _ipv6(address), (rest[1:] if rest else None)
-    elif text.count(":") > 1:
-        host = _ipv6(text)
-    else:
-        host, colon, after = text.partition(":")
-        port = after if colon else None
-        if not _HOST_NAME.fullmatch(host):
-            raise ValueError(f"not a host name: {host[:100]!r}")
-        host = host.lower()
-    if port is None:
-        return host, None
-    if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
-        raise ValueError(f"bad port {port[:20]!r} (1-65535)")
-    return host, int(port)
-
-
-def _ipv6(text: str) -> str:
-    try:
-        return ipaddress.IPv6Address(text).compressed
-    except ValueError:
-        raise ValueError(f"not an IPv6 address: {text[:100]!r}") from None
 
 
 def _allowed_hosts(env: Mapping[str, str]) -> tuple[str, ...]:

@@ -39,16 +39,12 @@ from gov_pipeline.db.models import (
     WorkflowExecution,
 )
 from gov_pipeline.domain.definitions import load_definitions
-from gov_pipeline.orchestration.instance import (
-    dagster_env,
-    embedded_dagster_home,
-    running_daemon,
-    running_worker,
-)
+from gov_pipeline.domain.retry import RetryPolicy
+from gov_pipeline.embedded.instance import dagster_env, embedded_dagster_home
+from gov_pipeline.embedded.processes import running_daemon, running_worker
+from gov_pipeline.embedded.webhook_receiver import webhook_receiver
+from gov_pipeline.runners.sync import process_pending
 from gov_pipeline.services import approvals, policies, tenants, workflows
-from gov_pipeline.services.batch import process_pending
-from gov_pipeline.services.processing import RetryPolicy
-from gov_pipeline.webhook_receiver import webhook_receiver
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "workflows"
 TENANT = "acme"
@@ -344,7 +340,7 @@ def _forget_redis_demo(settings: Settings, dagster_home: Path, prefix: str) -> N
     """Back to Dagster's own queue (make dev has no worker), and the demo's keys removed."""
     import redis
 
-    from gov_pipeline.orchestration.instance import EMBEDDED_INSTANCE_YAML
+    from gov_pipeline.embedded.instance import EMBEDDED_INSTANCE_YAML
 
     (dagster_home / "dagster.yaml").write_text(EMBEDDED_INSTANCE_YAML)
     client = redis.Redis.from_url(settings.redis_url)

@@ -11,10 +11,10 @@ from gov_pipeline.cli.app import AppContext, cli, json_option, pass_app, tenant_
 from gov_pipeline.cli.output import emit_json, emit_record, emit_table
 from gov_pipeline.db.models import Task
 from gov_pipeline.domain.errors import InvalidInputError
+from gov_pipeline.runners.retries import retry_now
 from gov_pipeline.services import approvals as approval_svc
 from gov_pipeline.services import executions as svc
 from gov_pipeline.services import notifications as notification_svc
-from gov_pipeline.services.processing import retry_now
 from gov_pipeline.services.tenants import require_tenant
 
 

@@ -264,7 +264,7 @@ def import_(
       gov-pipeline policies import policies.csv --tenant acme
       gov-pipeline policies import export.json -t acme --chunk-size 1000
     """
-    from gov_pipeline.services import importer
+    from gov_pipeline.runners import importer
 
     rows = importer.read_import_file(file, fmt)
     with click.progressbar(

@@ -10,8 +10,8 @@ import click
 
 from gov_pipeline.cli.app import AppContext, cli, pass_app
 from gov_pipeline.domain.errors import InvalidInputError
-from gov_pipeline.services.batch import ProcessStats, process_pending
-from gov_pipeline.services.processing import RetryPolicy
+from gov_pipeline.domain.retry import RetryPolicy
+from gov_pipeline.runners.sync import ProcessStats, process_pending
 
 
 @cli.command("process")

@@ -6,15 +6,10 @@ from typing import Any
 
 import click
 
+from gov_pipeline.checks.verify import DEFAULT_GRACE_S, DEFAULT_STUCK_S, lost_and_duplicated, verify
 from gov_pipeline.cli.app import AppContext, cli, json_option, pass_app
 from gov_pipeline.cli.output import emit_json, emit_table
 from gov_pipeline.domain.errors import ConfigurationError, GovPipelineError
-from gov_pipeline.services.verify import (
-    DEFAULT_GRACE_S,
-    DEFAULT_STUCK_S,
-    lost_and_duplicated,
-    verify,
-)
 
 
 def _dagster_instance() -> Any:
@@ -64,7 +59,7 @@ def verify_command(
             if instance is None:
                 report = verify(session, tenant=tenant, grace_s=grace, stuck_s=stuck_after)
             else:
-                from gov_pipeline.coordinator.verify_runs import verify_with_runs
+                from gov_pipeline.checks.runs import verify_with_runs
 
                 report = verify_with_runs(
                     session, instance, tenant=tenant, grace_s=grace, stuck_s=stuck_after

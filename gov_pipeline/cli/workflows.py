@@ -10,7 +10,7 @@ from gov_pipeline.cli.app import AppContext, actor_option, cli, json_option, pas
 from gov_pipeline.cli.output import emit_json, emit_table
 from gov_pipeline.domain.definitions import WorkflowDefinition, load_definition_file
 from gov_pipeline.domain.errors import DefinitionError, GovPipelineError
-from gov_pipeline.services import executions as exec_svc
+from gov_pipeline.engine import dry_run as preview
 from gov_pipeline.services import workflows as svc
 
 FILES = click.argument(
@@ -144,7 +144,7 @@ def dry_run(
     definitions = _load_all((file,))
     with app.sessions() as session:  # read only, rolled back at the end
         reports = [
-            exec_svc.dry_run(session, d, policy_id=policy_id, trigger=trigger, change_id=change_id)
+            preview.dry_run(session, d, policy_id=policy_id, trigger=trigger, change_id=change_id)
             for d in definitions
         ]
         session.rollback()

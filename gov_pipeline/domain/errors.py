@@ -95,3 +95,18 @@ class SchemaMissingError(GovPipelineError):
             "GOV_PIPELINE_DATABASE_URL (or GOV_PIPELINE_HOME) to the database you meant"
         )
         self.database = database
+
+
+class ActionFailedError(GovPipelineError):
+    """An action raised; `permanent` when retrying cannot help (bad data, illegal move)."""
+
+    def __init__(self, step_key: str, action_type: str, cause: BaseException) -> None:
+        super().__init__(f"action {step_key} ({action_type}) failed: {cause}")
+        self.step_key = step_key
+        self.action_type = action_type
+        self.cause = cause
+        self.permanent = isinstance(cause, GovPipelineError)
+
+
+class TransientExecutionError(GovPipelineError):
+    """An attempt failed in a way a retry may fix; the execution is still pending."""

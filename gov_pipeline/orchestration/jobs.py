@@ -13,12 +13,11 @@ from sqlalchemy import func, select
 
 from gov_pipeline.db.models import EntityChange, WorkflowExecution
 from gov_pipeline.domain.batching import compact_ids
-from gov_pipeline.domain.errors import GovPipelineError, InvalidInputError
+from gov_pipeline.domain.errors import GovPipelineError, InvalidInputError, TransientExecutionError
+from gov_pipeline.engine.matching import match_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
-from gov_pipeline.services.batch import plan_batch, process_batch
-from gov_pipeline.services.deliveries import deliver_pending
-from gov_pipeline.services.engine import match_changes
-from gov_pipeline.services.processing import TransientExecutionError
+from gov_pipeline.runners.batch import plan_batch, process_batch
+from gov_pipeline.runners.deliveries import deliver_pending
 
 
 @contextmanager

@@ -6,12 +6,13 @@ from pathlib import Path
 import dagster as dg
 
 from gov_pipeline.domain.errors import InvalidInputError
+from gov_pipeline.domain.retry import RetryPolicy
+from gov_pipeline.engine.manual import start_manual_execution
 from gov_pipeline.orchestration.jobs import MAX_ATTEMPTS, POLICY_RETRY, permanent_errors
 from gov_pipeline.orchestration.resources import DatabaseResource
-from gov_pipeline.services import deadlines, escalation, importer
-from gov_pipeline.services.deliveries import deliver_pending
-from gov_pipeline.services.manual import start_manual_execution
-from gov_pipeline.services.processing import RetryPolicy, attempt_execution
+from gov_pipeline.runners import deadlines, escalation, importer
+from gov_pipeline.runners.deliveries import deliver_pending
+from gov_pipeline.runners.retries import attempt_execution
 
 
 class ExecuteWorkflowConfig(dg.Config):

@@ -17,11 +17,11 @@ from gov_pipeline.domain.batching import (
     plan_runs,
 )
 from gov_pipeline.domain.statuses import ExecutionStatus, WorkflowStatus
+from gov_pipeline.domain.triggers import TRIGGERS_BY_KIND
+from gov_pipeline.engine.failures import mark_failed
 from gov_pipeline.orchestration.jobs import change_ids_of_run, process_policy_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.services.changes import read_changes
-from gov_pipeline.services.engine import TRIGGERS_BY_KIND
-from gov_pipeline.services.processing import mark_failed
 
 QUEUE = "policy"  # the lane of the original governance:policy queue
 # Read from the environment once, when the code location loads (no I/O).

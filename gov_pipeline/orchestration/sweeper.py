@@ -24,8 +24,8 @@ from gov_pipeline.domain.batching import BatchingPolicy, compact_ids, plan_runs
 from gov_pipeline.orchestration.jobs import change_ids_of_run, process_policy_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.orchestration.sensors import daemon_interval, pending_changes, run_request
+from gov_pipeline.runners.sweep import settled_up_to, stranded_changes
 from gov_pipeline.services.changes import anchor_at
-from gov_pipeline.services.sweep import settled_up_to, stranded_changes
 
 # Read from the environment once, when the code location loads (no I/O).
 _SETTINGS = load_settings()

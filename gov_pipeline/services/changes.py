@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import ColumnElement, or_, select, text
 from sqlalchemy.orm import Session
 
 from gov_pipeline.db.engine import is_postgres
-from gov_pipeline.db.models import EntityChange
+from gov_pipeline.db.models import EntityChange, ProcessedChange
 from gov_pipeline.domain.errors import CursorMismatchError, InvalidInputError
 
 # Above this many gap ranges the oldest are checked first and the rest wait a read.
@@ -233,3 +233,9 @@ def read_changes(session: Session, cursor: ChangeCursor | str | None, limit: int
         cursor=ChangeCursor(new_watermark, tuple(sorted(gaps)), anchor),
         has_more=has_more,
     )
+
+
+def unprocessed() -> ColumnElement[bool]:
+    """The condition "this change has no processed marker", for queries on EntityChange."""
+    marker = select(ProcessedChange.change_id).where(ProcessedChange.change_id == EntityChange.id)
+    return ~marker.exists()

@@ -18,10 +18,8 @@ from gov_pipeline.db.models import (
     WorkflowExecution,
     row_to_dict,
 )
-from gov_pipeline.domain.definitions import RequestApprovalAction, WorkflowDefinition
 from gov_pipeline.domain.errors import ConflictError, InvalidInputError, NotFoundError
 from gov_pipeline.domain.statuses import ActionRunStatus, ChangeKind, ExecutionStatus
-from gov_pipeline.services.engine import TRIGGERS_BY_KIND, build_facts, entity_facts, load_entity
 from gov_pipeline.services.tenants import require_tenant
 from gov_pipeline.services.webhooks import DeliveryStatus
 
@@ -188,67 +186,3 @@ def _forget_failure_records(session: Session, execution_id: int) -> None:
         .where(WorkflowExecution.id == execution_id)
         .values(updated_at=datetime.now().astimezone())
     )
-
-
-def _plan(actions: list[Any]) -> list[dict[str, Any]]:
-    planned = []
-    for index, action in enumerate(actions):
-        entry = {
-            "step": action.id or str(index),
-            **action.model_dump(mode="json", exclude_none=True),
-        }
-        if isinstance(action, RequestApprovalAction):
-            entry["note"] = "the execution waits here for the approvers"
-        planned.append(entry)
-    return planned
-
-
-def dry_run(
-    session: Session,
-    definition: WorkflowDefinition,
-    *,
-    policy_id: int | str,
-    trigger: str | None = None,
-    change_id: int | None = None,
-) -> dict[str, Any]:
-    """Would `definition` match, which conditions fail, and what would it do — writes nothing.
-
-    Without `change_id` the policy is taken as if it had just arrived in its current state
-    (every field changed, nothing before). With `change_id` that real change is used.
-
-    Raises:
-        NotFoundError: unknown policy or change in the definition's tenant.
-    """
-    tenant = definition.tenant_id
-    entity = load_entity(session, tenant, definition.entity_type.value, str(policy_id))
-    if entity is None:
-        shown = int(policy_id) if str(policy_id).isdigit() else policy_id  # as `policies show`
-        raise NotFoundError("policy", shown, tenant)
-    if change_id is not None:
-        change = session.get(EntityChange, change_id)
-        if change is None or change.tenant_id != tenant or change.entity_id != str(entity.id):
-            raise NotFoundError("change", change_id, tenant)
-    else:
-        facts_entity = entity_facts(entity)
-        change = EntityChange(
-            id=0, kind="created", old_values={}, new_values=facts_entity,
-            changed_fields=sorted(facts_entity), actor=None, chain_depth=0,
-        )  # fmt: skip
-    wanted = trigger or definition.trigger.value
-    facts = build_facts(change, entity, wanted)
-    condition = definition.compiled_conditions()
-    matched = condition.evaluate(facts)
-    fires = TRIGGERS_BY_KIND.get(change.kind, ()) if change_id is not None else (wanted,)
-    trigger_ok = definition.trigger.value in fires and wanted == definition.trigger.value
-    return {
-        "workflow": definition.name,
-        "tenant_id": tenant,
-        "policy_id": entity.id,
-        "trigger": wanted,
-        "trigger_matches": trigger_ok,
-        "conditions_met": matched,
-        "would_run": matched and trigger_ok and definition.status.value == "active",
-        "failed_conditions": [] if matched else condition.explain(facts),
-        "actions": _plan(list(definition.actions)),
-        "status": definition.status.value,
-    }

@@ -19,13 +19,8 @@ from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.migrate import upgrade
 from gov_pipeline.db.models import EntityChange, Policy, ProcessedChange, WorkflowExecution
-from gov_pipeline.orchestration.instance import (
-    ROOT,
-    bin_path,
-    dagster_env,
-    embedded_dagster_home,
-    running_daemon,
-)
+from gov_pipeline.embedded.instance import ROOT, dagster_env, embedded_dagster_home
+from gov_pipeline.embedded.processes import bin_path, running_daemon
 from gov_pipeline.services import policies, tenants
 from gov_pipeline_tests.integration.engine_support import apply_yaml
 

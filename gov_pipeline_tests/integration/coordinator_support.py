@@ -17,7 +17,7 @@ from gov_pipeline.config import load_settings
 from gov_pipeline.coordinator.worker import Worker
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
-from gov_pipeline.orchestration.instance import WORKSPACE
+from gov_pipeline.embedded.instance import WORKSPACE
 from gov_pipeline.services import policies, tenants
 from gov_pipeline_tests.integration.engine_support import apply_yaml
 

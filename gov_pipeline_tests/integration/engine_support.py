@@ -14,11 +14,11 @@ from gov_pipeline.config import Settings, load_settings
 from gov_pipeline.db.engine import is_postgres, make_sessionmaker
 from gov_pipeline.db.integrity import ALL_TENANTS
 from gov_pipeline.domain.definitions import parse_definition
+from gov_pipeline.domain.retry import RetryPolicy
+from gov_pipeline.embedded.webhook_receiver import Received, webhook_receiver
+from gov_pipeline.runners.sync import ProcessStats, process_pending
 from gov_pipeline.services import policies
-from gov_pipeline.services.batch import ProcessStats, process_pending
-from gov_pipeline.services.processing import RetryPolicy
 from gov_pipeline.services.workflows import COMPILED, apply_definition
-from gov_pipeline.webhook_receiver import Received, webhook_receiver
 
 NO_WAIT = RetryPolicy(max_attempts=3, delay_s=0.0)
 TEST_WEBHOOK_SECRET = "test-secret"  # GOV_PIPELINE_WEBHOOK_SECRET of make_settings

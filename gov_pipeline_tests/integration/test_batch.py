@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gov_pipeline.actions import HANDLERS
 from gov_pipeline.db.models import EntityChange, Notification, ProcessedChange, WorkflowExecution
-from gov_pipeline.services.batch import process_batch, waiting
+from gov_pipeline.engine.actions import HANDLERS
+from gov_pipeline.runners.batch import process_batch
+from gov_pipeline.runners.sync import waiting
 from gov_pipeline.services.tenants import upsert_user
 from gov_pipeline_tests.integration.engine_support import (
     NO_WAIT,

@@ -171,7 +171,7 @@ def test_process_follow_keeps_processing_until_sigterm(run, db_url: str) -> None
     import signal
     import time
 
-    from gov_pipeline.orchestration.instance import bin_path
+    from gov_pipeline.embedded.processes import bin_path
 
     run("workflows", "apply", str(ROOT / "examples/workflows/policy_approval.yaml"))
     env = {**os.environ, "GOV_PIPELINE_DATABASE_URL": db_url, "GOV_PIPELINE_TENANT": "acme"}

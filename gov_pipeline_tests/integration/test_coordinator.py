@@ -19,7 +19,8 @@ from dagster._core.storage.dagster_run import DagsterRunStatus
 
 from gov_pipeline.cli.queue import worker_summary
 from gov_pipeline.coordinator.worker import run_process_pid
-from gov_pipeline.orchestration.instance import WORKSPACE, bin_path
+from gov_pipeline.embedded.instance import WORKSPACE
+from gov_pipeline.embedded.processes import bin_path
 from gov_pipeline_tests.conftest import REDIS_URL, _truncate_all
 from gov_pipeline_tests.integration.coordinator_support import Coordinated, coordinated_instance
 

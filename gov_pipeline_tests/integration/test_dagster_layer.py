@@ -266,8 +266,8 @@ def test_a_run_that_fails_for_good_fails_its_pending_executions(
 ) -> None:
     """...unless its worker died: then they stay pending for the sweeper."""
     from gov_pipeline.coordinator.queue import WORKER_DIED_TAG
+    from gov_pipeline.engine.matching import match_change
     from gov_pipeline.orchestration.sensors import policy_run_failure_sensor
-    from gov_pipeline.services.engine import match_change
 
     pid = new_policy(sessions)
     move(sessions, pid, "in_review")

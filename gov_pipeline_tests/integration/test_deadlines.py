@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings
 from gov_pipeline.db.models import Notification, Task, WorkflowExecution
+from gov_pipeline.runners.deadlines import ReminderReport, run_review_reminders
 from gov_pipeline.services import policies
-from gov_pipeline.services.deadlines import ReminderReport, run_review_reminders
 from gov_pipeline.services.tenants import upsert_user
 from gov_pipeline_tests.integration.engine_support import (
     NO_WAIT,

@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from gov_pipeline.actions import HANDLERS
 from gov_pipeline.db.models import (
     ActionRun,
     Approval,
@@ -25,9 +24,10 @@ from gov_pipeline.domain.entity_fields import (
     APPROVAL_DECISION_NEW,
     APPROVAL_DECISION_OLD,
 )
+from gov_pipeline.embedded.webhook_receiver import webhook_receiver
+from gov_pipeline.engine.actions import HANDLERS
 from gov_pipeline.services.approvals import decide
 from gov_pipeline.services.tenants import upsert_user
-from gov_pipeline.webhook_receiver import webhook_receiver
 from gov_pipeline_tests.integration.engine_support import (
     apply_yaml,
     count,
@@ -460,8 +460,8 @@ actions: [{type: assign, user: carol, target: owner}]
 def test_retrying_a_failed_delivery_resends_it_without_repeating_the_actions(
     sessions: sessionmaker[Session], settings: Any, people: None
 ) -> None:
+    from gov_pipeline.runners.retries import retry_now
     from gov_pipeline.services.executions import retry_execution
-    from gov_pipeline.services.processing import retry_now
 
     with webhook_server([500, 500, 500, 500, 200]) as (url, received):
         apply_yaml(sessions, WEBHOOK.replace("URL", url))
@@ -485,8 +485,8 @@ def test_retrying_a_failed_delivery_resends_it_without_repeating_the_actions(
 def test_retrying_an_execution_that_kept_nothing_runs_it_again(
     sessions: sessionmaker[Session], settings: Any, people: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from gov_pipeline.runners.retries import retry_now
     from gov_pipeline.services.executions import retry_execution
-    from gov_pipeline.services.processing import retry_now
 
     apply_yaml(sessions, REVIEW_NOTICE)
     real = HANDLERS["create_task"]
@@ -514,7 +514,8 @@ def test_a_later_change_processed_first_brings_its_entitys_earlier_changes_first
 ) -> None:
     """Two runs of one policy may start in the wrong order; the engine keeps commit order."""
     from gov_pipeline.db.models import EntityChange, ProcessedChange
-    from gov_pipeline.services.batch import process_batch, waiting
+    from gov_pipeline.runners.batch import process_batch
+    from gov_pipeline.runners.sync import waiting
     from gov_pipeline_tests.integration.engine_support import NO_WAIT
 
     apply_yaml(sessions, REVIEW_NOTICE)

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings
 from gov_pipeline.db.models import Approval, Notification
+from gov_pipeline.runners.escalation import escalate_one, escalate_overdue
 from gov_pipeline.services import approvals
-from gov_pipeline.services.escalation import escalate_one, escalate_overdue
 from gov_pipeline_tests.integration.engine_support import (
     count,
     make_settings,

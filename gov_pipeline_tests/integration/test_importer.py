@@ -15,11 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.models import EntityChange, Policy
 from gov_pipeline.domain.errors import InvalidInputError, NotFoundError
-from gov_pipeline.services.importer import (
-    import_policies,
-    read_import_file,
-    validate_rows,
-)
+from gov_pipeline.runners.importer import import_policies, read_import_file, validate_rows
 from gov_pipeline_tests.integration.engine_support import count
 
 HEADER = ["title", "policy_type", "owner_id", "status", "tags", "next_review_date"]

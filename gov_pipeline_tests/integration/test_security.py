@@ -22,6 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 import gov_pipeline.cli
+import gov_pipeline.engine
+import gov_pipeline.runners
 import gov_pipeline.services
 from gov_pipeline.cli.app import cli
 from gov_pipeline.db.models import (
@@ -34,20 +36,22 @@ from gov_pipeline.db.models import (
     WorkflowExecution,
     row_to_dict,
 )
+from gov_pipeline.domain import webhooks as signing
 from gov_pipeline.domain.definitions import parse_definition
 from gov_pipeline.domain.errors import (
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
 )
+from gov_pipeline.engine import dry_run as preview
+from gov_pipeline.runners.deliveries import send_once
 from gov_pipeline.services import (
     approvals,
-    engine,
+    entities,
     executions,
     notifications,
     policies,
     tenants,
-    webhooks,
     workflows,
 )
 from gov_pipeline.services.tenants import upsert_user
@@ -113,12 +117,12 @@ def test_a_queued_delivery_whose_host_left_the_allow_list_is_not_sent(
         port = urlsplit(url).port
         for narrowed in ("localhost", f"127.0.0.1:{port + 1}", f"localhost:{port}"):
             settings = make_settings(db_url, GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS=narrowed)
-            refused = webhooks.send_once(delivery, settings)
+            refused = send_once(delivery, settings)
             assert not refused.ok and "not allow-listed" in (refused.error or "")
         assert received.requests == 0
         for allowing in ("127.0.0.1", f"127.0.0.1:{port}"):
             settings = make_settings(db_url, GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS=allowing)
-            assert webhooks.send_once(delivery, settings).ok
+            assert send_once(delivery, settings).ok
         assert received.requests == 2 and received.bad_signatures == 0
 
 
@@ -140,16 +144,16 @@ def test_the_receiver_rejects_a_wrong_key_and_a_tampered_request(
         body = json.dumps({"version": 1, "tenant_id": "acme"}).encode()
         stamp = f"{time.time():.3f}"
         good = {
-            webhooks.TIMESTAMP_HEADER: stamp,
-            webhooks.SIGNATURE_HEADER: webhooks.sign("receivers-key", stamp, body),
+            signing.TIMESTAMP_HEADER: stamp,
+            signing.SIGNATURE_HEADER: signing.sign("receivers-key", stamp, body),
         }
         assert _post(url, body, good) == 200
         tampered = [
             (body.replace(b"acme", b"evil"), good),
-            (body, {**good, webhooks.TIMESTAMP_HEADER: f"{float(stamp) + 1:.3f}"}),
-            (body, {**good, webhooks.SIGNATURE_HEADER: good[webhooks.SIGNATURE_HEADER][:-1] + "0"}),
-            (body, {webhooks.TIMESTAMP_HEADER: stamp}),
-            (body, {**good, webhooks.SIGNATURE_HEADER: "sha1=" + "0" * 40}),
+            (body, {**good, signing.TIMESTAMP_HEADER: f"{float(stamp) + 1:.3f}"}),
+            (body, {**good, signing.SIGNATURE_HEADER: good[signing.SIGNATURE_HEADER][:-1] + "0"}),
+            (body, {signing.TIMESTAMP_HEADER: stamp}),
+            (body, {**good, signing.SIGNATURE_HEADER: "sha1=" + "0" * 40}),
         ]
         for sent_body, headers in tampered:
             assert _post(url, sent_body, headers) == 401
@@ -287,7 +291,7 @@ def _dump(value: Any) -> str:
 # fails test_every_tenant_scoped_service_function_is_classified until it is listed here (and,
 # when it reads, called in test_no_service_read_path_returns_another_tenants_data).
 SERVICE_READS = {
-    "approvals.get_approval", "approvals.list_approvals", "engine.load_entity",
+    "approvals.get_approval", "approvals.list_approvals", "entities.load_entity",
     "executions.describe_execution", "executions.get_execution", "executions.list_executions",
     "notifications.list_notifications", "notifications.resolve_recipients",
     "policies.get_policy", "policies.list_policies", "tenants.list_users",
@@ -304,8 +308,9 @@ SERVICE_WRITES = {
 
 def _tenant_scoped_service_functions() -> set[str]:
     found = set()
-    for info in pkgutil.iter_modules(gov_pipeline.services.__path__):
-        module = importlib.import_module(f"gov_pipeline.services.{info.name}")
+    packages = (gov_pipeline.services, gov_pipeline.engine, gov_pipeline.runners)
+    for package, info in ((p, i) for p in packages for i in pkgutil.iter_modules(p.__path__)):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
         for name, function in inspect.getmembers(module, inspect.isfunction):
             if function.__module__ != module.__name__ or name.startswith("_"):
                 continue
@@ -344,7 +349,7 @@ def test_no_service_read_path_returns_another_tenants_data(
                 "approvals.list_approvals(user)": approvals.list_approvals(
                     s, tenant_id, user_id=f"{mark}-approver"
                 ),
-                "engine.load_entity": engine.load_entity(s, tenant_id, "policy", str(policy)),
+                "entities.load_entity": entities.load_entity(s, tenant_id, "policy", str(policy)),
                 "executions.describe_execution": executions.describe_execution(
                     s, tenant_id, execution
                 ),
@@ -371,7 +376,7 @@ def test_no_service_read_path_returns_another_tenants_data(
                     s, tenant_id, f"{mark} everything"
                 ),
                 "workflows.list_workflows": workflows.list_workflows(s, tenant_id),
-                "executions.dry_run": executions.dry_run(
+                "dry_run.dry_run": preview.dry_run(
                     s,
                     parse_definition(apply_ready(EVERYTHING, mark, tenant_id)),
                     policy_id=policy,
@@ -379,7 +384,7 @@ def test_no_service_read_path_returns_another_tenants_data(
             }
 
     acme = reads("acme", "ACME", mine, my_execution, my_approval)
-    assert {name.split("(")[0] for name in acme} == SERVICE_READS | {"executions.dry_run"}
+    assert {name.split("(")[0] for name in acme} == SERVICE_READS | {"dry_run.dry_run"}
     globex = reads("globex", "GLOBEX", theirs, their_execution, their_approval)
     for name, result in acme.items():
         assert "GLOBEX" not in _dump(result), name
@@ -395,7 +400,7 @@ def test_no_service_read_path_returns_another_tenants_data(
             lambda: executions.describe_execution(s, "acme", their_execution),
             lambda: approvals.get_approval(s, "acme", their_approval),
             lambda: workflows.get_workflow(s, "acme", their_workflow),
-            lambda: executions.dry_run(
+            lambda: preview.dry_run(
                 s, parse_definition(apply_ready(EVERYTHING, "ACME", "acme")), policy_id=theirs
             ),
             lambda: executions.retry_execution(s, "acme", their_execution),
@@ -403,7 +408,7 @@ def test_no_service_read_path_returns_another_tenants_data(
             with pytest.raises(NotFoundError) as err:
                 call()
             assert "GLOBEX" not in str(err.value)
-        assert engine.load_entity(s, "acme", "policy", str(theirs)) is None
+        assert entities.load_entity(s, "acme", "policy", str(theirs)) is None
         with pytest.raises(NotFoundError, match="not found in tenant 'acme'"):
             workflows.get_workflow(s, "acme", "GLOBEX everything")  # by name: echoes the name
 

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from gov_pipeline.checks.verify import VerifyReport, lost_and_duplicated, verify
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.models import (
@@ -25,7 +26,6 @@ from gov_pipeline.db.models import (
     WebhookDelivery,
     WorkflowExecution,
 )
-from gov_pipeline.services.verify import VerifyReport, lost_and_duplicated, verify
 from gov_pipeline_tests.conftest import _truncate_all
 from gov_pipeline_tests.integration.engine_support import (
     apply_yaml,
@@ -304,7 +304,7 @@ def test_runs_must_be_ended_or_held_in_redis(
 ) -> None:
     from dagster import DagsterEvent, DagsterEventType
 
-    from gov_pipeline.coordinator.verify_runs import verify_with_runs
+    from gov_pipeline.checks.runs import verify_with_runs
     from gov_pipeline_tests.conftest import REDIS_URL
     from gov_pipeline_tests.integration.coordinator_support import coordinated_instance
 

@@ -20,13 +20,14 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gov_pipeline.coordinator.verify_runs import verify_with_runs
+from gov_pipeline.checks.runs import verify_with_runs
+from gov_pipeline.checks.verify import VerifyReport, lost_and_duplicated
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.models import EntityChange, ProcessedChange, Workflow, WorkflowExecution
-from gov_pipeline.orchestration.instance import ROOT, running_daemon, running_worker
+from gov_pipeline.embedded.instance import ROOT
+from gov_pipeline.embedded.processes import running_daemon, running_worker
 from gov_pipeline.services import policies
-from gov_pipeline.services.verify import VerifyReport, lost_and_duplicated
 from gov_pipeline_tests.integration.coordinator_support import Coordinated, coordinated_instance
 from gov_pipeline_tests.integration.engine_support import apply_yaml
 

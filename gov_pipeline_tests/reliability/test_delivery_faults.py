@@ -24,11 +24,11 @@ from gov_pipeline.db.models import (
     Workflow,
     WorkflowExecution,
 )
+from gov_pipeline.embedded.webhook_receiver import Received, webhook_receiver
 from gov_pipeline.orchestration.jobs import change_ids_of_run
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.orchestration.sensors import policy_change_sensor
 from gov_pipeline.orchestration.sweeper import SWEEP_TAG
-from gov_pipeline.webhook_receiver import Received, webhook_receiver
 from gov_pipeline_tests.conftest import REDIS_URL, _truncate_all, own_redis_prefix
 from gov_pipeline_tests.reliability.support import (
     CHANGE_NOTICE,

@@ -15,20 +15,19 @@ from gov_pipeline.config import Settings
 from gov_pipeline.db.models import WebhookDelivery
 from gov_pipeline.domain.definitions import parse_definition
 from gov_pipeline.domain.errors import InvalidInputError
-from gov_pipeline.services.webhooks import (
+from gov_pipeline.domain.webhooks import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AttemptResult,
-    DeliveryStatus,
     check_url_allowed,
-    record_attempt,
-    send_once,
     sign,
     verify,
 )
+from gov_pipeline.embedded.webhook_receiver import webhook_receiver
+from gov_pipeline.runners.deliveries import send_once
+from gov_pipeline.services.webhooks import DeliveryStatus, record_attempt
 from gov_pipeline.services.workflows import signing_issues
-from gov_pipeline.webhook_receiver import webhook_receiver
 
 SECRET = "s3cret"
 BODY = b'{"event":"policy.status_changed","id":7}'

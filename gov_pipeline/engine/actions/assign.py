@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gov_pipeline.actions.base import ActionContext, register
 from gov_pipeline.domain.definitions import AssignAction
 from gov_pipeline.domain.errors import InvalidInputError
+from gov_pipeline.engine.actions.base import ActionContext, register
 from gov_pipeline.services import policies
 
 

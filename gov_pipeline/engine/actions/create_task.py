@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from gov_pipeline.actions.base import ActionContext, register
 from gov_pipeline.db.models import Task
 from gov_pipeline.domain.definitions import CreateTaskAction
 from gov_pipeline.domain.statuses import NotificationType, TaskStatus
+from gov_pipeline.engine.actions.base import ActionContext, register
 from gov_pipeline.services import notifications
 
 

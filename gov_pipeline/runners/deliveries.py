@@ -6,8 +6,12 @@ other executions carry on.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,13 +21,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings
 from gov_pipeline.db.models import WebhookDelivery, WorkflowExecution
-from gov_pipeline.services.processing import mark_failed
-from gov_pipeline.services.webhooks import (
-    DeliveryStatus,
-    due_deliveries,
-    record_attempt,
-    send_once,
+from gov_pipeline.domain.errors import InvalidInputError
+from gov_pipeline.domain.webhooks import (
+    DELIVERY_HEADER,
+    GLOBAL_SECRET_ENV,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    AttemptResult,
+    check_url_allowed,
+    sign,
 )
+from gov_pipeline.engine.failures import mark_failed
+from gov_pipeline.services.webhooks import DeliveryStatus, due_deliveries, record_attempt
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +141,54 @@ def deliver_pending(
         total.delivered += stats.delivered
         total.failed += stats.failed
     return total
+
+
+def _secret_for(delivery: WebhookDelivery, settings: Settings) -> str | None:
+    if delivery.secret_env:
+        return os.environ.get(delivery.secret_env) or settings.webhook_secret
+    return settings.webhook_secret
+
+
+def _no_secret(delivery: WebhookDelivery) -> str:
+    unset = (
+        f"{delivery.secret_env} and {GLOBAL_SECRET_ENV} are not set"
+        if delivery.secret_env
+        else f"{GLOBAL_SECRET_ENV} is not set"
+    )
+    return f"no signing secret: {unset} in this process; refusing to send unsigned"
+
+
+def send_once(delivery: WebhookDelivery, settings: Settings) -> AttemptResult:
+    """One HTTP POST of `delivery`; never raises.
+
+    Nothing is sent when the host is not allow-listed, or when the delivery is to be signed
+    (not `unsigned`) and this process has no key for it: the attempt fails with the reason.
+    """
+    try:
+        check_url_allowed(delivery.url, settings.webhook_allowed_hosts)
+    except InvalidInputError as exc:
+        return AttemptResult(False, None, str(exc))
+    # `unsigned` is None on a row not flushed yet (the column default applies at insert).
+    secret = None if delivery.unsigned else _secret_for(delivery, settings)
+    if not delivery.unsigned and not secret:
+        return AttemptResult(False, None, _no_secret(delivery))
+    body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
+    timestamp = f"{time.time():.3f}"
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "gov-pipeline-webhook/1",
+        DELIVERY_HEADER: str(delivery.id),
+        TIMESTAMP_HEADER: timestamp,
+    }
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+    request = urllib.request.Request(delivery.url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=delivery.timeout_seconds) as response:
+            code = int(response.status)
+    except urllib.error.HTTPError as exc:
+        return AttemptResult(False, exc.code, f"HTTP {exc.code}")
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return AttemptResult(False, None, f"{type(exc).__name__}: {reason}")
+    return AttemptResult(200 <= code < 300, code, None if 200 <= code < 300 else f"HTTP {code}")

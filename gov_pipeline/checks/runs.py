@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from gov_pipeline.checks.verify import EXAMPLES_CAP, InvariantResult, VerifyReport, verify
 from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
-from gov_pipeline.services.verify import EXAMPLES_CAP, InvariantResult, VerifyReport, verify
 
 ENDED_RUN_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 HELD_RUN_STATUSES = frozenset({"STARTING", "STARTED", "CANCELING"})

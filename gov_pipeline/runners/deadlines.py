@@ -20,15 +20,13 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, defer, sessionmaker
 
 from gov_pipeline.config import Settings
+from gov_pipeline.db.bulk import insert_ignore
 from gov_pipeline.db.models import Policy, Workflow, WorkflowExecution
+from gov_pipeline.domain.errors import TransientExecutionError
+from gov_pipeline.domain.retry import RetryPolicy
 from gov_pipeline.domain.statuses import EntityType, ExecutionStatus, Trigger, WorkflowStatus
-from gov_pipeline.services.engine import entity_only_facts, insert_ignore
-from gov_pipeline.services.processing import (
-    RetryPolicy,
-    TransientExecutionError,
-    attempt_execution,
-    with_retries,
-)
+from gov_pipeline.engine.facts import entity_only_facts
+from gov_pipeline.runners.retries import attempt_execution, with_retries
 from gov_pipeline.services.workflows import LoadedWorkflow, load_version
 
 log = logging.getLogger(__name__)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from gov_pipeline.actions.base import ActionContext, register
 from gov_pipeline.db.models import WebhookDelivery
 from gov_pipeline.domain.definitions import WebhookAction
-from gov_pipeline.services.webhooks import check_url_allowed, payload_for
+from gov_pipeline.domain.webhooks import check_url_allowed
+from gov_pipeline.engine.actions.base import ActionContext, register
+from gov_pipeline.services.webhooks import payload_for
 
 
 @register("webhook")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from gov_pipeline.services.webhooks import DELIVERY_HEADER, verify
+from gov_pipeline.domain.webhooks import DELIVERY_HEADER, verify
 
 
 @dataclass

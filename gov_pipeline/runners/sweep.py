@@ -14,7 +14,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from gov_pipeline.db.models import EntityChange
-from gov_pipeline.services.batch import unprocessed
+from gov_pipeline.services.changes import unprocessed
 
 
 def settled_up_to(session: Session, *, after: int, older_than: datetime) -> int:

@@ -20,15 +20,10 @@ from gov_pipeline.domain.statuses import (
     ExecutionStatus,
     PolicyStatus,
 )
+from gov_pipeline.engine.execution import ExecutionReport, claim, insert_marker, run_actions
 from gov_pipeline.services import approvals as approval_service
 from gov_pipeline.services import policies
-from gov_pipeline.services.engine import (
-    ExecutionReport,
-    claim,
-    insert_marker,
-    load_entity,
-    run_actions,
-)
+from gov_pipeline.services.entities import load_entity
 from gov_pipeline.services.workflows import load_version
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gov_pipeline.db.bulk import insert_ignore
 from gov_pipeline.db.models import WorkflowExecution
 from gov_pipeline.domain.errors import NotFoundError
 from gov_pipeline.domain.statuses import ExecutionStatus, Trigger
-from gov_pipeline.services.engine import entity_only_facts, insert_ignore, load_entity
+from gov_pipeline.engine.facts import entity_only_facts
+from gov_pipeline.services.entities import load_entity
 from gov_pipeline.services.workflows import get_workflow, load_version
 
 

@@ -73,6 +73,6 @@ def register(action_type: str) -> Callable[[Callable[[ActionContext, M], dict[st
 
 def handler_for(action_type: str) -> Handler:
     # Importing the package registers every handler.
-    import gov_pipeline.actions  # noqa: F401
+    import gov_pipeline.engine.actions  # noqa: F401
 
     return HANDLERS[action_type]

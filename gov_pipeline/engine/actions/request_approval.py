@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gov_pipeline.actions.base import ActionContext, register
 from gov_pipeline.db.models import Approval
 from gov_pipeline.domain.approval_flow import initial_statuses
 from gov_pipeline.domain.definitions import RequestApprovalAction
 from gov_pipeline.domain.statuses import ApprovalStatus
+from gov_pipeline.engine.actions.base import ActionContext, register
 from gov_pipeline.services import approvals
 
 

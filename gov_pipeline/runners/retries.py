@@ -3,7 +3,7 @@
 An attempt at one execution (or at the continuation of its approval flow) runs in a
 transaction of its own; `record_failure` counts a failed attempt and fails the execution
 for good when the error is permanent or the attempts are used up. Changes themselves are
-processed in batches (`gov_pipeline.services.batch`), which count their failures here too.
+processed in batches (`gov_pipeline.runners.batch`), which count their failures here too.
 """
 
 from __future__ import annotations
@@ -11,85 +11,33 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings
+from gov_pipeline.db.bulk import insert_ignore
 from gov_pipeline.db.models import (
     ActionRun,
     EntityChange,
-    Workflow,
     WorkflowExecution,
 )
-from gov_pipeline.domain.errors import GovPipelineError, NotFoundError
+from gov_pipeline.domain.errors import (
+    ActionFailedError,
+    NotFoundError,
+    TransientExecutionError,
+)
+from gov_pipeline.domain.retry import RetryPolicy
 from gov_pipeline.domain.statuses import (
     ActionRunStatus,
     ExecutionStatus,
-    NotificationType,
 )
-from gov_pipeline.services import notifications
-from gov_pipeline.services.continuation import DecisionRefused, continue_after_decision
-from gov_pipeline.services.engine import (
-    ActionFailedError,
-    ExecutionReport,
-    insert_ignore,
-    insert_marker,
-    run_execution,
-)
+from gov_pipeline.engine.continuation import DecisionRefused, continue_after_decision
+from gov_pipeline.engine.execution import ExecutionReport, run_execution
+from gov_pipeline.engine.failures import mark_failed
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Attempts include the first try; the wait doubles from `delay_s` (the policy queue's
-    5 attempts with exponential 2 s backoff)."""
-
-    max_attempts: int = 5
-    delay_s: float = 2.0
-
-    def delay(self, attempt: int) -> float:
-        return float(self.delay_s * 2 ** (attempt - 1))
-
-
-class TransientExecutionError(GovPipelineError):
-    """An attempt failed in a way a retry may fix; the execution is still pending."""
-
-
-def _notify_owner_of_failure(session: Session, execution: WorkflowExecution, error: str) -> None:
-    workflow = session.get(Workflow, execution.workflow_id)
-    if workflow is None or not workflow.owner_id:
-        return
-    # One notice per failed execution, even if failure is recorded twice.
-    run_id = insert_marker(session, execution, "failure-notice", "notify")
-    if run_id is None:
-        return
-    notifications.send(
-        session,
-        tenant_id=execution.tenant_id,
-        recipients=[workflow.owner_id],
-        type=NotificationType.GENERAL.value,
-        priority="high",
-        title=f"Workflow {workflow.name} failed on {execution.entity_type} {execution.entity_id}",
-        message=error[:2000],
-        entity_type=execution.entity_type,
-        entity_id=execution.entity_id,
-        execution_id=execution.id,
-        action_run_id=run_id,
-    )
-
-
-def mark_failed(session: Session, execution: WorkflowExecution, error: str) -> None:
-    """End an execution as failed with `error` and tell the workflow owner."""
-    execution.status = ExecutionStatus.FAILED.value
-    execution.error = error[:4000]
-    execution.status_reason = execution.error
-    execution.finished_at = datetime.now(UTC)
-    _notify_owner_of_failure(session, execution, error)
-    log.warning("execution %s failed: %s", execution.id, error)
 
 
 def record_failure(
@@ -207,7 +155,7 @@ def retry_now(
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Run what `executions.retry_execution` queued again, in this process."""
-    from gov_pipeline.services.deliveries import deliver_pending
+    from gov_pipeline.runners.deliveries import deliver_pending
     from gov_pipeline.services.executions import unhandled_decisions
 
     if what == "pending":

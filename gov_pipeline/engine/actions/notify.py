@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gov_pipeline.actions.base import ActionContext, register
 from gov_pipeline.domain.definitions import NotifyAction
+from gov_pipeline.engine.actions.base import ActionContext, register
 from gov_pipeline.services import notifications
 
 

@@ -1,0 +1,2 @@
+"""The embedded default: a Dagster instance on SQLite under GOV_PIPELINE_HOME, local
+Dagster processes, and the test and demo webhook receiver. May import anything below cli."""

@@ -1,0 +1,216 @@
+"""The workflow engine: match a change to workflows, run executions, continue approvals.
+
+Effectively once: an execution is unique per (workflow, change); running it starts with a
+claim (`UPDATE ... WHERE status = 'pending'`) and everything it does — action runs,
+notifications, tasks, status moves, outbox rows, its final status — commits in that one
+transaction. A crash rolls all of it back and a retry does it again, once. Two processors
+on the same change (the sync path and a Dagster run) meet at the claim; one of them finds
+nothing left to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, literal, select, text, update
+from sqlalchemy.orm import Session
+
+from gov_pipeline.config import Settings
+from gov_pipeline.db.bulk import insert_ignore
+from gov_pipeline.db.engine import is_postgres
+from gov_pipeline.db.models import ActionRun, EntityChange, Workflow, WorkflowExecution
+from gov_pipeline.domain.errors import ActionFailedError
+from gov_pipeline.domain.statuses import (
+    ActionRunStatus,
+    ExecutionStatus,
+)
+from gov_pipeline.engine.actions import ActionContext, handler_for
+from gov_pipeline.services.entities import load_entity
+from gov_pipeline.services.workflows import LoadedWorkflow, load_version
+
+log = logging.getLogger(__name__)
+
+
+# Actions that write the entity itself (the rest write rows of their own).
+ENTITY_WRITING_ACTIONS = frozenset({"change_status", "assign"})
+
+
+@dataclass
+class ExecutionReport:
+    execution_id: int
+    workflow: str
+    status: str
+    actions: list[str] = field(default_factory=list)
+
+
+def insert_marker(
+    session: Session,
+    execution: WorkflowExecution,
+    step_key: str,
+    action_type: str,
+    result: dict[str, Any] | None = None,
+) -> int | None:
+    """Write a completed action-run row that marks something as done for this execution.
+
+    Returns:
+        Its id, or None if the marker already existed (the thing was done before).
+    """
+    now = datetime.now(UTC)
+    if not insert_ignore(
+        session,
+        ActionRun,
+        {
+            "tenant_id": execution.tenant_id, "execution_id": execution.id,
+            "step_key": step_key, "action_type": action_type,
+            "status": ActionRunStatus.COMPLETED.value, "attempts": 1, "result": result,
+            "created_at": now, "finished_at": now,
+        },
+    ):  # fmt: skip
+        return None
+    return int(
+        session.scalars(
+            select(ActionRun.id).where(
+                ActionRun.execution_id == execution.id, ActionRun.step_key == step_key
+            )
+        ).one()
+    )
+
+
+def claim(
+    session: Session, execution_id: int, from_status: ExecutionStatus, **values: Any
+) -> WorkflowExecution | None:
+    """Take an execution for this transaction; None if another processor already did.
+
+    Args:
+        values: more columns to set in the same statement.
+
+    Returns:
+        The execution as the claim left it (read by the same statement).
+    """
+    # On PostgreSQL the UPDATE waits on the row lock of a concurrent claimer and re-checks
+    # the status; on SQLite the transaction already holds the write lock (BEGIN IMMEDIATE).
+    claimed = session.execute(
+        update(WorkflowExecution)
+        .where(WorkflowExecution.id == execution_id, WorkflowExecution.status == from_status.value)
+        .values(status=ExecutionStatus.IN_PROGRESS.value, updated_at=datetime.now(UTC), **values)
+        .returning(WorkflowExecution)
+        # The returned row refreshes the execution's object (populate_existing); no other
+        # object can match, so the ORM need not look through the session for them.
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    return claimed.scalars().one_or_none()
+
+
+_ACTION_RUN_IDS = "gov_pipeline.action_run_ids"
+ACTION_RUN_IDS_PER_DRAW = 100
+
+
+def _action_run_id(session: Session) -> int | None:
+    """An action-run id drawn before the action runs, so that its row is written once, with
+    its outcome, instead of written then updated (on PostgreSQL, from the table's sequence,
+    a hundred at a time per transaction; ids of rolled-back work are simply not used).
+    None on SQLite: there the insert assigns it."""
+    if not is_postgres(session):
+        return None
+    pool: list[int] = session.info.setdefault(_ACTION_RUN_IDS, [])
+    if not pool:
+        drawn = session.scalars(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('action_runs', 'id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": ACTION_RUN_IDS_PER_DRAW},
+        )
+        pool.extend(sorted((int(i) for i in drawn), reverse=True))
+    return pool.pop()
+
+
+def run_actions(
+    session: Session,
+    settings: Settings,
+    loaded: LoadedWorkflow,
+    execution: WorkflowExecution,
+    actions: Sequence[Any],
+    prefix: str = "",
+) -> tuple[list[str], bool]:
+    """Run `actions` in order inside the caller's transaction.
+
+    Returns:
+        The step keys run, and whether one of them asked for approval.
+
+    Raises:
+        ActionFailedError: an action raised (the caller's transaction must roll back).
+    """
+    entity = load_entity(session, execution.tenant_id, execution.entity_type, execution.entity_id)
+    change = session.get(EntityChange, execution.change_id) if execution.change_id else None
+    facts = dict(execution.input or {})
+    done: list[str] = []
+    awaiting = False
+    for index, action in enumerate(actions):
+        step_key = f"{prefix}{action.id or index}"
+        run = ActionRun(
+            id=_action_run_id(session),
+            tenant_id=execution.tenant_id,
+            execution_id=execution.id,
+            step_key=step_key,
+            action_type=action.type,
+            status=ActionRunStatus.PENDING.value,
+            attempts=execution.attempts + 1,
+            created_at=datetime.now(UTC),
+        )
+        if run.id is None:  # the insert assigns the id the action's own rows refer to
+            session.add(run)
+            session.flush()
+        ctx = ActionContext(session, settings, loaded, execution, entity, change, run, facts)
+        try:
+            result = handler_for(action.type)(ctx, action)
+        except Exception as exc:
+            raise ActionFailedError(step_key, action.type, exc) from exc
+        run.status = ActionRunStatus.COMPLETED.value
+        run.result = result
+        run.finished_at = datetime.now(UTC)
+        session.add(run)  # with an id drawn ahead: written once, with its outcome
+        done.append(step_key)
+        awaiting = awaiting or bool(result.get("awaiting"))
+        if entity is not None and action.type in ENTITY_WRITING_ACTIONS:
+            session.refresh(entity)  # later actions see the entity as this one left it
+    return done, awaiting
+
+
+def run_execution(
+    session: Session, execution_id: int, settings: Settings, run_id: str | None = None
+) -> ExecutionReport | None:
+    """Run a pending execution's actions in the caller's transaction (claim first).
+
+    Returns:
+        What it did, or None if the execution was not pending (done by someone else).
+
+    Raises:
+        ActionFailedError: an action failed; the caller rolls back and decides on a retry.
+    """
+    now = datetime.now(UTC)
+    # The start and the run are set by the claim itself (one statement fewer).
+    started = WorkflowExecution.__table__.c.started_at
+    values: dict[str, Any] = {"started_at": func.coalesce(started, literal(now, started.type))}
+    if run_id:
+        values["dagster_run_id"] = run_id
+    execution = claim(session, execution_id, ExecutionStatus.PENDING, **values)
+    if execution is None:
+        return None
+    workflow = session.get(Workflow, execution.workflow_id)
+    assert workflow is not None  # foreign key
+    loaded = load_version(session, workflow, execution.workflow_version)
+    done, awaiting = run_actions(session, settings, loaded, execution, loaded.definition.actions)
+    status = ExecutionStatus.AWAITING_APPROVAL if awaiting else ExecutionStatus.COMPLETED
+    execution.status = status.value
+    execution.attempts += 1
+    execution.error = None
+    execution.output = {"actions": done}
+    if not awaiting:
+        execution.finished_at = now
+    log.info("execution %s (%s) %s: %s", execution.id, loaded.name, status.value, done)
+    return ExecutionReport(execution.id, loaded.name, status.value, done)

@@ -1,0 +1,142 @@
+"""Matching changes to workflows: one execution per (workflow, change), skipped ones with
+their reason, in the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gov_pipeline.config import Settings
+from gov_pipeline.db.bulk import insert_ignore
+from gov_pipeline.db.models import EntityChange, Policy, WorkflowExecution
+from gov_pipeline.domain.statuses import (
+    ExecutionStatus,
+)
+from gov_pipeline.domain.triggers import TRIGGERS_BY_KIND
+from gov_pipeline.engine.facts import build_facts
+from gov_pipeline.services.entities import load_entities
+from gov_pipeline.services.workflows import LoadedWorkflow, active_workflows
+
+
+@dataclass
+class MatchReport:
+    """What matching one change did."""
+
+    change_id: int
+    matched: list[str] = field(default_factory=list)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    executions: list[int] = field(default_factory=list)
+
+
+def match_change(session: Session, change: EntityChange, settings: Settings) -> MatchReport:
+    """Create the executions a change calls for (once), recording why others were skipped."""
+    return match_changes(session, [change], settings)[0]
+
+
+def match_changes(
+    session: Session, changes: Sequence[EntityChange], settings: Settings
+) -> list[MatchReport]:
+    """`match_change` for many changes: one read of their entities, one read of the
+    candidate workflows per (tenant, entity type, triggers), one INSERT per 1,000 rows."""
+    entities = load_entities(session, changes)
+    candidates_by: dict[tuple[str, str, tuple[str, ...]], list[LoadedWorkflow]] = {}
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    reports: list[MatchReport] = []
+    for change in changes:
+        report = MatchReport(change.id)
+        reports.append(report)
+        triggers = TRIGGERS_BY_KIND.get(change.kind, ())
+        key = (change.tenant_id, change.entity_type, triggers)
+        if key not in candidates_by:
+            candidates_by[key] = active_workflows(session, *key)
+        candidates = candidates_by[key]
+        if not candidates:
+            continue
+        entity = entities.get((change.tenant_id, change.entity_type, change.entity_id))
+        rows.extend(_execution_rows(change, entity, candidates, settings, now, report))
+    # A replayed change finds its rows already there.
+    for start in range(0, len(rows), 1000):
+        insert_ignore(session, WorkflowExecution, rows[start : start + 1000])
+    by_change = pending_executions_of(session, [c.id for c in changes])
+    for report in reports:
+        report.executions = by_change.get(report.change_id, [])
+    return reports
+
+
+def _execution_rows(
+    change: EntityChange,
+    entity: Policy | None,
+    candidates: Sequence[LoadedWorkflow],
+    settings: Settings,
+    now: datetime,
+    report: MatchReport,
+) -> list[dict[str, Any]]:
+    """One execution row per candidate workflow: pending, or skipped/failed with the reason."""
+    base = build_facts(change, entity, "")  # the entity read once for every candidate
+    rows: list[dict[str, Any]] = []
+    for loaded in candidates:
+        trigger = loaded.definition.trigger.value
+        facts = {**base, "trigger": trigger}
+        status, reason = ExecutionStatus.PENDING, None
+        if entity is None:
+            status = ExecutionStatus.SKIPPED
+            reason = (
+                f"{change.entity_type} {change.entity_id} not found in tenant {change.tenant_id}"
+            )
+        elif not loaded.condition.evaluate(facts):
+            failed = loaded.condition.explain(facts)
+            status, reason = ExecutionStatus.SKIPPED, "conditions not met: " + "; ".join(failed)
+            report.skipped[loaded.name] = failed
+        elif change.chain_depth >= settings.chain_depth_limit:
+            status = ExecutionStatus.FAILED
+            reason = (
+                f"chain depth limit {settings.chain_depth_limit} reached: change {change.id} "
+                f"was caused by execution {change.caused_by_execution_id}"
+            )
+            report.refused[loaded.name] = reason
+        else:
+            report.matched.append(loaded.name)
+        finished = now if status is not ExecutionStatus.PENDING else None
+        rows.append(
+            {
+                "tenant_id": change.tenant_id, "workflow_id": loaded.id,
+                "workflow_version": loaded.version, "dedupe_key": f"change:{change.id}",
+                "change_id": change.id, "entity_type": change.entity_type,
+                "entity_id": change.entity_id, "status": status.value,
+                "status_reason": reason,
+                "error": reason if status is ExecutionStatus.FAILED else None,
+                # The facts an execution runs on; a skipped one keeps only its reason (its
+                # change row has the rest), which keeps the bulk insert small.
+                "input": None if status is ExecutionStatus.SKIPPED else facts,
+                "caused_by_execution_id": change.caused_by_execution_id,
+                "chain_depth": change.chain_depth, "finished_at": finished,
+                "created_at": now, "updated_at": now, "attempts": 0,
+            }
+        )  # fmt: skip
+    return rows
+
+
+def pending_executions_of(session: Session, change_ids: Sequence[int]) -> dict[int, list[int]]:
+    """Executions of these changes still to run (new, or left by a failed attempt):
+    change id -> execution ids in id order."""
+    found: dict[int, list[int]] = {}
+    for start in range(0, len(change_ids), 1000):
+        query = (
+            select(WorkflowExecution.change_id, WorkflowExecution.id)
+            .where(
+                WorkflowExecution.change_id.in_(change_ids[start : start + 1000]),
+                WorkflowExecution.status == ExecutionStatus.PENDING.value,
+            )
+            .order_by(WorkflowExecution.id)
+        )
+        for change_id, execution_id in session.execute(query):
+            if change_id is not None:  # (the filter above makes it so)
+                found.setdefault(change_id, []).append(execution_id)
+    return found
