@@ -1,6 +1,6 @@
 """The `dagster_runs` invariant: every Dagster run has ended, or is QUEUED and in line in
 Redis, or is started with a live lease in Redis. Added to the database invariants of
-`gov_pipeline.services.verify` when a Dagster instance is at hand."""
+`gov_pipeline.checks.verify` when a Dagster instance is at hand."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from dagster import DagsterRunStatus, RunsFilter
 from sqlalchemy.orm import Session
 
 from gov_pipeline.checks.verify import EXAMPLES_CAP, InvariantResult, VerifyReport, verify
 from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
+from gov_pipeline.coordinator.states import ENDED, RunState
 
-ENDED_RUN_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
-HELD_RUN_STATUSES = frozenset({"STARTING", "STARTED", "CANCELING"})
+# Dagster statuses of a run a worker holds (under a lease).
+HELD_RUN_STATUSES = frozenset(
+    {DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING}
+)
 # Redis record states of a run that is in line or held by a worker.
-IN_REDIS_STATES = frozenset({"queued", "claimed", "started"})
+IN_REDIS_STATES = frozenset({RunState.QUEUED, RunState.CLAIMED, RunState.STARTED})
 
 
 def check_dagster_runs(
@@ -27,8 +31,6 @@ def check_dagster_runs(
     Returns:
         The invariant's result, and the number of runs per status.
     """
-    from dagster._core.storage.dagster_run import RunsFilter
-
     result = InvariantResult(
         "dagster_runs",
         "every Dagster run ended, or QUEUED and in line in Redis, or started with a live lease",
@@ -44,7 +46,7 @@ def check_dagster_runs(
         status = run.status.value
         by_status[status] += 1
         result.checked += 1
-        if status in ENDED_RUN_STATUSES:
+        if run.status in ENDED:
             continue
         updated = record.update_timestamp
         if updated.tzinfo is None:
@@ -54,11 +56,11 @@ def check_dagster_runs(
         problem = None
         if queue is None:
             problem = f"{status} since {updated.isoformat()}"
-        elif status == "QUEUED":
+        elif run.status == DagsterRunStatus.QUEUED:
             state = queue.record(run.run_id).get("state")
             if state not in IN_REDIS_STATES:
                 problem = f"QUEUED but not in line in Redis (record state {state or 'missing'})"
-        elif status in HELD_RUN_STATUSES:
+        elif run.status in HELD_RUN_STATUSES:
             if queue.lease_holder(run.run_id) is None:
                 problem = f"{status} with no live lease in Redis"
         else:  # NOT_STARTED: created and never submitted
@@ -78,7 +80,7 @@ def verify_with_runs(
         session: a session the caller owns (read only).
         instance: the Dagster instance whose runs are checked against the Redis queue.
         grace_s: changes and runs younger than this are not expected to be done yet.
-        **kwargs: passed on to `gov_pipeline.services.verify.verify`.
+        **kwargs: passed on to `gov_pipeline.checks.verify.verify`.
     """
     report = verify(session, grace_s=grace_s, **kwargs)
     only = kwargs.get("only")

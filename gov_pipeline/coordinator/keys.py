@@ -1,13 +1,33 @@
-"""Redis key names, in one place. `{p}` is the configured key prefix."""
+"""Redis key names, in one place. Every key starts with the configured prefix.
+
+The keys of one lane, run, ordering value or worker come from templates with one slot,
+`%s`: Python fills them with `template % value`, the Lua scripts (which get `templates`
+as ARGV) with `string.format(template, value)`, so the layout is spelt here only.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str
+
+    @cached_property
+    def templates(self) -> dict[str, str]:
+        """Template of each per-lane, per-run, per-value and per-worker key, by the name of
+        its method here. A `%` of the prefix is doubled, so it stays a `%` when filled."""
+        head = self.prefix.replace("%", "%%")
+        return {
+            "queued": f"{head}:rq:queued:%s",
+            "run": f"{head}:rq:run:%s",
+            "order": f"{head}:rq:order:%s",
+            "lane_active": f"{head}:rq:lane_active:%s",
+            "lease": f"{head}:rq:lease:%s",
+            "worker_alive": f"{head}:rq:worker:%s",
+        }
 
     @property
     def seq(self) -> str:
@@ -16,15 +36,15 @@ class Keys:
 
     def queued(self, lane: str) -> str:
         """ZSET of runs waiting in a lane, scored by (-priority, seq): lowest first."""
-        return f"{self.prefix}:rq:queued:{lane}"
+        return self.templates["queued"] % lane
 
     def run(self, run_id: str) -> str:
         """HASH of one run's state and timestamps (kept `retention` seconds after the end)."""
-        return f"{self.prefix}:rq:run:{run_id}"
+        return self.templates["run"] % run_id
 
     def order(self, value: str) -> str:
         """LIST of the runs sharing an ordering-tag value, in submit order; only the head runs."""
-        return f"{self.prefix}:rq:order:{value}"
+        return self.templates["order"] % value
 
     @property
     def active(self) -> str:
@@ -33,11 +53,11 @@ class Keys:
 
     def lane_active(self, lane: str) -> str:
         """SET of a lane's runs holding a slot."""
-        return f"{self.prefix}:rq:lane_active:{lane}"
+        return self.templates["lane_active"] % lane
 
     def lease(self, run_id: str) -> str:
         """A claimed run's lease: the worker id, with a TTL the worker's heartbeat renews."""
-        return f"{self.prefix}:rq:lease:{run_id}"
+        return self.templates["lease"] % run_id
 
     @property
     def lanes(self) -> str:
@@ -56,4 +76,4 @@ class Keys:
 
     def worker_alive(self, worker_id: str) -> str:
         """A worker's liveness key, with a TTL its heartbeat renews."""
-        return f"{self.prefix}:rq:worker:{worker_id}"
+        return self.templates["worker_alive"] % worker_id

@@ -19,6 +19,7 @@ import redis
 
 from gov_pipeline.coordinator import scripts
 from gov_pipeline.coordinator.keys import Keys
+from gov_pipeline.coordinator.states import Outcome, RunState
 
 # The eight queues of the original system and their planned concurrency.
 DEFAULT_LANES: dict[str, int] = {
@@ -87,6 +88,8 @@ class RunQueue:
     def __init__(self, client: redis.Redis, prefix: str, limits: QueueLimits) -> None:
         self.client = client
         self.keys = Keys(prefix)
+        # What the scripts that build keys of lanes and runs get as ARGV[1].
+        self._layout = json.dumps(self.keys.templates)
         self.limits = limits
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
@@ -116,8 +119,11 @@ class RunQueue:
         order_key = k.order(order) if order else ""
         added = self._scripts["ENQUEUE"](
             keys=[k.seq, k.queued(lane), k.run(run_id), order_key, k.lanes],
-            args=[run_id, lane, priority, order or "", json.dumps(dict(tags)), time.time()],
-        )
+            args=[
+                run_id, lane, priority, order or "", json.dumps(dict(tags)), time.time(),
+                RunState.QUEUED, RunState.FINISHED,
+            ],
+        )  # fmt: skip
         return bool(added)
 
     def claim(
@@ -128,10 +134,11 @@ class RunQueue:
         result = self._scripts["CLAIM"](
             keys=[k.active, k.paused, k.lanes],
             args=[
-                k.prefix, worker_id, time.time(), int(lease_s * 1000),
+                self._layout, worker_id, time.time(), int(lease_s * 1000),
                 self.limits.max_concurrent_runs, json.dumps(list(lanes)),
                 json.dumps(dict(self.limits.lanes)),
                 json.dumps([t.as_lua() for t in self.limits.tag_limits]), scan, mode,
+                RunState.CLAIMED,
             ],
         )  # fmt: skip
         return str(result) if result else None
@@ -141,7 +148,7 @@ class RunQueue:
         k = self.keys
         self._scripts["RELEASE"](
             keys=[k.run(run_id), k.active, k.lease(run_id)],
-            args=[k.prefix, run_id, time.time(), outcome, retention_s],
+            args=[self._layout, run_id, time.time(), outcome, retention_s, RunState.FINISHED],
         )
 
     def requeue(self, run_id: str, reason: str) -> bool:
@@ -150,18 +157,21 @@ class RunQueue:
         return bool(
             self._scripts["REQUEUE"](
                 keys=[k.run(run_id), k.active, k.lease(run_id)],
-                args=[k.prefix, run_id, time.time(), reason],
+                args=[self._layout, run_id, time.time(), reason, RunState.QUEUED],
             )
         )
 
     def remove_queued(self, run_id: str, retention_s: int) -> bool:
         """Take a waiting run out of line (cancel); False if a worker already has it."""
         k = self.keys
-        return bool(
-            self._scripts["REMOVE_QUEUED"](
-                keys=[k.run(run_id)], args=[k.prefix, run_id, time.time(), retention_s]
-            )
-        )
+        removed = self._scripts["REMOVE_QUEUED"](
+            keys=[k.run(run_id)],
+            args=[
+                self._layout, run_id, time.time(), retention_s,
+                RunState.QUEUED, RunState.FINISHED, Outcome.CANCELED,
+            ],
+        )  # fmt: skip
+        return bool(removed)
 
     def renew(self, run_id: str, worker_id: str, lease_s: float) -> bool:
         return bool(
@@ -187,8 +197,7 @@ class RunQueue:
         return {str(k): str(v) for k, v in self.client.hgetall(self.keys.run(run_id)).items()}
 
     def states(self, run_ids: Sequence[str]) -> list[str | None]:
-        """Each run's record state (queued, claimed, started, finished), None if unknown;
-        one round trip."""
+        """Each run's record state (a `RunState`), None if unknown; one round trip."""
         with self.client.pipeline(transaction=False) as pipe:
             for run_id in run_ids:
                 pipe.hget(self.keys.run(run_id), "state")

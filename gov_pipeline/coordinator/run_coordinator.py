@@ -14,10 +14,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-from dagster import DagsterEvent, Field, IntSource, Noneable, Permissive, StringSource
-from dagster._core.run_coordinator import RunCoordinator, SubmitRunContext
-from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
-from dagster._serdes import ConfigurableClass, ConfigurableClassData
+from dagster import (
+    DagsterEvent,
+    DagsterRun,
+    DagsterRunStatus,
+    Field,
+    IntSource,
+    Noneable,
+    Permissive,
+    StringSource,
+    SubmitRunContext,
+)
 
 from gov_pipeline.config import load_settings
 from gov_pipeline.coordinator.queue import (
@@ -28,6 +35,7 @@ from gov_pipeline.coordinator.queue import (
     lane_of,
     priority_of,
 )
+from gov_pipeline.dagster_internals import ConfigurableClass, ConfigurableClassData, RunCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +43,19 @@ FALLBACKS = ("launch", "fail")
 
 
 class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
-    """Queue runs in Redis for `gov-pipeline worker` processes to claim and launch."""
+    """Queue runs in Redis for `gov-pipeline worker` processes to claim and launch.
+
+    Built by Dagster from dagster.yaml through `from_config_value`, which fills in the Redis
+    URL and key prefix from the settings when the file leaves them out; constructed directly,
+    it is given every value and reads no environment.
+    """
 
     def __init__(
         self,
         inst_data: ConfigurableClassData | None = None,
-        redis_url: str | None = None,
-        key_prefix: str | None = None,
+        *,
+        redis_url: str,
+        key_prefix: str,
         max_concurrent_runs: int = 10,
         lanes: Mapping[str, int] | None = None,
         default_lane: str = "policy",
@@ -52,12 +66,11 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
         fallback: str = "launch",
         retention_seconds: int = 86_400,
     ) -> None:
-        settings = load_settings()
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
         self._inst_data = inst_data
-        self.redis_url = redis_url or settings.redis_url
-        self.key_prefix = key_prefix or settings.redis_prefix
+        self.redis_url = redis_url
+        self.key_prefix = key_prefix
         self.default_lane = default_lane
         self.ordering_tag = ordering_tag
         self.unordered_values = frozenset(unordered_values or ["multiple", ""])
@@ -96,7 +109,19 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
     def from_config_value(
         cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
     ) -> "RedisRunCoordinator":
-        return cls(inst_data=inst_data, **config_value)
+        """The coordinator dagster.yaml describes; a `redis_url` or `key_prefix` it leaves
+        out (or empty) is GOV_PIPELINE_REDIS_URL / GOV_PIPELINE_REDIS_PREFIX (or their
+        defaults), so that every process sees the same queue.
+
+        Raises:
+            ConfigurationError: a GOV_PIPELINE_* variable is malformed.
+            ValueError: `fallback` is neither `launch` nor `fail`.
+        """
+        settings = load_settings()
+        values = dict(config_value)
+        values["redis_url"] = values.get("redis_url") or settings.redis_url
+        values["key_prefix"] = values.get("key_prefix") or settings.redis_prefix
+        return cls(inst_data=inst_data, **values)
 
     @property
     def queue(self) -> RunQueue:

@@ -34,16 +34,28 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from dagster import DagsterEvent, DagsterEventType, DagsterInstance
-from dagster._core.execution.stats import StepEventStatus
-from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, RunsFilter
+from dagster import (
+    DagsterEvent,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    RunsFilter,
+)
 
 from gov_pipeline.coordinator.queue import WORKER_DIED_TAG, default_worker_id
 from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
+from gov_pipeline.coordinator.states import ENDED, Outcome, RunState, errored, skipped, status_of
+from gov_pipeline.dagster_internals import (
+    ReconstructableRepository,
+    StepEventStatus,
+    WorkspaceFileTarget,
+    WorkspaceProcessContext,
+    execute_run,
+)
 
 log = logging.getLogger(__name__)
 
-ENDED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 # Dagster's execute_run is not safe in two threads of one process (its log-handler setup and
 # the PostgreSQL event store deadlock on logging locks): one execution at a time per process.
 # `gov-pipeline worker --mode execute --concurrency N` therefore runs N processes.
@@ -230,15 +242,10 @@ class Worker:
 
     def _open_code(self) -> None:
         if self.mode == "launch":
-            from dagster._core.workspace.context import WorkspaceProcessContext
-            from dagster._core.workspace.load_target import WorkspaceFileTarget
-
             self._workspace_context = WorkspaceProcessContext(
                 self.instance, WorkspaceFileTarget(paths=[str(self.workspace)])
             )
         else:
-            from dagster._core.definitions.reconstruct import ReconstructableRepository
-
             self._recon_repo = ReconstructableRepository.for_module(
                 "gov_pipeline.definitions", "defs", working_directory=str(self.workspace.parent)
             )
@@ -304,18 +311,18 @@ class Worker:
             time.sleep(min(1.0, self.lease_s / 3))
 
     def _handle(self, run_id: str) -> None:
-        outcome = "ERROR"
+        outcome: str = Outcome.ERROR
         try:
             run = self.instance.get_run_by_id(run_id)
             if run is None or run.status != DagsterRunStatus.QUEUED:
                 # Canceled while waiting, or already launched (by a fallback or a replay).
-                outcome = f"SKIPPED:{run.status.value if run else 'missing'}"
+                outcome = skipped(run)
                 return
             if self.queue.lease_holder(run_id) != self.worker_id:
-                outcome = "SKIPPED:lease-lost"
+                outcome = Outcome.LEASE_LOST
                 return
             self.queue.mark(
-                run_id, state="started", started_at=time.time(), host=socket.gethostname()
+                run_id, state=RunState.STARTED, started_at=time.time(), host=socket.gethostname()
             )
             if self.mode == "launch":
                 self.instance.launch_run(run_id, self._workspace_context.create_request_context())
@@ -324,13 +331,11 @@ class Worker:
                 outcome = self._execute(run_id)
         except Exception as exc:
             log.exception("worker %s: run %s: %s", self.worker_id, run_id, exc)
-            outcome = f"ERROR:{type(exc).__name__}"
+            outcome = errored(exc)
         finally:
             self._finish(run_id, outcome)
 
     def _execute(self, run_id: str) -> str:
-        from dagster._core.execution.api import execute_run
-
         run = self.instance.get_run_by_id(run_id)
         assert run is not None
         starting = DagsterEvent(
@@ -346,16 +351,16 @@ class Worker:
 
     def _wait_until_ended(self, run_id: str) -> str:
         while True:
-            status = self._status(run_id)
-            if DagsterRunStatus(status) in ENDED:
-                return status
+            run = self.instance.get_run_by_id(run_id)
+            if run is None or run.status in ENDED:  # (deleted from run storage meanwhile)
+                return status_of(run)
             time.sleep(0.25)
 
     def _status(self, run_id: str) -> str:
-        run = self.instance.get_run_by_id(run_id)
-        return run.status.value if run else "missing"
+        return status_of(self.instance.get_run_by_id(run_id))
 
     def _finish(self, run_id: str, outcome: str) -> None:
+        outcome = str(outcome)  # not an Outcome member: the summary prints the counts' keys
         try:
             self.queue.release(run_id, outcome, self.coordinator.retention_seconds)
         except redis.RedisError as exc:  # reconciliation releases it later
@@ -377,8 +382,7 @@ class Worker:
             run = self.instance.get_run_by_id(run_id)
             record = self.queue.record(run_id)
             if run is None or run.status in ENDED:
-                self.queue.release(run_id, run.status.value if run else "missing",
-                                   self.coordinator.retention_seconds)  # fmt: skip
+                self.queue.release(run_id, status_of(run), self.coordinator.retention_seconds)
                 continue
             if run.status == DagsterRunStatus.QUEUED:
                 if self.queue.requeue(run_id, "lease expired before launch"):
@@ -428,13 +432,13 @@ class Worker:
                 message=message,
             )
             self.instance.report_dagster_event(success, run_id=run_id)
-            outcome = "SUCCESS:worker-died"
+            outcome = Outcome.WORKER_DIED_SUCCESS
         else:
             message = f"{what}; run retries apply"
             self.instance.report_engine_event(message, run)
             self.instance.add_run_tags(run_id, {WORKER_DIED_TAG: run_id})
             self.instance.report_run_failed(run)
-            outcome = "FAILURE:worker-died"
+            outcome = Outcome.WORKER_DIED_FAILURE
         self._finish(run_id, outcome)
         log.warning("run %s: %s", run_id, message)
 
@@ -443,7 +447,7 @@ class Worker:
         while True:
             run = self.instance.get_run_by_id(run_id)
             if run is None or run.status in ENDED:
-                self._finish(run_id, run.status.value if run else "missing")
+                self._finish(run_id, status_of(run))
                 return
             if pid is None:  # not started when adopted (or on another host: stays None)
                 pid = local_run_pid(self.instance, run_id, record)
@@ -469,7 +473,7 @@ class Worker:
             )  # fmt: skip
             states = self.queue.states([run.run_id for run in page])
             for waiting, state in zip(page, states, strict=True):
-                if state in (None, "finished") and self.coordinator.enqueue(waiting):
+                if state in (None, RunState.FINISHED) and self.coordinator.enqueue(waiting):
                     fixed += 1
                     self.stats.lost += 1
                     self.stats.requeued += 1
@@ -481,8 +485,7 @@ class Worker:
         for run_id in self.queue.active() - set(self._inflight):
             run = self.instance.get_run_by_id(run_id)
             if run is None or run.status in ENDED:
-                self.queue.release(run_id, run.status.value if run else "missing",
-                                   self.coordinator.retention_seconds)  # fmt: skip
+                self.queue.release(run_id, status_of(run), self.coordinator.retention_seconds)
                 fixed += 1
                 self.stats.released += 1
         self.stats.reconciled += fixed

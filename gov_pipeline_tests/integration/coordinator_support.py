@@ -15,6 +15,7 @@ from dagster import DagsterInstance
 
 from gov_pipeline.config import load_settings
 from gov_pipeline.coordinator.worker import Worker
+from gov_pipeline.dagster_internals import WorkspaceFileTarget, WorkspaceProcessContext
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.embedded.instance import WORKSPACE
@@ -57,9 +58,6 @@ class Coordinated:
 
     @contextmanager
     def workspace(self) -> Iterator[Any]:
-        from dagster._core.workspace.context import WorkspaceProcessContext
-        from dagster._core.workspace.load_target import WorkspaceFileTarget
-
         with WorkspaceProcessContext(
             self.instance, WorkspaceFileTarget(paths=[str(WORKSPACE)])
         ) as ctx:

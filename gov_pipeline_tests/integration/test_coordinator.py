@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis
-from dagster._core.storage.dagster_run import DagsterRunStatus
+from dagster import DagsterRunStatus
 
 from gov_pipeline.cli.queue import worker_summary
 from gov_pipeline.coordinator.worker import run_process_pid
@@ -476,3 +476,41 @@ def test_the_first_sigterm_lets_the_current_run_finish(make_coordinated, tmp_pat
     assert statuses(c, [slow, waiting]) == ["SUCCESS", "QUEUED"]
     assert "1 claimed, 1 finished" in out
     assert c.instance.run_coordinator.queue.workers() == []
+
+
+def test_the_scripts_keep_the_key_layout_and_the_stored_names(redis_prefix: str) -> None:
+    """Every key and every stored state or outcome, written by the Lua scripts, spelt out;
+    a prefix holding `%s` stays as it is (the scripts fill key templates from Python)."""
+    from gov_pipeline.coordinator.queue import QueueLimits, RunQueue
+
+    p = f"{redis_prefix}:100%s"
+    queue = RunQueue.from_url(REDIS_URL, p, QueueLimits(max_concurrent_runs=5, lanes={"policy": 5}))
+    client = queue.client
+
+    def keys() -> set[str]:
+        return {str(k) for k in client.scan_iter(f"{redis_prefix}:*", count=1000)}
+
+    def record(run_id: str) -> tuple[str | None, str | None]:
+        state, outcome = client.hmget(f"{p}:rq:run:{run_id}", ["state", "outcome"])
+        return state, outcome
+
+    assert queue.enqueue("r1", lane="policy", priority=0, order="7", tags={})
+    assert queue.enqueue("r2", lane="policy", priority=0, order="7", tags={})
+    line = {f"{p}:rq:seq", f"{p}:rq:queued:policy", f"{p}:rq:order:7", f"{p}:rq:lanes"}
+    assert keys() == line | {f"{p}:rq:run:r1", f"{p}:rq:run:r2"}
+    assert record("r1") == ("queued", None)
+    assert queue.claim("w1", [], 30, "execute") == "r1"
+    assert queue.claim("w1", [], 30, "execute") is None  # r2 waits for r1: same policy
+    held = {f"{p}:rq:active", f"{p}:rq:lane_active:policy", f"{p}:rq:lease:r1"}
+    assert keys() == line | held | {f"{p}:rq:run:r1", f"{p}:rq:run:r2"}
+    assert record("r1") == ("claimed", None) and queue.lease_holder("r1") == "w1"
+    queue.release("r1", "SUCCESS", 60)
+    assert record("r1") == ("finished", "SUCCESS") and queue.active() == set()
+    assert queue.claim("w1", [], 30, "execute") == "r2"
+    assert queue.requeue("r2", "test") and record("r2") == ("queued", None)
+    assert queue.queued("policy") == ["r2"] and queue.lease_holder("r2") is None
+    assert queue.remove_queued("r2", 60) and record("r2") == ("finished", "CANCELED")
+    assert keys() == {f"{p}:rq:seq", f"{p}:rq:lanes", f"{p}:rq:run:r1", f"{p}:rq:run:r2"}
+    queue.heartbeat("w1", {}, ttl_s=5)
+    assert {f"{p}:rq:workers", f"{p}:rq:worker:w1"} <= keys()
+    client.close()

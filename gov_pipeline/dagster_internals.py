@@ -1,0 +1,33 @@
+"""Every name the project takes from Dagster's private modules (`dagster._...`), in one place:
+an upgrade of Dagster checks this module first. Imports nothing of the project.
+
+Public names (`dagster.DagsterRun`, `dagster.RunsFilter`, ...) are imported from `dagster`
+where they are used; only what Dagster does not export is here:
+
+- `RunCoordinator`, `ConfigurableClass`, `ConfigurableClassData`: what a run coordinator
+  named in dagster.yaml must be (DAGSTER_NOTES.md 1.1, 1.5);
+- `execute_run`, `ReconstructableRepository`: executing a run inside a warm worker;
+- `WorkspaceProcessContext`, `WorkspaceFileTarget`: a launch-mode worker's code locations;
+- `StepEventStatus`: reading a run's step statistics (a rescued run's last steps).
+"""
+
+from __future__ import annotations
+
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.execution.api import execute_run
+from dagster._core.execution.stats import StepEventStatus
+from dagster._core.run_coordinator import RunCoordinator
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._serdes import ConfigurableClass, ConfigurableClassData
+
+__all__ = [
+    "ConfigurableClass",
+    "ConfigurableClassData",
+    "ReconstructableRepository",
+    "RunCoordinator",
+    "StepEventStatus",
+    "WorkspaceFileTarget",
+    "WorkspaceProcessContext",
+    "execute_run",
+]

@@ -1,0 +1,151 @@
+"""The main job, `process_policy_changes`: load changes → match workflows → execute actions →
+record outcome. Each op calls one function of runners/batch.py and attaches what it did as
+metadata; the sync path (`process --sync`) composes the same steps."""
+
+# No "from __future__ import annotations": Dagster reads op and config annotations at runtime.
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from gov_pipeline.domain.batching import compact_ids
+from gov_pipeline.orchestration.common import (
+    LANE_TAG,
+    MAX_ATTEMPTS,
+    POLICY_RETRY,
+    permanent_errors,
+    retry_requested,
+)
+from gov_pipeline.orchestration.resources import DatabaseResource
+from gov_pipeline.runners.batch import (
+    BatchReport,
+    execute_planned,
+    match_planned,
+    plan_run,
+    summarize_outcome,
+)
+
+
+class ChangesConfig(dg.Config):
+    """The changes a run processes (the sensor fills this in)."""
+
+    change_ids: list[int]
+
+
+@dg.op(retry_policy=POLICY_RETRY)
+def load_changes(
+    context: dg.OpExecutionContext, config: ChangesConfig, database: DatabaseResource
+) -> list[int]:
+    """The run's changes not yet processed, preceded by any earlier unprocessed change of the
+    same policies (catch-up), in commit order."""
+    with permanent_errors():
+        plan = plan_run(database.sessions(), config.change_ids)
+    context.add_output_metadata(
+        {
+            "changes": len(plan.todo),
+            "change_ids": compact_ids(plan.todo),
+            "catch_up": dg.MetadataValue.text(compact_ids(plan.catch_up) or "none"),
+            "already_processed": dg.MetadataValue.text(compact_ids(plan.already) or "none"),
+            "policies": dg.MetadataValue.text(", ".join(plan.entities[:50])),
+        }
+    )
+    return plan.todo
+
+
+@dg.op(retry_policy=POLICY_RETRY)
+def match_workflows(
+    context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
+) -> list[int]:
+    """Evaluate every candidate workflow's conditions; create the executions (once)."""
+    summary = match_planned(database.sessions(), change_ids, database.settings())
+    context.add_output_metadata(
+        {
+            "workflows_matched": dg.MetadataValue.json(dict(summary.matched)),
+            "conditions_failed": dg.MetadataValue.json(summary.conditions_failed),
+            "refused": dg.MetadataValue.json(summary.refused),
+            "executions_to_run": summary.executions,
+        }
+    )
+    return change_ids
+
+
+@dg.op(retry_policy=POLICY_RETRY)
+def execute_actions(
+    context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
+) -> list[int]:
+    """Run the pending executions (and approval follow-ups) of the changes, in order, and
+    mark each change processed with its effects.
+
+    Changes run in chunks, one transaction each. A failed attempt is counted on its
+    execution in the database; one that failed for good (a permanent error, or its
+    attempts used up) is failed, its owner told, and the run moves on. Otherwise the op is
+    retried, and the retry starts after what is done.
+    """
+    report = execute_planned(
+        database.sessions(), change_ids, database.settings(), max_attempts=MAX_ATTEMPTS,
+        run_id=context.run_id, processed_by=f"dagster:{context.run_id}",
+    )  # fmt: skip
+    if report.retry is not None:
+        raise retry_requested(context, report.retry)
+    _log_executions(context, report)
+    context.add_output_metadata(_execution_metadata(report))
+    return change_ids
+
+
+def _log_executions(context: dg.OpExecutionContext, report: BatchReport) -> None:
+    for ran in report.ran[:200]:
+        context.log.debug(
+            f"execution {ran.execution_id} ({ran.workflow}) {ran.status}: "
+            f"{', '.join(ran.actions) or 'nothing to do'}"
+        )
+
+
+def _execution_metadata(report: BatchReport) -> dict[str, Any]:
+    actions: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    for ran in report.ran:
+        statuses[ran.status] += 1
+        actions.update(step.split(".")[-1] if "." in step else step for step in ran.actions)
+    return {
+        "changes_processed": len(report.changes),
+        "executions_run": sum(statuses.values()),
+        "executions_by_status": dg.MetadataValue.json(dict(statuses)),
+        "actions_run": dg.MetadataValue.json(dict(actions)),
+        "transactions": report.commits,
+        "failed_attempts": report.failures,
+    }
+
+
+@dg.op(retry_policy=POLICY_RETRY)  # delivery and the summary are safe to repeat
+def record_outcome(
+    context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
+) -> None:
+    """Send queued webhooks and summarise the executions of the run's changes."""
+    outcome = summarize_outcome(database.sessions(), database.settings(), change_ids)
+    context.add_output_metadata(
+        {
+            "executions_by_status": dg.MetadataValue.json(outcome.executions_by_status),
+            "webhooks_delivered": outcome.webhooks_delivered,
+            "webhooks_failed": outcome.webhooks_failed,
+        }
+    )
+
+
+@dg.job(
+    executor_def=dg.in_process_executor,
+    tags={LANE_TAG: "policy"},
+    description="Process captured policy changes: load → match workflows → run actions → record.",
+)
+def process_policy_changes() -> None:
+    record_outcome(execute_actions(match_workflows(load_changes())))
+
+
+def change_ids_of_run(run_config: Mapping[str, Any]) -> list[int]:
+    """The change ids a process_policy_changes run was given (empty if none)."""
+    try:
+        ids = run_config["ops"]["load_changes"]["config"]["change_ids"]
+    except (KeyError, TypeError):
+        return []
+    return [int(i) for i in ids] if isinstance(ids, list) else []
