@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from gov_pipeline.cli.app import AppContext, cli, pass_app, sqlite_file
+from gov_pipeline.cli.context import AppContext, pass_app, sqlite_file
 from gov_pipeline.db import migrate
 from gov_pipeline.domain.errors import GovPipelineError
 
 
-@cli.group()
+@click.group()
 def db() -> None:
     """Database schema: migrations with Alembic (PostgreSQL and SQLite)."""
 

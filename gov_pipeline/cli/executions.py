@@ -7,7 +7,7 @@ import json
 import click
 from sqlalchemy import select
 
-from gov_pipeline.cli.app import AppContext, cli, json_option, pass_app, tenant_option
+from gov_pipeline.cli.context import AppContext, json_option, pass_app, tenant_option
 from gov_pipeline.cli.output import emit_json, emit_record, emit_table
 from gov_pipeline.db.models import Task
 from gov_pipeline.domain.errors import InvalidInputError
@@ -18,7 +18,7 @@ from gov_pipeline.services import notifications as notification_svc
 from gov_pipeline.services.tenants import require_tenant
 
 
-@cli.group()
+@click.group()
 def executions() -> None:
     """Workflow executions: what ran, why, and retrying failures."""
 
@@ -119,7 +119,7 @@ def retry(app: AppContext, execution_id: str, tenant: str | None) -> None:
     click.echo(f"execution {eid}: retried ({what}), now {status}")
 
 
-@cli.group()
+@click.group()
 def approvals() -> None:
     """Approval steps: list what waits for you, and decide."""
 
@@ -205,7 +205,7 @@ _decision_command(
 )
 
 
-@cli.group()
+@click.group()
 def notifications() -> None:
     """In-app notifications."""
 
@@ -240,7 +240,7 @@ def list_notifications(
         emit_table(rows, columns, empty="no notifications")
 
 
-@cli.group()
+@click.group()
 def tasks() -> None:
     """Tasks created by workflows."""
 

@@ -8,10 +8,9 @@ from typing import Any
 
 import click
 
-from gov_pipeline.cli.app import (
+from gov_pipeline.cli.context import (
     AppContext,
     actor_option,
-    cli,
     json_option,
     parse_assignments,
     pass_app,
@@ -23,7 +22,7 @@ from gov_pipeline.services import policies as svc
 LIST_COLUMNS = ["id", "title", "policy_type", "status", "owner_id", "next_review_date"]
 
 
-@cli.group()
+@click.group()
 def policies() -> None:
     """Policies: every write is captured as a change by the database itself."""
 

@@ -8,13 +8,13 @@ from types import FrameType
 
 import click
 
-from gov_pipeline.cli.app import AppContext, cli, pass_app
+from gov_pipeline.cli.context import AppContext, pass_app
 from gov_pipeline.domain.errors import InvalidInputError
 from gov_pipeline.domain.retry import RetryPolicy
 from gov_pipeline.runners.sync import ProcessStats, process_pending
 
 
-@cli.command("process")
+@click.command("process")
 @click.option("--sync", "sync", is_flag=True, help="Process in this process (required for now).")
 @click.option("--batch-size", default=200, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--max-changes", type=click.IntRange(1), help="Stop after this many changes.")

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from gov_pipeline.cli.app import cli, json_option
+from gov_pipeline.cli.context import AppContext, dagster_instance, json_option, pass_app
 from gov_pipeline.cli.output import emit_json, emit_table
-from gov_pipeline.config import load_settings
 from gov_pipeline.domain.errors import (
     ConfigurationError,
     ConflictError,
@@ -25,21 +24,16 @@ from gov_pipeline.domain.errors import (
 
 if TYPE_CHECKING:
     from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
-    from gov_pipeline.coordinator.worker import WorkerStats
+    from gov_pipeline.coordinator.worker import Worker, WorkerStats
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 
 
 def _instance() -> Any:
     """The Dagster instance of $DAGSTER_HOME, with the Redis run coordinator configured."""
-    from dagster import DagsterInstance
-
     from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
 
-    try:
-        instance = DagsterInstance.get()
-    except Exception as exc:  # Dagster raises its own error types for a missing home
-        raise ConfigurationError(f"cannot open the Dagster instance: {exc}") from exc
+    instance: Any = dagster_instance()
     if not isinstance(instance.run_coordinator, RedisRunCoordinator):
         raise ConfigurationError(
             f"$DAGSTER_HOME/dagster.yaml names {type(instance.run_coordinator).__name__}, not "
@@ -81,7 +75,7 @@ def worker_summary(stats: WorkerStats, seconds: float) -> str:
     )
 
 
-@cli.command("worker")
+@click.command("worker")
 @click.option(
     "--mode",
     type=click.Choice(["launch", "execute"]),
@@ -95,8 +89,15 @@ def worker_summary(stats: WorkerStats, seconds: float) -> str:
 @click.option("-w", "--workspace", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=DEFAULT_WORKSPACE, show_default=True)  # fmt: skip
 @click.option("--worker-id", help="Name of this worker (default: host:pid).")
+@pass_app
 def worker(
-    mode: str, concurrency: int, lanes: str, burst: bool, workspace: Path, worker_id: str | None
+    app: AppContext,
+    mode: str,
+    concurrency: int,
+    lanes: str,
+    burst: bool,
+    workspace: Path,
+    worker_id: str | None,
 ) -> None:
     """Claim runs from the Redis queue and launch or execute them. Any number, any host.
 
@@ -121,28 +122,35 @@ def worker(
     children: list[subprocess.Popen[bytes]] = []
     if mode == "execute" and concurrency > 1:
         # One warm process per slot: Dagster's execute_run is not thread-safe.
-        for i in range(1, concurrency):
-            args = [
-                sys.argv[0],
-                "worker",
-                "--mode",
-                "execute",
-                "--concurrency",
-                "1",
-                "--lanes",
-                lanes,
-                "-w",
-                str(workspace),
-                "--worker-id",
-                f"{name}/{i}",
-            ]
-            children.append(subprocess.Popen(args + (["--burst"] if burst else [])))  # fmt: skip
+        children = _start_execute_workers(name, concurrency - 1, lanes, workspace, burst)
         name, concurrency = f"{name}/0", 1
     worker_ = Worker(
         instance, workspace=workspace, mode=mode, concurrency=concurrency,
         lanes=served, burst=burst, worker_id=name,
-        reconcile_every_s=float(load_settings().worker_reconcile_s),
+        reconcile_every_s=float(app.settings.worker_reconcile_s),
     )  # fmt: skip
+    stats = _run_beside(worker_, children)
+    click.echo(worker_summary(stats, time.monotonic() - started))
+
+
+def _start_execute_workers(
+    name: str, count: int, lanes: str, workspace: Path, burst: bool
+) -> list[subprocess.Popen[bytes]]:
+    """Start `count` more `gov-pipeline worker --mode execute --concurrency 1` processes,
+    named `name/1` to `name/count`, serving the same lanes."""
+    children = []
+    for i in range(1, count + 1):
+        args = [
+            sys.argv[0], "worker", "--mode", "execute", "--concurrency", "1", "--lanes", lanes,
+            "-w", str(workspace), "--worker-id", f"{name}/{i}",
+        ]  # fmt: skip
+        children.append(subprocess.Popen(args + (["--burst"] if burst else [])))
+    return children
+
+
+def _run_beside(worker_: Worker, children: Sequence[subprocess.Popen[bytes]]) -> WorkerStats:
+    """Run the worker in this process; SIGTERM and SIGINT reach the children too, and they
+    are waited for before returning."""
 
     def stop(signum: int, frame: Any) -> None:
         for child in children:
@@ -152,14 +160,13 @@ def worker(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        stats = worker_.run(install_signals=False)
+        return worker_.run(install_signals=False)
     finally:
         for child in children:
             child.wait()
-    click.echo(worker_summary(stats, time.monotonic() - started))
 
 
-@cli.group()
+@click.group()
 def queue() -> None:
     """The Redis run queue: lanes, workers, pause/resume, requeue."""
 
@@ -228,7 +235,9 @@ def requeue(run_id: str) -> None:
     Example:
       gov-pipeline queue requeue 6c426521-bc1e-42c9-91e3-0284787ce81a
     """
-    from dagster._core.storage.dagster_run import DagsterRunStatus
+    from dagster import DagsterRunStatus
+
+    from gov_pipeline.coordinator.states import RunState
 
     instance = _instance()
     coordinator = instance.run_coordinator
@@ -246,7 +255,7 @@ def requeue(run_id: str) -> None:
     # A live record goes back to its old place (even if its lane lost it); none: enqueue anew.
     if not (
         record
-        and record.get("state") != "finished"
+        and record.get("state") != RunState.FINISHED
         and coordinator.queue.requeue(run_id, "requeued by an operator")
     ):
         coordinator.enqueue(run)

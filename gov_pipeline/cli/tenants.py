@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from gov_pipeline.cli.app import AppContext, cli, json_option, pass_app, tenant_option
+from gov_pipeline.cli.context import AppContext, json_option, pass_app, tenant_option
 from gov_pipeline.cli.output import emit_json, emit_table
 from gov_pipeline.services import tenants as svc
 
 
-@cli.group()
+@click.group()
 def tenants() -> None:
     """Tenants: every row belongs to one."""
 
@@ -48,7 +48,7 @@ def list_(app: AppContext, as_json: bool) -> None:
         emit_table(rows, ["tenant_id", "name"], empty="no tenants")
 
 
-@cli.group()
+@click.group()
 def users() -> None:
     """Users and their roles (approvers and notification recipients)."""
 

@@ -7,26 +7,19 @@ from typing import Any
 import click
 
 from gov_pipeline.checks.verify import DEFAULT_GRACE_S, DEFAULT_STUCK_S, lost_and_duplicated, verify
-from gov_pipeline.cli.app import AppContext, cli, json_option, pass_app
+from gov_pipeline.cli.context import AppContext, dagster_instance, json_option, pass_app
 from gov_pipeline.cli.output import emit_json, emit_table
-from gov_pipeline.domain.errors import ConfigurationError, GovPipelineError
+from gov_pipeline.domain.errors import GovPipelineError
 
 
 def _dagster_instance() -> Any:
     """The instance of $DAGSTER_HOME, or None when DAGSTER_HOME is not set."""
     import os
 
-    if not os.environ.get("DAGSTER_HOME"):
-        return None
-    from dagster import DagsterInstance
-
-    try:
-        return DagsterInstance.get()
-    except Exception as exc:  # Dagster raises its own error types for a bad home
-        raise ConfigurationError(f"cannot open the Dagster instance: {exc}") from exc
+    return dagster_instance() if os.environ.get("DAGSTER_HOME") else None
 
 
-@cli.command("verify")
+@click.command("verify")
 @click.option("--tenant", "-t", metavar="TENANT", help="Only this tenant (default: all).")
 @click.option("--grace", default=DEFAULT_GRACE_S, show_default=True, type=click.FloatRange(0),
               help="Seconds a new change (or run) may still be in flight.")  # fmt: skip

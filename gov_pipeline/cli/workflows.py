@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from gov_pipeline.cli.app import AppContext, actor_option, cli, json_option, pass_app, tenant_option
+from gov_pipeline.cli.context import AppContext, actor_option, json_option, pass_app, tenant_option
 from gov_pipeline.cli.output import emit_json, emit_table
 from gov_pipeline.domain.definitions import WorkflowDefinition, load_definition_file
 from gov_pipeline.domain.errors import DefinitionError, GovPipelineError
@@ -18,7 +18,7 @@ FILES = click.argument(
 )
 
 
-@cli.group()
+@click.group()
 def workflows() -> None:
     """Workflow definitions (YAML or JSON files): validate, apply as versions, dry-run."""
 
@@ -52,7 +52,7 @@ def validate(files: tuple[Path, ...]) -> None:
     """
     definitions = _load_all(files)
     for d in definitions:
-        click.echo(f"ok  {d.tenant_id}/{d.name} ({d.trigger.value}, {len(d.actions)} actions)")
+        click.echo(f"ok  {d.tenant_id}/{d.name} ({d.trigger}, {len(d.actions)} actions)")
 
 
 @workflows.command("apply")

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 
-from gov_pipeline.cli.app import AppContext
+from gov_pipeline.cli.context import AppContext
 from gov_pipeline.db.migrate import downgrade, upgrade
 from gov_pipeline_tests.conftest import ADMIN_URL
 from gov_pipeline_tests.integration.engine_support import cli_invoker, make_settings
