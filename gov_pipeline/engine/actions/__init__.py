@@ -1,13 +1,3 @@
-"""Action handlers, one module per action type; importing the package registers them all."""
-
-from gov_pipeline.engine.actions import (  # noqa: F401
-    assign,
-    change_status,
-    create_task,
-    notify,
-    request_approval,
-    webhook,
-)
-from gov_pipeline.engine.actions.base import HANDLERS, ActionContext, handler_for, register
-
-__all__ = ["HANDLERS", "ActionContext", "handler_for", "register"]
+"""The engine's action plug-ins: one module per action type, mapped to its type in
+registry.py. A plug-in may import only engine/actions/base.py, services, db, domain and
+config — never the engine that runs it (engine/execution.py and its siblings)."""

@@ -6,11 +6,10 @@ from typing import Any
 
 from gov_pipeline.domain.definitions import AssignAction
 from gov_pipeline.domain.errors import InvalidInputError
-from gov_pipeline.engine.actions.base import ActionContext, register
+from gov_pipeline.engine.actions.base import ActionContext
 from gov_pipeline.services import policies
 
 
-@register("assign")
 def assign(ctx: ActionContext, action: AssignAction) -> dict[str, Any]:
     if action.target == "assignee":
         previous = ctx.execution.assignee_id

@@ -1,9 +1,10 @@
-"""What an action handler gets, and the registry mapping an action type to its handler.
+"""What an action handler gets (ActionContext) and what it is (Handler).
 
-Adding an action is one module: a pydantic model in `domain/definitions.py` and a function
-here decorated with `@register("<type>")`. Handlers run inside the execution's transaction:
-they write through the session and return a JSON-able result; raising rolls back the whole
-execution (so a retry redoes every effect exactly once).
+Adding an action: a pydantic model in `domain/definitions.py`, a module in this folder with
+its handler function (`(ctx: ActionContext, action: <the model>) -> dict`), and one line in
+`registry.py` mapping the model's `type` to it. Handlers run inside the execution's
+transaction: they write through the session and return a JSON-able result; raising rolls
+back the whole execution (so a retry redoes every effect exactly once).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from gov_pipeline.config import Settings
@@ -57,22 +57,3 @@ class ActionContext:
 _PLACEHOLDER = re.compile(r"\{(entity|new|old|workflow)\.([A-Za-z_][A-Za-z0-9_]{0,60})\}")
 
 Handler = Callable[[ActionContext, Any], dict[str, Any]]
-HANDLERS: dict[str, Handler] = {}
-M = TypeVar("M", bound=BaseModel)
-
-
-def register(action_type: str) -> Callable[[Callable[[ActionContext, M], dict[str, Any]]], Handler]:
-    """Register the handler of `action_type`."""
-
-    def wrap(func: Callable[[ActionContext, M], dict[str, Any]]) -> Handler:
-        HANDLERS[action_type] = func
-        return func
-
-    return wrap
-
-
-def handler_for(action_type: str) -> Handler:
-    # Importing the package registers every handler.
-    import gov_pipeline.engine.actions  # noqa: F401
-
-    return HANDLERS[action_type]

@@ -8,11 +8,10 @@ from typing import Any
 from gov_pipeline.db.models import Task
 from gov_pipeline.domain.definitions import CreateTaskAction
 from gov_pipeline.domain.statuses import NotificationType, TaskStatus
-from gov_pipeline.engine.actions.base import ActionContext, register
+from gov_pipeline.engine.actions.base import ActionContext
 from gov_pipeline.services import notifications
 
 
-@register("create_task")
 def create_task(ctx: ActionContext, action: CreateTaskAction) -> dict[str, Any]:
     assignee = action.assignee
     if assignee == "owner":
@@ -24,8 +23,8 @@ def create_task(ctx: ActionContext, action: CreateTaskAction) -> dict[str, Any]:
         tenant_id=ctx.execution.tenant_id,
         title=ctx.render(action.title)[:500],
         description=ctx.render(action.description),
-        priority=action.priority.value,
-        status=TaskStatus.TODO.value,
+        priority=action.priority,
+        status=TaskStatus.TODO,
         assignee_id=assignee,
         due_date=due,
         entity_type=ctx.execution.entity_type,
@@ -40,7 +39,7 @@ def create_task(ctx: ActionContext, action: CreateTaskAction) -> dict[str, Any]:
             ctx.session,
             tenant_id=ctx.execution.tenant_id,
             recipients=[assignee],
-            type=NotificationType.TASK_ASSIGNED.value,
+            type=NotificationType.TASK_ASSIGNED,
             title=f"Task assigned: {task.title}",
             entity_type=ctx.execution.entity_type,
             entity_id=ctx.execution.entity_id,

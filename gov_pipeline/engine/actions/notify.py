@@ -5,26 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from gov_pipeline.domain.definitions import NotifyAction
-from gov_pipeline.engine.actions.base import ActionContext, register
+from gov_pipeline.engine.actions.base import ActionContext
 from gov_pipeline.services import notifications
 
 
-@register("notify")
 def notify(ctx: ActionContext, action: NotifyAction) -> dict[str, Any]:
     owner = ctx.entity.owner_id if (action.include_owner and ctx.entity is not None) else None
     recipients = notifications.resolve_recipients(
         ctx.session,
         ctx.execution.tenant_id,
         users=action.users,
-        roles=[r.value for r in action.roles],
+        roles=action.roles,
         owner_id=owner,
     )
     ids = notifications.send(
         ctx.session,
         tenant_id=ctx.execution.tenant_id,
         recipients=recipients,
-        type=action.notification_type.value,
-        priority=action.priority.value,
+        type=action.notification_type,
+        priority=action.priority,
         title=ctx.render(action.title),
         message=ctx.render(action.message),
         entity_type=ctx.execution.entity_type,

@@ -9,11 +9,10 @@ from gov_pipeline.db.models import Approval
 from gov_pipeline.domain.approval_flow import initial_statuses
 from gov_pipeline.domain.definitions import RequestApprovalAction
 from gov_pipeline.domain.statuses import ApprovalStatus
-from gov_pipeline.engine.actions.base import ActionContext, register
+from gov_pipeline.engine.actions.base import ActionContext
 from gov_pipeline.services import approvals
 
 
-@register("request_approval")
 def request_approval(ctx: ActionContext, action: RequestApprovalAction) -> dict[str, Any]:
     now = datetime.now(UTC)
     rows = []
@@ -29,10 +28,11 @@ def request_approval(ctx: ActionContext, action: RequestApprovalAction) -> dict[
                 entity_id=ctx.execution.entity_id,
                 step_index=index,
                 name=step.name,
-                mode=action.mode.value,
+                mode=action.mode,
                 approver_users=list(step.approvers.users),
+                # Plain strings: a refused decider is shown this list.
                 approver_roles=[r.value for r in step.approvers.roles],
-                status=status.value,
+                status=status,
                 requested_at=now if is_open else None,
                 due_at=now + timedelta(hours=step.due_in_hours)
                 if is_open and step.due_in_hours
@@ -41,11 +41,11 @@ def request_approval(ctx: ActionContext, action: RequestApprovalAction) -> dict[
         )
     ctx.session.add_all(rows)
     ctx.session.flush()
-    opened = [r for r in rows if r.status == ApprovalStatus.PENDING.value]
+    opened = [r for r in rows if r.status == ApprovalStatus.PENDING]
     asked = approvals.notify_approvers(ctx.session, opened, ctx.workflow.name, ctx.action_run.id)
     return {
         "approvals": [r.id for r in rows],
-        "mode": action.mode.value,
+        "mode": action.mode,
         "asked": asked,
         "awaiting": True,
     }

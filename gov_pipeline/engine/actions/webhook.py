@@ -8,11 +8,10 @@ from typing import Any
 from gov_pipeline.db.models import WebhookDelivery
 from gov_pipeline.domain.definitions import WebhookAction
 from gov_pipeline.domain.webhooks import check_url_allowed
-from gov_pipeline.engine.actions.base import ActionContext, register
+from gov_pipeline.engine.actions.base import ActionContext
 from gov_pipeline.services.webhooks import payload_for
 
 
-@register("webhook")
 def webhook(ctx: ActionContext, action: WebhookAction) -> dict[str, Any]:
     # Refused now, with the reason, rather than failing ten times later.
     host = check_url_allowed(action.url, ctx.settings.webhook_allowed_hosts)
