@@ -1,4 +1,10 @@
-"""Every error the project raises on purpose, in one place."""
+"""Every error the project raises on purpose, in one place.
+
+Two kinds, and every error is one of them (or says, like `ActionFailedError`, which):
+`PermanentError` (a retry cannot help: bad input, unknown ids, an illegal move, bad
+configuration; an op fails at once) and `TransientError` (a retry may succeed; an op's
+retry policy applies). `GovPipelineError` is their common base, never raised itself.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,15 @@ class GovPipelineError(Exception):
     """Base class: an expected failure with a one-line message for the user."""
 
 
-class NotFoundError(GovPipelineError):
+class PermanentError(GovPipelineError):
+    """Retrying cannot help: the input, the state or the configuration must change."""
+
+
+class TransientError(GovPipelineError):
+    """A retry may succeed (a connection cut, a deadlock, a receiver that was down)."""
+
+
+class NotFoundError(PermanentError):
     """An entity the caller named does not exist (in the caller's tenant)."""
 
     def __init__(self, entity: str, ident: object, tenant_id: str | None = None) -> None:
@@ -19,7 +33,7 @@ class NotFoundError(GovPipelineError):
         self.ident = ident
 
 
-class IllegalTransitionError(GovPipelineError):
+class IllegalTransitionError(PermanentError):
     """A status move the lifecycle does not allow."""
 
     def __init__(self, from_status: str, to_status: str) -> None:
@@ -28,7 +42,7 @@ class IllegalTransitionError(GovPipelineError):
         self.to_status = to_status
 
 
-class InvalidInputError(GovPipelineError):
+class InvalidInputError(PermanentError):
     """A value the caller gave is malformed or missing (field names the culprit)."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -36,7 +50,7 @@ class InvalidInputError(GovPipelineError):
         self.field = field
 
 
-class CursorMismatchError(GovPipelineError):
+class CursorMismatchError(PermanentError):
     """A change cursor does not belong to this change table: the change at its watermark is
     gone or is another change (the database was restored or recreated behind it)."""
 
@@ -62,7 +76,7 @@ class ValidationIssue:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class DefinitionError(GovPipelineError):
+class DefinitionError(PermanentError):
     """A workflow definition or condition tree is invalid; lists every issue found."""
 
     def __init__(self, issues: list[ValidationIssue], source: str | None = None) -> None:
@@ -73,19 +87,19 @@ class DefinitionError(GovPipelineError):
         super().__init__(f"{head}{detail}")
 
 
-class ConflictError(GovPipelineError):
+class ConflictError(PermanentError):
     """The request does not fit the current state (e.g. deciding a closed approval)."""
 
 
-class PermissionDeniedError(GovPipelineError):
+class PermissionDeniedError(PermanentError):
     """The actor is not allowed to do this (e.g. not a listed approver)."""
 
 
-class ConfigurationError(GovPipelineError):
+class ConfigurationError(PermanentError):
     """A setting read from the environment is invalid."""
 
 
-class SchemaMissingError(GovPipelineError):
+class SchemaMissingError(PermanentError):
     """The application database does not exist, or exists without the schema (no Alembic
     revision). Only `gov-pipeline db upgrade` creates either."""
 
@@ -98,15 +112,41 @@ class SchemaMissingError(GovPipelineError):
 
 
 class ActionFailedError(GovPipelineError):
-    """An action raised; `permanent` when retrying cannot help (bad data, illegal move)."""
+    """An action raised; the caller's transaction must roll back. Raised as one of the two
+    kinds below (`action_failed`): permanent when the cause is (bad data, an illegal move),
+    transient otherwise."""
 
     def __init__(self, step_key: str, action_type: str, cause: BaseException) -> None:
         super().__init__(f"action {step_key} ({action_type}) failed: {cause}")
         self.step_key = step_key
         self.action_type = action_type
         self.cause = cause
-        self.permanent = isinstance(cause, GovPipelineError)
 
 
-class TransientExecutionError(GovPipelineError):
+class PermanentActionError(ActionFailedError, PermanentError):
+    """An action failed in a way a retry cannot fix."""
+
+
+class TransientActionError(ActionFailedError, TransientError):
+    """An action failed in a way a retry may fix."""
+
+
+def action_failed(step_key: str, action_type: str, cause: BaseException) -> ActionFailedError:
+    """The error for an action that raised `cause`, of the kind the cause is."""
+    kind = PermanentActionError if isinstance(cause, PermanentError) else TransientActionError
+    return kind(step_key, action_type, cause)
+
+
+class TransientExecutionError(TransientError):
     """An attempt failed in a way a retry may fix; the execution is still pending."""
+
+
+class ChangeAttemptFailed(GovPipelineError):
+    """An attempt at a change's work failed; `execution_id` is the execution it counts on,
+    `cause` the error (of either kind). Raised inside a batch to end its chunk there."""
+
+    def __init__(self, change_id: int, execution_id: int, cause: BaseException) -> None:
+        super().__init__(f"change {change_id}, execution {execution_id}: {cause}")
+        self.change_id = change_id
+        self.execution_id = execution_id
+        self.cause = cause

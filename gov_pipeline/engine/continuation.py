@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from gov_pipeline.config import Settings
 from gov_pipeline.db.models import Approval, EntityChange, User, Workflow, WorkflowExecution
-from gov_pipeline.domain.approval_flow import FlowOutcome, next_move
+from gov_pipeline.domain.approval_flow import FlowOutcome, NextMove, next_move
 from gov_pipeline.domain.definitions import RequestApprovalAction
 from gov_pipeline.domain.lifecycle import ALLOWED_TRANSITIONS
 from gov_pipeline.domain.statuses import (
@@ -24,7 +24,7 @@ from gov_pipeline.engine.execution import ExecutionReport, claim, insert_marker,
 from gov_pipeline.services import approvals as approval_service
 from gov_pipeline.services import policies
 from gov_pipeline.services.entities import load_entity
-from gov_pipeline.services.workflows import load_version
+from gov_pipeline.services.workflows import LoadedWorkflow, load_version
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def continue_after_decision(
     data = dict(change.new_values or {})
     marker_run_id = insert_marker(session, execution, marker, "approval_decision", data)
     if marker_run_id is None:
-        execution.status = ExecutionStatus.AWAITING_APPROVAL.value
+        execution.status = ExecutionStatus.AWAITING_APPROVAL
         return None
     workflow = session.get(Workflow, execution.workflow_id)
     assert workflow is not None  # foreign key
@@ -122,51 +122,69 @@ def continue_after_decision(
         )
     )
     move = next_move(ApprovalMode(steps[0].mode), [ApprovalStatus(s.status) for s in steps])
-    now = datetime.now(UTC)
-    done: list[str] = []
     if move.outcome in (FlowOutcome.WAIT, FlowOutcome.OPEN):
-        opened = [s for s in steps if s.step_index in move.open_steps]
-        for step in opened:
-            hours = block.steps[step.step_index].due_in_hours
-            step.status = ApprovalStatus.PENDING.value
-            step.requested_at = now
-            step.due_at = now + timedelta(hours=hours) if hours else None
-        session.flush()
-        approval_service.notify_approvers(session, opened, loaded.name, marker_run_id)
-        execution.status = ExecutionStatus.AWAITING_APPROVAL.value
-        log.info("execution %s: %s, opened steps %s", execution.id, move.outcome, move.open_steps)
+        _open_steps(session, execution, loaded.name, block, steps, move, marker_run_id)
         return ExecutionReport(execution.id, loaded.name, execution.status, [marker])
-
-    for step in steps:
-        if step.status in (ApprovalStatus.WAITING.value, ApprovalStatus.PENDING.value):
-            step.status = ApprovalStatus.SKIPPED.value
-    if move.outcome is FlowOutcome.CHANGES_REQUESTED:
-        _back_to_draft(session, execution)
-        done, _ = run_actions(
-            session,
-            settings,
-            loaded,
-            execution,
-            block.on_changes_requested,
-            "on_changes_requested.",
-        )
-    elif move.outcome is FlowOutcome.REJECTED:
-        done, _ = run_actions(
-            session, settings, loaded, execution, block.on_rejected, "on_rejected."
-        )
-    else:
-        done, _ = run_actions(
-            session, settings, loaded, execution, block.on_approved, "on_approved."
-        )
-    execution.status = ExecutionStatus.COMPLETED.value
-    execution.finished_at = now
-    execution.output = {
-        **(execution.output or {}),
-        "outcome": move.outcome.value,
-        "follow_up": done,
-    }
-    log.info("execution %s: approval flow %s, ran %s", execution.id, move.outcome, done)
+    done = _end_flow(session, settings, loaded, execution, block, steps, move.outcome)
     return ExecutionReport(execution.id, loaded.name, execution.status, [marker, *done])
+
+
+def _open_steps(
+    session: Session,
+    execution: WorkflowExecution,
+    workflow_name: str,
+    block: RequestApprovalAction,
+    steps: list[Approval],
+    move: NextMove,
+    marker_run_id: int,
+) -> None:
+    """The flow goes on: open the steps `move` names and ask their approvers; the execution
+    keeps waiting."""
+    now = datetime.now(UTC)
+    opened = [s for s in steps if s.step_index in move.open_steps]
+    for step in opened:
+        hours = block.steps[step.step_index].due_in_hours
+        step.status = ApprovalStatus.PENDING
+        step.requested_at = now
+        step.due_at = now + timedelta(hours=hours) if hours else None
+    session.flush()
+    approval_service.notify_approvers(session, opened, workflow_name, marker_run_id)
+    execution.status = ExecutionStatus.AWAITING_APPROVAL
+    log.info("execution %s: %s, opened steps %s", execution.id, move.outcome, move.open_steps)
+
+
+def _end_flow(
+    session: Session,
+    settings: Settings,
+    loaded: LoadedWorkflow,
+    execution: WorkflowExecution,
+    block: RequestApprovalAction,
+    steps: list[Approval],
+    outcome: FlowOutcome,
+) -> list[str]:
+    """The flow is decided: skip the steps still open, run the follow-ups of `outcome` and
+    complete the execution.
+
+    Returns:
+        The step keys of the follow-ups run.
+    """
+    now = datetime.now(UTC)
+    for step in steps:
+        if step.status in (ApprovalStatus.WAITING, ApprovalStatus.PENDING):
+            step.status = ApprovalStatus.SKIPPED
+    if outcome is FlowOutcome.CHANGES_REQUESTED:
+        _back_to_draft(session, execution)
+        actions, prefix = block.on_changes_requested, "on_changes_requested."
+    elif outcome is FlowOutcome.REJECTED:
+        actions, prefix = block.on_rejected, "on_rejected."
+    else:
+        actions, prefix = block.on_approved, "on_approved."
+    done, _ = run_actions(session, settings, loaded, execution, actions, prefix)
+    execution.status = ExecutionStatus.COMPLETED
+    execution.finished_at = now
+    execution.output = {**(execution.output or {}), "outcome": outcome, "follow_up": done}
+    log.info("execution %s: approval flow %s, ran %s", execution.id, outcome, done)
+    return done
 
 
 def _back_to_draft(session: Session, execution: WorkflowExecution) -> None:
@@ -178,6 +196,6 @@ def _back_to_draft(session: Session, execution: WorkflowExecution) -> None:
         session,
         tenant_id=execution.tenant_id,
         policy_id=entity.id,
-        to_status=PolicyStatus.DRAFT.value,
+        to_status=PolicyStatus.DRAFT,
         actor=policies.Actor("workflow:changes-requested", execution.id, execution.chain_depth + 1),
     )

@@ -6,11 +6,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from gov_pipeline.db.models import (
-    EntityChange,
-)
+from gov_pipeline.db.models import EntityChange
 from gov_pipeline.domain.definitions import RequestApprovalAction, WorkflowDefinition
 from gov_pipeline.domain.errors import NotFoundError
+from gov_pipeline.domain.statuses import WorkflowStatus
 from gov_pipeline.domain.triggers import TRIGGERS_BY_KIND
 from gov_pipeline.engine.facts import build_facts, entity_facts
 from gov_pipeline.services.entities import load_entity
@@ -46,7 +45,7 @@ def dry_run(
         NotFoundError: unknown policy or change in the definition's tenant.
     """
     tenant = definition.tenant_id
-    entity = load_entity(session, tenant, definition.entity_type.value, str(policy_id))
+    entity = load_entity(session, tenant, definition.entity_type, str(policy_id))
     if entity is None:
         shown = int(policy_id) if str(policy_id).isdigit() else policy_id  # as `policies show`
         raise NotFoundError("policy", shown, tenant)
@@ -60,12 +59,13 @@ def dry_run(
             id=0, kind="created", old_values={}, new_values=facts_entity,
             changed_fields=sorted(facts_entity), actor=None, chain_depth=0,
         )  # fmt: skip
+    # A plain str in the facts: a failed condition quotes it by repr.
     wanted = trigger or definition.trigger.value
     facts = build_facts(change, entity, wanted)
     condition = definition.compiled_conditions()
     matched = condition.evaluate(facts)
     fires = TRIGGERS_BY_KIND.get(change.kind, ()) if change_id is not None else (wanted,)
-    trigger_ok = definition.trigger.value in fires and wanted == definition.trigger.value
+    trigger_ok = definition.trigger in fires and wanted == definition.trigger
     return {
         "workflow": definition.name,
         "tenant_id": tenant,
@@ -73,8 +73,8 @@ def dry_run(
         "trigger": wanted,
         "trigger_matches": trigger_ok,
         "conditions_met": matched,
-        "would_run": matched and trigger_ok and definition.status.value == "active",
+        "would_run": matched and trigger_ok and definition.status == WorkflowStatus.ACTIVE,
         "failed_conditions": [] if matched else condition.explain(facts),
         "actions": _plan(list(definition.actions)),
-        "status": definition.status.value,
+        "status": definition.status,
     }

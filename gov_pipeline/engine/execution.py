@@ -1,4 +1,4 @@
-"""The workflow engine: match a change to workflows, run executions, continue approvals.
+"""Running an execution: claim it and run its actions in the caller's transaction.
 
 Effectively once: an execution is unique per (workflow, change); running it starts with a
 claim (`UPDATE ... WHERE status = 'pending'`) and everything it does — action runs,
@@ -23,12 +23,10 @@ from gov_pipeline.config import Settings
 from gov_pipeline.db.bulk import insert_ignore
 from gov_pipeline.db.engine import is_postgres
 from gov_pipeline.db.models import ActionRun, EntityChange, Workflow, WorkflowExecution
-from gov_pipeline.domain.errors import ActionFailedError
-from gov_pipeline.domain.statuses import (
-    ActionRunStatus,
-    ExecutionStatus,
-)
-from gov_pipeline.engine.actions import ActionContext, handler_for
+from gov_pipeline.domain.errors import action_failed
+from gov_pipeline.domain.statuses import ActionRunStatus, ExecutionStatus
+from gov_pipeline.engine.actions.base import ActionContext
+from gov_pipeline.engine.actions.registry import handler_for
 from gov_pipeline.services.entities import load_entity
 from gov_pipeline.services.workflows import LoadedWorkflow, load_version
 
@@ -66,7 +64,7 @@ def insert_marker(
         {
             "tenant_id": execution.tenant_id, "execution_id": execution.id,
             "step_key": step_key, "action_type": action_type,
-            "status": ActionRunStatus.COMPLETED.value, "attempts": 1, "result": result,
+            "status": ActionRunStatus.COMPLETED, "attempts": 1, "result": result,
             "created_at": now, "finished_at": now,
         },
     ):  # fmt: skip
@@ -95,8 +93,8 @@ def claim(
     # the status; on SQLite the transaction already holds the write lock (BEGIN IMMEDIATE).
     claimed = session.execute(
         update(WorkflowExecution)
-        .where(WorkflowExecution.id == execution_id, WorkflowExecution.status == from_status.value)
-        .values(status=ExecutionStatus.IN_PROGRESS.value, updated_at=datetime.now(UTC), **values)
+        .where(WorkflowExecution.id == execution_id, WorkflowExecution.status == from_status)
+        .values(status=ExecutionStatus.IN_PROGRESS, updated_at=datetime.now(UTC), **values)
         .returning(WorkflowExecution)
         # The returned row refreshes the execution's object (populate_existing); no other
         # object can match, so the ORM need not look through the session for them.
@@ -158,7 +156,7 @@ def run_actions(
             execution_id=execution.id,
             step_key=step_key,
             action_type=action.type,
-            status=ActionRunStatus.PENDING.value,
+            status=ActionRunStatus.PENDING,
             attempts=execution.attempts + 1,
             created_at=datetime.now(UTC),
         )
@@ -169,8 +167,8 @@ def run_actions(
         try:
             result = handler_for(action.type)(ctx, action)
         except Exception as exc:
-            raise ActionFailedError(step_key, action.type, exc) from exc
-        run.status = ActionRunStatus.COMPLETED.value
+            raise action_failed(step_key, action.type, exc) from exc
+        run.status = ActionRunStatus.COMPLETED
         run.result = result
         run.finished_at = datetime.now(UTC)
         session.add(run)  # with an id drawn ahead: written once, with its outcome
@@ -206,11 +204,11 @@ def run_execution(
     loaded = load_version(session, workflow, execution.workflow_version)
     done, awaiting = run_actions(session, settings, loaded, execution, loaded.definition.actions)
     status = ExecutionStatus.AWAITING_APPROVAL if awaiting else ExecutionStatus.COMPLETED
-    execution.status = status.value
+    execution.status = status
     execution.attempts += 1
     execution.error = None
     execution.output = {"actions": done}
     if not awaiting:
         execution.finished_at = now
-    log.info("execution %s (%s) %s: %s", execution.id, loaded.name, status.value, done)
-    return ExecutionReport(execution.id, loaded.name, status.value, done)
+    log.info("execution %s (%s) %s: %s", execution.id, loaded.name, status, done)
+    return ExecutionReport(execution.id, loaded.name, status, done)

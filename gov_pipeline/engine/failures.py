@@ -7,14 +7,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from gov_pipeline.db.models import (
-    Workflow,
-    WorkflowExecution,
-)
-from gov_pipeline.domain.statuses import (
-    ExecutionStatus,
-    NotificationType,
-)
+from gov_pipeline.db.models import Workflow, WorkflowExecution
+from gov_pipeline.domain.statuses import ExecutionStatus, NotificationType
 from gov_pipeline.engine.execution import insert_marker
 from gov_pipeline.services import notifications
 
@@ -33,7 +27,7 @@ def _notify_owner_of_failure(session: Session, execution: WorkflowExecution, err
         session,
         tenant_id=execution.tenant_id,
         recipients=[workflow.owner_id],
-        type=NotificationType.GENERAL.value,
+        type=NotificationType.GENERAL,
         priority="high",
         title=f"Workflow {workflow.name} failed on {execution.entity_type} {execution.entity_id}",
         message=error[:2000],
@@ -46,7 +40,7 @@ def _notify_owner_of_failure(session: Session, execution: WorkflowExecution, err
 
 def mark_failed(session: Session, execution: WorkflowExecution, error: str) -> None:
     """End an execution as failed with `error` and tell the workflow owner."""
-    execution.status = ExecutionStatus.FAILED.value
+    execution.status = ExecutionStatus.FAILED
     execution.error = error[:4000]
     execution.status_reason = execution.error
     execution.finished_at = datetime.now(UTC)

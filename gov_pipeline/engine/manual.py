@@ -1,4 +1,5 @@
-"""Manual executions: run one workflow for one entity on request (launchpad, CLI)."""
+"""Manual executions: create the execution of one workflow for one entity on request (the
+`execute_workflow` job, the launchpad); runners/manual.py runs it."""
 
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def start_manual_execution(
     """
     wf = get_workflow(session, tenant_id, workflow)
     loaded = load_version(session, wf)
-    entity = load_entity(session, tenant_id, loaded.definition.entity_type.value, str(policy_id))
+    entity = load_entity(session, tenant_id, loaded.definition.entity_type, str(policy_id))
     if entity is None or entity.deleted_at is not None:
         raise NotFoundError("policy", policy_id, tenant_id)
+    # A plain str in the facts: a failed condition quotes it by repr.
     facts = entity_only_facts(entity, Trigger.MANUAL.value, actor)
     matched = loaded.condition.evaluate(facts)
     now = datetime.now(UTC)
@@ -49,8 +51,8 @@ def start_manual_execution(
         {
             "tenant_id": tenant_id, "workflow_id": wf.id, "workflow_version": loaded.version,
             "dedupe_key": dedupe_key, "change_id": None,
-            "entity_type": loaded.definition.entity_type.value, "entity_id": str(entity.id),
-            "status": (ExecutionStatus.PENDING if matched else ExecutionStatus.SKIPPED).value,
+            "entity_type": loaded.definition.entity_type, "entity_id": str(entity.id),
+            "status": ExecutionStatus.PENDING if matched else ExecutionStatus.SKIPPED,
             "status_reason": None if matched
             else "conditions not met: " + "; ".join(loaded.condition.explain(facts)),
             "input": facts, "chain_depth": 0, "attempts": 0,

@@ -14,9 +14,7 @@ from sqlalchemy.orm import Session
 from gov_pipeline.config import Settings
 from gov_pipeline.db.bulk import insert_ignore
 from gov_pipeline.db.models import EntityChange, Policy, WorkflowExecution
-from gov_pipeline.domain.statuses import (
-    ExecutionStatus,
-)
+from gov_pipeline.domain.statuses import ExecutionStatus
 from gov_pipeline.domain.triggers import TRIGGERS_BY_KIND
 from gov_pipeline.engine.facts import build_facts
 from gov_pipeline.services.entities import load_entities
@@ -82,6 +80,7 @@ def _execution_rows(
     base = build_facts(change, entity, "")  # the entity read once for every candidate
     rows: list[dict[str, Any]] = []
     for loaded in candidates:
+        # A plain str in the facts: a failed condition quotes it by repr.
         trigger = loaded.definition.trigger.value
         facts = {**base, "trigger": trigger}
         status, reason = ExecutionStatus.PENDING, None
@@ -109,7 +108,7 @@ def _execution_rows(
                 "tenant_id": change.tenant_id, "workflow_id": loaded.id,
                 "workflow_version": loaded.version, "dedupe_key": f"change:{change.id}",
                 "change_id": change.id, "entity_type": change.entity_type,
-                "entity_id": change.entity_id, "status": status.value,
+                "entity_id": change.entity_id, "status": status,
                 "status_reason": reason,
                 "error": reason if status is ExecutionStatus.FAILED else None,
                 # The facts an execution runs on; a skipped one keeps only its reason (its
@@ -132,7 +131,7 @@ def pending_executions_of(session: Session, change_ids: Sequence[int]) -> dict[i
             select(WorkflowExecution.change_id, WorkflowExecution.id)
             .where(
                 WorkflowExecution.change_id.in_(change_ids[start : start + 1000]),
-                WorkflowExecution.status == ExecutionStatus.PENDING.value,
+                WorkflowExecution.status == ExecutionStatus.PENDING,
             )
             .order_by(WorkflowExecution.id)
         )

@@ -18,23 +18,28 @@ without blocking the ones behind it.
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings
 from gov_pipeline.db.bulk import insert_ignore
 from gov_pipeline.db.engine import scope_to_tenant
-from gov_pipeline.db.models import EntityChange, ProcessedChange, Workflow
-from gov_pipeline.domain.errors import ActionFailedError
+from gov_pipeline.db.models import EntityChange, ProcessedChange, Workflow, WorkflowExecution
+from gov_pipeline.domain.batching import compact_ids
+from gov_pipeline.domain.errors import ActionFailedError, ChangeAttemptFailed, InvalidInputError
+from gov_pipeline.domain.retry import RetryPolicy
 from gov_pipeline.domain.statuses import ChangeKind, ChangeOutcome, ExecutionStatus
 from gov_pipeline.engine.continuation import DecisionRefused, continue_after_decision
 from gov_pipeline.engine.execution import ExecutionReport, run_execution
 from gov_pipeline.engine.matching import match_changes, pending_executions_of
+from gov_pipeline.runners.deliveries import deliver_pending
 from gov_pipeline.runners.retries import record_failure
 from gov_pipeline.services.changes import unprocessed
 from gov_pipeline.services.entities import load_entities
@@ -58,21 +63,16 @@ class BatchReport:
     failures: int = 0  # failed attempts (counted on their executions)
     refused: dict[int, str] = field(default_factory=dict)  # change id -> why it was refused
     commits: int = 0
+    retry: RetryLater | None = None  # the attempt that stopped the batch, to be retried
 
 
-# Called when a change's attempt failed and may be retried: (change id, failures so far,
-# the error). It waits (the sync consumer) or raises to retry later (a run's op).
-OnRetry = Callable[[int, int, BaseException], None]
+@dataclass(frozen=True)
+class RetryLater:
+    """An attempt at `change_id`'s work failed with `error`, and its execution may be tried
+    again: the caller waits (the sync path) or has its op retried (a run)."""
 
-
-class _ChangeFailed(Exception):
-    """An attempt at a change's work failed; `execution_id` is the execution it counts on."""
-
-    def __init__(self, change_id: int, execution_id: int, cause: BaseException) -> None:
-        super().__init__(f"change {change_id}, execution {execution_id}: {cause}")
-        self.change_id = change_id
-        self.execution_id = execution_id
-        self.cause = cause
+    change_id: int
+    error: BaseException
 
 
 _ENTITY = (EntityChange.tenant_id, EntityChange.entity_type, EntityChange.entity_id)
@@ -176,16 +176,16 @@ def _run_change(
         belong together), if it was.
 
     Raises:
-        _ChangeFailed: one of them failed (the caller rolls back to its savepoint).
+        ChangeAttemptFailed: one of them failed (the caller rolls back to its savepoint).
     """
     ran: list[ExecutionReport] = []
-    if change.kind == ChangeKind.APPROVAL_DECIDED.value:
+    if change.kind == ChangeKind.APPROVAL_DECIDED:
         try:
             done = continue_after_decision(session, change, settings)
         except _RETRYABLE as exc:
             # The decision was checked: it names an execution of its own tenant.
             decided = int((change.new_values or {})["execution_id"])
-            raise _ChangeFailed(change.id, decided, exc) from exc
+            raise ChangeAttemptFailed(change.id, decided, exc) from exc
         if isinstance(done, DecisionRefused):
             return ran, done.reason
         if done is not None:
@@ -194,7 +194,7 @@ def _run_change(
         try:
             report = run_execution(session, execution_id, settings, run_id)
         except _RETRYABLE as exc:
-            raise _ChangeFailed(change.id, execution_id, exc) from exc
+            raise ChangeAttemptFailed(change.id, execution_id, exc) from exc
         if report is not None:
             ran.append(report)
     return ran, None
@@ -211,7 +211,7 @@ def _run_chunk(
     run_id: str | None,
     processed_by: str | None,
     report: BatchReport,
-) -> tuple[int, _ChangeFailed | None]:
+) -> tuple[int, ChangeAttemptFailed | None]:
     """Run the chunk's changes in one transaction, stopping at the first that fails.
 
     Returns:
@@ -219,7 +219,7 @@ def _run_chunk(
     """
     done: list[int] = []
     ran: list[ExecutionReport] = []
-    failed: _ChangeFailed | None = None
+    failed: ChangeAttemptFailed | None = None
     with sessions.begin() as session:
         scope_to_tenant(session, tenant)  # row-level security: this tenant's rows only
         session.info[ROLE_CACHE] = {}  # role holders, read once per chunk
@@ -242,7 +242,7 @@ def _run_chunk(
                         session, changes[change_id], pending.get(change_id, []), settings,
                         run_id,
                     )  # fmt: skip
-            except _ChangeFailed as failure:
+            except ChangeAttemptFailed as failure:
                 failed = failure
                 break
             ran.extend(did)
@@ -257,49 +257,106 @@ def _run_chunk(
     return len(done), failed
 
 
-def process_batch(
+@dataclass(frozen=True)
+class BatchPlan:
+    """What a batch processes: its changes with the earlier unprocessed changes of their
+    entities (catch-up), in commit order, less what was processed before."""
+
+    todo: list[int]
+    catch_up: list[int]
+    already: list[int]
+    entities: list[str]  # tenant/entity of the given changes, for the run's metadata
+
+
+def plan_run(sessions: sessionmaker[Session], change_ids: Sequence[int]) -> BatchPlan:
+    """Plan the processing of `change_ids`.
+
+    Raises:
+        InvalidInputError: no change given, or a change id that does not exist.
+    """
+    if not change_ids:
+        raise InvalidInputError("change_ids", "a run needs at least one change")
+    with sessions.begin() as session:
+        rows = session.execute(
+            select(EntityChange.id, EntityChange.tenant_id, EntityChange.entity_id).where(
+                EntityChange.id.in_(list(change_ids))
+            )
+        ).all()
+        missing = sorted(set(change_ids) - {r[0] for r in rows})
+        if missing:
+            raise InvalidInputError("change_ids", f"unknown change(s): {compact_ids(missing)}")
+        todo, catch_up, already = plan_batch(session, change_ids)
+    entities = sorted({f"{tenant}/{entity}" for _, tenant, entity in rows})
+    return BatchPlan(todo, catch_up, already, entities)
+
+
+MATCH_CHUNK = 500  # changes matched per transaction
+
+
+@dataclass
+class MatchSummary:
+    """What matching a batch did: workflows matched, conditions that failed (the first
+    reasons per workflow), workflows refused (chain depth), executions created."""
+
+    matched: Counter[str] = field(default_factory=Counter)
+    conditions_failed: dict[str, list[str]] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    executions: int = 0
+    commits: int = 0
+
+
+def match_planned(
+    sessions: sessionmaker[Session], change_ids: Sequence[int], settings: Settings
+) -> MatchSummary:
+    """Create the executions the planned changes call for (once), a tenant at a time and
+    `MATCH_CHUNK` changes per transaction."""
+    summary = MatchSummary()
+    with sessions.begin() as session:
+        groups = tenant_groups(session, change_ids)
+    for tenant, ids in groups:
+        for start in range(0, len(ids), MATCH_CHUNK):
+            with sessions.begin() as session:
+                scope_to_tenant(session, tenant)
+                changes = session.scalars(
+                    select(EntityChange)
+                    .where(EntityChange.id.in_(ids[start : start + MATCH_CHUNK]))
+                    .order_by(EntityChange.id)
+                ).all()
+                reports = match_changes(session, changes, settings)
+            summary.commits += 1
+            for report in reports:
+                summary.matched.update(report.matched)
+                for name, reasons in report.skipped.items():
+                    summary.conditions_failed.setdefault(name, reasons[:3])
+                summary.refused.update(report.refused)
+                summary.executions += len(report.executions)
+    return summary
+
+
+def execute_planned(
     sessions: sessionmaker[Session],
     change_ids: Sequence[int],
     settings: Settings,
-    on_retry: OnRetry,
     *,
     max_attempts: int,
-    match: bool = True,
     run_id: str | None = None,
     processed_by: str | None = None,
     chunk_changes: int = CHUNK_CHANGES,
+    report: BatchReport | None = None,
 ) -> BatchReport:
-    """Process `change_ids` (with their catch-up) in order; mark each processed when done.
+    """Run the planned and matched changes' work in order and mark each processed with it.
 
-    `match=False` when the caller planned the batch (`plan_batch`) and created its
-    executions (a run's match step): `change_ids` are then taken as they are. An execution
-    gets `max_attempts` attempts; `on_retry` is called before another (see `OnRetry`).
-    A database error outside a change's savepoint (a lost connection, a deadlock on commit)
-    propagates: nothing of the chunk committed, and a new call starts there.
+    Stops at the first failed attempt whose execution may be tried again (`report.retry`
+    says which); a later call goes on from there (what was processed is skipped). An
+    execution gets `max_attempts` attempts. A database error outside a change's savepoint
+    (a lost connection, a deadlock on commit) propagates: nothing of its chunk committed.
     """
-    report = BatchReport()
+    report = report if report is not None else BatchReport()
+    report.retry = None
     with sessions.begin() as session:
-        if match:
-            todo, report.catch_up, report.already = plan_batch(session, change_ids)
-        else:  # planned and matched by the caller: only skip what is done since
-            done = processed_among(session, change_ids)
-            todo = [c for c in change_ids if c not in done]
-            report.already = sorted(done)
-        groups = tenant_groups(session, todo)
-    failures: dict[int, int] = {}
+        done = processed_among(session, change_ids)
+        groups = tenant_groups(session, [c for c in change_ids if c not in done])
     for tenant, ids in groups:
-        if match:
-            for start in range(0, len(ids), 500):
-                with sessions.begin() as session:
-                    scope_to_tenant(session, tenant)
-                    part = ids[start : start + 500]
-                    changes = session.scalars(
-                        select(EntityChange)
-                        .where(EntityChange.id.in_(part))
-                        .order_by(EntityChange.id)
-                    ).all()
-                    match_changes(session, changes, settings)
-                report.commits += 1
         position = 0
         while position < len(ids):
             committed, failed = _run_chunk(
@@ -309,16 +366,72 @@ def process_batch(
             position += committed
             if failed is None:
                 continue
-            # Count the attempt; the next chunk starts at this change again (what ended for
-            # good is no longer pending there, so the change's other executions go on).
-            failures[failed.change_id] = count = failures.get(failed.change_id, 0) + 1
+            # Count the attempt; what ended for good is no longer pending, so the next chunk
+            # starts at this change again and its other executions go on.
             status = record_failure(sessions, failed.execution_id, failed.cause, max_attempts)
             report.failures += 1
-            if status in (ExecutionStatus.PENDING.value, ExecutionStatus.AWAITING_APPROVAL.value):
-                if count > max_attempts:  # (cannot happen: record_failure counts every attempt)
-                    raise RuntimeError(f"change {failed.change_id} keeps failing: {failed.cause}")
-                on_retry(failed.change_id, count, failed.cause)
+            if status in (ExecutionStatus.PENDING, ExecutionStatus.AWAITING_APPROVAL):
+                report.retry = RetryLater(failed.change_id, failed.cause)
+                return report
     return report
+
+
+def process_batch(
+    sessions: sessionmaker[Session],
+    change_ids: Sequence[int],
+    settings: Settings,
+    retry: RetryPolicy,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    run_id: str | None = None,
+    processed_by: str | None = None,
+    chunk_changes: int = CHUNK_CHANGES,
+) -> BatchReport:
+    """Plan, match and execute `change_ids` here, the path of `process --sync`: a failed
+    attempt that may be retried is waited for in this process (the policy's backoff)."""
+    plan = plan_run(sessions, change_ids)
+    report = BatchReport(catch_up=plan.catch_up, already=plan.already)
+    report.commits += match_planned(sessions, plan.todo, settings).commits
+    failures: dict[int, int] = {}
+    while True:
+        execute_planned(
+            sessions, plan.todo, settings, max_attempts=retry.max_attempts, run_id=run_id,
+            processed_by=processed_by, chunk_changes=chunk_changes, report=report,
+        )  # fmt: skip
+        if report.retry is None:
+            return report
+        change_id, error = report.retry.change_id, report.retry.error
+        failures[change_id] = count = failures.get(change_id, 0) + 1
+        if count > retry.max_attempts:  # (cannot happen: record_failure counts every attempt)
+            raise RuntimeError(f"change {change_id} keeps failing: {error}")
+        log.info("change %s: attempt %s failed (%s); retrying", change_id, count, error)
+        sleep(retry.delay(count))
+
+
+@dataclass(frozen=True)
+class OutcomeSummary:
+    """A run's end: its changes' executions by status, and the webhooks sent now."""
+
+    executions_by_status: dict[str, int]
+    webhooks_delivered: int
+    webhooks_failed: int
+
+
+def summarize_outcome(
+    sessions: sessionmaker[Session], settings: Settings, change_ids: Sequence[int]
+) -> OutcomeSummary:
+    """Send the queued webhooks and count the executions of `change_ids` by status."""
+    delivered = deliver_pending(sessions, settings)
+    with sessions.begin() as session:
+        by_status = {
+            str(status): int(n)
+            for status, n in session.execute(
+                select(WorkflowExecution.status, func.count())
+                .where(WorkflowExecution.change_id.in_(list(change_ids)))
+                .group_by(WorkflowExecution.status)
+            )
+        }
+    return OutcomeSummary(by_status, delivered.delivered, delivered.failed)
 
 
 def tenant_groups(session: Session, change_ids: Sequence[int]) -> list[tuple[str, list[int]]]:

@@ -31,7 +31,7 @@ from gov_pipeline.services.workflows import LoadedWorkflow, load_version
 
 log = logging.getLogger(__name__)
 
-DEADLINE_TRIGGERS = (Trigger.ON_DEADLINE_APPROACHING.value, Trigger.ON_DEADLINE_PASSED.value)
+DEADLINE_TRIGGERS = (Trigger.ON_DEADLINE_APPROACHING, Trigger.ON_DEADLINE_PASSED)
 # Rows per INSERT / ids per IN list: well under SQLite's bound-parameter limit.
 CHUNK = 500
 
@@ -78,7 +78,7 @@ def due_policies_query(loaded: LoadedWorkflow, today: date) -> Select[Policy]:
         )
         .order_by(Policy.id)
     )
-    if loaded.definition.trigger.value == Trigger.ON_DEADLINE_PASSED.value:
+    if loaded.definition.trigger == Trigger.ON_DEADLINE_PASSED:
         return query.where(review < today)
     days = loaded.definition.days_before_deadline or 0
     return query.where(review >= today, review <= today + timedelta(days=days))
@@ -89,7 +89,7 @@ def _deadline_workflows(session: Session) -> list[Workflow]:
         session.scalars(
             select(Workflow)
             .where(
-                Workflow.status == WorkflowStatus.ACTIVE.value,
+                Workflow.status == WorkflowStatus.ACTIVE,
                 Workflow.trigger.in_(DEADLINE_TRIGGERS),
             )
             .order_by(Workflow.tenant_id, Workflow.priority.desc(), Workflow.id)
@@ -105,7 +105,7 @@ def _match_workflow(
     Returns:
         The ids of its pending executions among them (new, or left by an earlier run).
     """
-    trigger = loaded.definition.trigger.value
+    trigger = loaded.definition.trigger
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
     for policy in session.scalars(due_policies_query(loaded, today)):
@@ -118,8 +118,8 @@ def _match_workflow(
             {
                 "tenant_id": loaded.tenant_id, "workflow_id": loaded.id,
                 "workflow_version": loaded.version, "dedupe_key": dedupe_key(trigger, policy),
-                "change_id": None, "entity_type": EntityType.POLICY.value,
-                "entity_id": str(policy.id), "status": status.value, "status_reason": reason,
+                "change_id": None, "entity_type": EntityType.POLICY,
+                "entity_id": str(policy.id), "status": status, "status_reason": reason,
                 "error": None, "input": facts, "caused_by_execution_id": None,
                 "chain_depth": 0, "created_at": now, "updated_at": now, "attempts": 0,
                 "finished_at": now if status is ExecutionStatus.SKIPPED else None,
@@ -140,10 +140,10 @@ def _match_workflow(
             )
             .order_by(WorkflowExecution.id)
         ).all()
-        pending.extend(eid for eid, status, _ in found if status == ExecutionStatus.PENDING.value)
+        pending.extend(eid for eid, status, _ in found if status == ExecutionStatus.PENDING)
         # Skipped rows written by this run (an earlier run's rows carry an earlier time).
         skipped += sum(
-            1 for _, status, at in found if status == ExecutionStatus.SKIPPED.value and at == now
+            1 for _, status, at in found if status == ExecutionStatus.SKIPPED and at == now
         )
     report.created += created
     report.skipped += skipped
@@ -183,7 +183,7 @@ def run_review_reminders(
         # One transaction per workflow: its executions appear all together or not at all.
         with sessions.begin() as session:
             workflow = session.get(Workflow, workflow_id)
-            if workflow is None or workflow.entity_type != EntityType.POLICY.value:
+            if workflow is None or workflow.entity_type != EntityType.POLICY:
                 continue  # only policies carry a review date
             loaded = load_version(session, workflow)
             pending.extend(_match_workflow(session, loaded, today, report))
@@ -209,7 +209,7 @@ def _count_failed(sessions: sessionmaker[Session], execution_ids: list[int]) -> 
                 session.scalars(
                     select(WorkflowExecution.id).where(
                         WorkflowExecution.id.in_(chunk),
-                        WorkflowExecution.status == ExecutionStatus.FAILED.value,
+                        WorkflowExecution.status == ExecutionStatus.FAILED,
                     )
                 ).all()
             )

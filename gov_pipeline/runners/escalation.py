@@ -36,7 +36,7 @@ def overdue_approvals(session: Session, now: datetime) -> list[int]:
     query = (
         select(Approval.id)
         .where(
-            Approval.status == ApprovalStatus.PENDING.value,
+            Approval.status == ApprovalStatus.PENDING,
             Approval.due_at < now,
             Approval.escalated_at.is_(None),
         )
@@ -54,7 +54,7 @@ def _claim(session: Session, approval_id: int, now: datetime) -> bool:
         .where(
             Approval.id == approval_id,
             Approval.escalated_at.is_(None),
-            Approval.status == ApprovalStatus.PENDING.value,
+            Approval.status == ApprovalStatus.PENDING,
         )
         .values(escalated_at=now)
         .execution_options(synchronize_session=False)
@@ -81,7 +81,7 @@ def escalate_one(session: Session, approval_id: int, now: datetime) -> int | Non
         session,
         approval.tenant_id,
         users=approval.approver_users,
-        roles=[*approval.approver_roles, Role.ADMIN.value],
+        roles=[*approval.approver_roles, Role.ADMIN],
         owner_id=workflow.owner_id,
     )
     due = approval.due_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if approval.due_at else ""
@@ -90,8 +90,8 @@ def escalate_one(session: Session, approval_id: int, now: datetime) -> int | Non
         session,
         tenant_id=approval.tenant_id,
         recipients=recipients,
-        type=NotificationType.DEADLINE_PASSED.value,
-        priority=NotificationPriority.URGENT.value,
+        type=NotificationType.DEADLINE_PASSED,
+        priority=NotificationPriority.URGENT,
         title=(
             f"Overdue approval: {workflow.name} {step} for {approval.entity_type} "
             f"{approval.entity_id} (due {due})"

@@ -189,7 +189,7 @@ def validate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         status = row.get("status")
         if status is not None:
             try:
-                values["status"] = parse_status(str(status)).value
+                values["status"] = parse_status(str(status))
             except InvalidInputError as exc:
                 found.append(f"row {number}: {exc}")
         problems.extend(found)

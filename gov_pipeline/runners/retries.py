@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,6 +27,7 @@ from gov_pipeline.db.models import (
 from gov_pipeline.domain.errors import (
     ActionFailedError,
     NotFoundError,
+    PermanentError,
     TransientExecutionError,
 )
 from gov_pipeline.domain.retry import RetryPolicy
@@ -36,6 +38,8 @@ from gov_pipeline.domain.statuses import (
 from gov_pipeline.engine.continuation import DecisionRefused, continue_after_decision
 from gov_pipeline.engine.execution import ExecutionReport, run_execution
 from gov_pipeline.engine.failures import mark_failed
+from gov_pipeline.runners.deliveries import deliver_pending
+from gov_pipeline.services.executions import unhandled_decisions
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +49,12 @@ def record_failure(
 ) -> str:
     """After a failed attempt: count it, keep the error, and fail the execution when the
     error is permanent or attempts are used up. Returns the execution's status."""
-    permanent = isinstance(error, ActionFailedError) and error.permanent
+    permanent = isinstance(error, PermanentError)
     with sessions.begin() as session:
         execution = session.get(WorkflowExecution, execution_id, with_for_update=True)
         if execution is None or execution.status not in (
-            ExecutionStatus.PENDING.value,
-            ExecutionStatus.AWAITING_APPROVAL.value,
+            ExecutionStatus.PENDING,
+            ExecutionStatus.AWAITING_APPROVAL,
         ):
             return execution.status if execution else "missing"
         execution.attempts += 1
@@ -65,7 +69,7 @@ def record_failure(
                 {
                     "tenant_id": execution.tenant_id, "execution_id": execution.id,
                     "step_key": error.step_key, "action_type": error.action_type,
-                    "status": ActionRunStatus.FAILED.value, "attempts": execution.attempts,
+                    "status": ActionRunStatus.FAILED, "attempts": execution.attempts,
                     "error": str(error.cause)[:4000], "created_at": datetime.now(UTC),
                     "finished_at": datetime.now(UTC),
                 },
@@ -95,7 +99,7 @@ def attempt_execution(
             return run_execution(session, execution_id, settings, run_id)
     except _TRANSIENT as exc:
         status = record_failure(sessions, execution_id, exc, max_attempts)
-        if status == ExecutionStatus.PENDING.value:
+        if status == ExecutionStatus.PENDING:
             raise TransientExecutionError(f"execution {execution_id}: {exc}") from exc
         return None
 
@@ -141,7 +145,7 @@ def attempt_continuation(
         if not isinstance(execution_id, int):
             raise
         status = record_failure(sessions, execution_id, exc, max_attempts)
-        if status in (ExecutionStatus.PENDING.value, ExecutionStatus.AWAITING_APPROVAL.value):
+        if status in (ExecutionStatus.PENDING, ExecutionStatus.AWAITING_APPROVAL):
             raise TransientExecutionError(f"change {change_id}: {exc}") from exc
         return None
 
@@ -155,9 +159,6 @@ def retry_now(
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Run what `executions.retry_execution` queued again, in this process."""
-    from gov_pipeline.runners.deliveries import deliver_pending
-    from gov_pipeline.services.executions import unhandled_decisions
-
     if what == "pending":
         with_retries(
             lambda: attempt_execution(sessions, execution_id, settings, retry.max_attempts),
@@ -176,3 +177,24 @@ def retry_now(
                 sleep,
             )
     deliver_pending(sessions, settings, sleep=sleep)
+
+
+def fail_pending_executions(
+    sessions: sessionmaker[Session], change_ids: Sequence[int], reason: str
+) -> list[int]:
+    """Fail the still-pending executions of `change_ids` (and tell their owners): their run
+    failed for good. Returns their ids."""
+    if not change_ids:
+        return []
+    with sessions.begin() as session:
+        executions = session.scalars(
+            select(WorkflowExecution)
+            .where(
+                WorkflowExecution.change_id.in_(list(change_ids)),
+                WorkflowExecution.status == ExecutionStatus.PENDING,
+            )
+            .with_for_update()
+        ).all()
+        for execution in executions:
+            mark_failed(session, execution, reason)
+        return [e.id for e in executions]

@@ -13,21 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from gov_pipeline.config import Settings
 from gov_pipeline.db.models import ConsumerCursor
 from gov_pipeline.domain.retry import RetryPolicy
-from gov_pipeline.runners.batch import OnRetry, process_batch
+from gov_pipeline.runners.batch import process_batch
 from gov_pipeline.runners.deliveries import deliver_pending
 from gov_pipeline.services.changes import ChangeCursor, read_changes
 
 log = logging.getLogger(__name__)
-
-
-def waiting(retry: RetryPolicy, sleep: Callable[[float], None] = time.sleep) -> OnRetry:
-    """The sync consumer's `OnRetry`: wait the policy's backoff in this process."""
-
-    def wait(change_id: int, failures: int, error: BaseException) -> None:
-        log.info("change %s: attempt %s failed (%s); retrying", change_id, failures, error)
-        sleep(retry.delay(failures))
-
-    return wait
 
 
 @dataclass
@@ -78,10 +68,7 @@ def process_pending(
             batch = read_changes(session, cursor, limit)
             ids = [c.id for c in batch.changes]
         if ids:
-            done = process_batch(
-                sessions, ids, settings, waiting(retry, sleep),
-                max_attempts=retry.max_attempts, processed_by=consumer,
-            )  # fmt: skip
+            done = process_batch(sessions, ids, settings, retry, sleep=sleep, processed_by=consumer)
             stats.executions += len(done.ran)
             stats.changes += len(ids)
         cursor = batch.cursor

@@ -10,9 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.models import EntityChange, Notification, ProcessedChange, WorkflowExecution
-from gov_pipeline.engine.actions import HANDLERS
+from gov_pipeline.engine.actions.registry import HANDLERS
 from gov_pipeline.runners.batch import process_batch
-from gov_pipeline.runners.sync import waiting
 from gov_pipeline.services.tenants import upsert_user
 from gov_pipeline_tests.integration.engine_support import (
     NO_WAIT,
@@ -66,10 +65,7 @@ def _by_change(sessions: sessionmaker[Session]) -> dict[int, WorkflowExecution]:
 
 def _batch(sessions: sessionmaker[Session], ids: list[int], settings: Any, **kw: Any) -> Any:
     waits: list[float] = []
-    report = process_batch(
-        sessions, ids, settings, waiting(NO_WAIT, waits.append),
-        max_attempts=NO_WAIT.max_attempts, **kw,
-    )  # fmt: skip
+    report = process_batch(sessions, ids, settings, NO_WAIT, sleep=waits.append, **kw)
     return report, waits
 
 

@@ -25,7 +25,7 @@ from gov_pipeline.domain.entity_fields import (
     APPROVAL_DECISION_OLD,
 )
 from gov_pipeline.embedded.webhook_receiver import webhook_receiver
-from gov_pipeline.engine.actions import HANDLERS
+from gov_pipeline.engine.actions.registry import HANDLERS
 from gov_pipeline.services.approvals import decide
 from gov_pipeline.services.tenants import upsert_user
 from gov_pipeline_tests.integration.engine_support import (
@@ -515,7 +515,6 @@ def test_a_later_change_processed_first_brings_its_entitys_earlier_changes_first
     """Two runs of one policy may start in the wrong order; the engine keeps commit order."""
     from gov_pipeline.db.models import EntityChange, ProcessedChange
     from gov_pipeline.runners.batch import process_batch
-    from gov_pipeline.runners.sync import waiting
     from gov_pipeline_tests.integration.engine_support import NO_WAIT
 
     apply_yaml(sessions, REVIEW_NOTICE)
@@ -537,8 +536,7 @@ actions: [{type: notify, users: [carol], title: created}]
     created, moved, other_created = ids
 
     def batch(change_id: int) -> Any:
-        wait = waiting(NO_WAIT, lambda s: None)
-        return process_batch(sessions, [change_id], settings, wait, max_attempts=3)
+        return process_batch(sessions, [change_id], settings, NO_WAIT, sleep=lambda s: None)
 
     report = batch(moved)
     assert report.changes == [created, moved]  # not the other policy's
