@@ -446,12 +446,14 @@ def time_sensor(url: str, sessions: sessionmaker[Session], new: int, repeat: int
     """Median seconds of one sensor evaluation that finds `new` new changes."""
     import dagster as dg
 
+    from gov_pipeline.config import load_settings
     from gov_pipeline.orchestration.resources import DatabaseResource
-    from gov_pipeline.orchestration.sensors import policy_change_sensor
+    from gov_pipeline.orchestration.sensors import change_sensor
     from gov_pipeline.services.changes import ChangeCursor
 
     cursor = ChangeCursor(watermark=max_change_id(sessions) - new).encode()
     database_resource = DatabaseResource(url=url)
+    policy_change_sensor = change_sensor(load_settings())
     times = []
     with dg.instance_for_test() as instance:
         for _ in range(repeat):
@@ -479,9 +481,11 @@ def time_sweeper(url: str, repeat: int) -> float:
     over a table of processed, old changes."""
     import dagster as dg
 
+    from gov_pipeline.config import load_settings
     from gov_pipeline.orchestration.resources import DatabaseResource
-    from gov_pipeline.orchestration.sweeper import unprocessed_change_sweeper
+    from gov_pipeline.orchestration.sweeper import sweeper_sensor
 
+    unprocessed_change_sweeper = sweeper_sensor(load_settings())
     resources = {"database": DatabaseResource(url=url)}
     times = []
     with dg.instance_for_test() as instance:

@@ -1,34 +1,42 @@
-"""The one Dagster composition root (workspace.yaml and [tool.dagster] point here)."""
+"""The one Dagster composition root (workspace.yaml and [tool.dagster] point here): the jobs,
+schedules, sensors and resources, with the sensors built from the settings read here."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from gov_pipeline.orchestration.jobs import process_policy_changes
-from gov_pipeline.orchestration.more_jobs import (
+from gov_pipeline.config import Settings, load_settings
+from gov_pipeline.orchestration.imports import import_policies
+from gov_pipeline.orchestration.manual import execute_workflow
+from gov_pipeline.orchestration.processing import process_policy_changes
+from gov_pipeline.orchestration.resources import DatabaseResource
+from gov_pipeline.orchestration.scheduled import (
     deliver_notifications,
     deliveries_schedule,
     escalate_overdue_approvals,
     escalation_schedule,
-    execute_workflow,
-    import_policies,
     policy_review_reminders,
     reminders_schedule,
 )
-from gov_pipeline.orchestration.resources import DatabaseResource, RedisResource
-from gov_pipeline.orchestration.sensors import policy_change_sensor, policy_run_failure_sensor
-from gov_pipeline.orchestration.sweeper import unprocessed_change_sweeper
+from gov_pipeline.orchestration.sensors import change_sensor, run_failure_sensor
+from gov_pipeline.orchestration.sweeper import sweeper_sensor
 
-defs = dg.Definitions(
-    jobs=[
-        process_policy_changes,
-        execute_workflow,
-        deliver_notifications,
-        escalate_overdue_approvals,
-        policy_review_reminders,
-        import_policies,
-    ],
-    schedules=[escalation_schedule, reminders_schedule, deliveries_schedule],
-    sensors=[policy_change_sensor, policy_run_failure_sensor, unprocessed_change_sweeper],
-    resources={"database": DatabaseResource(), "redis": RedisResource()},
-)
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """Everything the code location serves, for `settings`."""
+    return dg.Definitions(
+        jobs=[
+            process_policy_changes,
+            execute_workflow,
+            deliver_notifications,
+            escalate_overdue_approvals,
+            policy_review_reminders,
+            import_policies,
+        ],
+        schedules=[escalation_schedule, reminders_schedule, deliveries_schedule],
+        sensors=[change_sensor(settings), run_failure_sensor(settings), sweeper_sensor(settings)],
+        resources={"database": DatabaseResource()},
+    )
+
+
+defs = build_definitions(load_settings())

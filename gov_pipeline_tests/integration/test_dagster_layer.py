@@ -10,13 +10,14 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from gov_pipeline.config import load_settings
 from gov_pipeline.db.models import EntityChange, Notification, ProcessedChange, WorkflowExecution
 from gov_pipeline.definitions import defs
 from gov_pipeline.domain.errors import CursorMismatchError
-from gov_pipeline.orchestration.jobs import process_policy_changes
-from gov_pipeline.orchestration.more_jobs import execute_workflow
+from gov_pipeline.orchestration.manual import execute_workflow
+from gov_pipeline.orchestration.processing import process_policy_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
-from gov_pipeline.orchestration.sensors import policy_change_sensor
+from gov_pipeline.orchestration.sensors import change_sensor, run_failure_sensor
 from gov_pipeline.services.changes import ChangeCursor
 from gov_pipeline.services.tenants import upsert_user
 from gov_pipeline_tests.integration.engine_support import (
@@ -69,7 +70,7 @@ def tick(database: DatabaseResource, cursor: str | None) -> dg.SensorResult:
             instance=instance, cursor=cursor, resources={"database": database}
         ) as context,
     ):
-        result = policy_change_sensor(context)
+        result = change_sensor(load_settings())(context)
     assert isinstance(result, dg.SensorResult)
     return result
 
@@ -267,7 +268,6 @@ def test_a_run_that_fails_for_good_fails_its_pending_executions(
     """...unless its worker died: then they stay pending for the sweeper."""
     from gov_pipeline.coordinator.queue import WORKER_DIED_TAG
     from gov_pipeline.engine.matching import match_change
-    from gov_pipeline.orchestration.sensors import policy_run_failure_sensor
 
     pid = new_policy(sessions)
     move(sessions, pid, "in_review")
@@ -285,14 +285,14 @@ def test_a_run_that_fails_for_good_fails_its_pending_executions(
         if worker_died:  # as a worker tags a run it fails for a dead worker (not a retry's)
             instance.add_run_tags(result.run_id, {WORKER_DIED_TAG: result.run_id})
         assert not result.success
-        context = dg.build_run_status_sensor_context(
+        with dg.build_run_status_sensor_context(
             sensor_name="policy_run_failure_sensor",
             dagster_event=result.get_run_failure_event(),
             dagster_instance=instance,
             dagster_run=instance.get_run_by_id(result.run_id),
             resources={"database": database},
-        ).for_run_failure()
-        policy_run_failure_sensor(context)
+        ) as status:
+            run_failure_sensor(load_settings())(status.for_run_failure())
     with sessions.begin() as session:
         (execution,) = session.scalars(select(WorkflowExecution)).all()
         if worker_died:
@@ -312,9 +312,9 @@ def test_the_import_reminder_and_escalation_jobs(
     from pathlib import Path
 
     from gov_pipeline.db.models import Approval, Policy
-    from gov_pipeline.orchestration.more_jobs import (
+    from gov_pipeline.orchestration.imports import import_policies
+    from gov_pipeline.orchestration.scheduled import (
         escalate_overdue_approvals,
-        import_policies,
         policy_review_reminders,
     )
 

@@ -16,9 +16,10 @@ from gov_pipeline.config import load_settings
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.integrity import ALL_TENANTS
 from gov_pipeline.db.models import Base, EntityChange, WebhookDelivery
-from gov_pipeline.orchestration.jobs import process_policy_changes
-from gov_pipeline.orchestration.more_jobs import deliver_notifications, execute_workflow
+from gov_pipeline.orchestration.manual import execute_workflow
+from gov_pipeline.orchestration.processing import process_policy_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
+from gov_pipeline.orchestration.scheduled import deliver_notifications
 from gov_pipeline.services.tenants import create_tenant, upsert_user
 from gov_pipeline_tests.conftest import _truncate_all
 from gov_pipeline_tests.integration.engine_support import (

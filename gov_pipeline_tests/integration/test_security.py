@@ -300,7 +300,7 @@ SERVICE_READS = {
 }  # fmt: skip
 SERVICE_WRITES = {
     "approvals.decide", "executions.retry_execution", "importer.import_policies",
-    "manual.start_manual_execution", "notifications.send", "policies.create_policy",
+    "manual.run_manual_workflow", "manual.start_manual_execution", "notifications.send", "policies.create_policy",
     "policies.soft_delete_policy", "policies.transition_status", "policies.update_policy",
     "tenants.create_tenant", "tenants.upsert_user",
 }  # fmt: skip

@@ -12,15 +12,12 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from gov_pipeline.config import load_settings
 from gov_pipeline.db.models import EntityChange, ProcessedChange
-from gov_pipeline.orchestration.jobs import process_policy_changes
+from gov_pipeline.orchestration.processing import process_policy_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
-from gov_pipeline.orchestration.sweeper import (
-    MAX_SWEEPS,
-    SWEEP_TAG,
-    SweepCursor,
-    unprocessed_change_sweeper,
-)
+from gov_pipeline.orchestration.sweeper import SWEEP_TAG, sweeper_sensor
+from gov_pipeline.runners.sweep import MAX_SWEEPS, SweepCursor
 from gov_pipeline_tests.integration.engine_support import (
     apply_yaml,
     count,
@@ -62,7 +59,7 @@ def tick(
     with dg.build_sensor_context(
         instance=instance, cursor=cursor, resources={"database": database}
     ) as context:
-        result = unprocessed_change_sweeper(context)
+        result = sweeper_sensor(load_settings())(context)
     assert isinstance(result, dg.SensorResult)
     return result
 

@@ -15,6 +15,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import func, select, text
 
+from gov_pipeline.config import load_settings
 from gov_pipeline.db.models import (
     EntityChange,
     Notification,
@@ -25,9 +26,9 @@ from gov_pipeline.db.models import (
     WorkflowExecution,
 )
 from gov_pipeline.embedded.webhook_receiver import Received, webhook_receiver
-from gov_pipeline.orchestration.jobs import change_ids_of_run
+from gov_pipeline.orchestration.processing import change_ids_of_run
 from gov_pipeline.orchestration.resources import DatabaseResource
-from gov_pipeline.orchestration.sensors import policy_change_sensor
+from gov_pipeline.orchestration.sensors import change_sensor
 from gov_pipeline.orchestration.sweeper import SWEEP_TAG
 from gov_pipeline_tests.conftest import REDIS_URL, _truncate_all, own_redis_prefix
 from gov_pipeline_tests.reliability.support import (
@@ -170,7 +171,7 @@ def test_the_same_sensor_cursor_evaluated_twice(bench: Bench) -> None:
         with dg.build_sensor_context(
             instance=s.c.instance, cursor=None, resources={"database": database}
         ) as context:
-            result = policy_change_sensor(context)
+            result = change_sensor(load_settings())(context)
         assert isinstance(result, dg.SensorResult)
         return result
 

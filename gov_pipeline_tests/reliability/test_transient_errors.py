@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gov_pipeline.orchestration import jobs
+from gov_pipeline.orchestration import processing
 from gov_pipeline.orchestration.resources import DatabaseResource
+from gov_pipeline.runners import batch
 from gov_pipeline_tests.integration.engine_support import apply_yaml, make_settings, new_policy
 from gov_pipeline_tests.reliability.support import CHANGE_NOTICE
 
@@ -25,7 +26,7 @@ def test_a_connection_cut_in_record_outcome_is_retried(
     make_settings(db_url)
     apply_yaml(sessions, CHANGE_NOTICE)
     new_policy(sessions)
-    real = jobs.deliver_pending
+    real = batch.deliver_pending
     calls: list[int] = []
 
     def cut_once(*args: Any, **kwargs: Any) -> Any:
@@ -34,8 +35,8 @@ def test_a_connection_cut_in_record_outcome_is_retried(
             raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(jobs, "deliver_pending", cut_once)
-    result = jobs.process_policy_changes.execute_in_process(
+    monkeypatch.setattr(batch, "deliver_pending", cut_once)
+    result = processing.process_policy_changes.execute_in_process(
         run_config={"ops": {"load_changes": {"config": {"change_ids": [1]}}}},
         resources={"database": DatabaseResource(url=db_url)},
         raise_on_error=False,

@@ -40,13 +40,16 @@ def test_secrets_do_not_show_in_repr() -> None:
 
 def test_sensor_intervals_land_on_the_daemon_loop() -> None:
     """The sensor daemon wakes every 5 s; an interval of exactly 5 would tick every 10 s."""
-    from gov_pipeline.orchestration.sensors import (
-        _SETTINGS,
-        daemon_interval,
-        policy_change_sensor,
-        policy_run_failure_sensor,
+    from gov_pipeline.orchestration.common import daemon_interval
+    from gov_pipeline.orchestration.sensors import change_sensor, run_failure_sensor
+    from gov_pipeline.orchestration.sweeper import sweeper_sensor
+
+    _SETTINGS = load_settings(
+        {"GOV_PIPELINE_SENSOR_INTERVAL": "7", "GOV_PIPELINE_SWEEP_INTERVAL": "30"}
     )
-    from gov_pipeline.orchestration.sweeper import unprocessed_change_sweeper
+    policy_change_sensor = change_sensor(_SETTINGS)
+    policy_run_failure_sensor = run_failure_sensor(_SETTINGS)
+    unprocessed_change_sweeper = sweeper_sensor(_SETTINGS)
 
     assert [daemon_interval(s) for s in (1, 2, 5, 60)] == [1, 1, 4, 59]
     assert policy_change_sensor.minimum_interval_seconds == _SETTINGS.sensor_interval_s - 1

@@ -1,0 +1,48 @@
+"""`execute_workflow`: one workflow for one policy by hand (the launchpad, `dagster job
+launch`), through runners/manual.py."""
+
+# No "from __future__ import annotations": Dagster reads op and config annotations at runtime.
+
+import dagster as dg
+
+from gov_pipeline.orchestration.common import LANE_TAG, MAX_ATTEMPTS, POLICY_RETRY, permanent_errors
+from gov_pipeline.orchestration.resources import DatabaseResource
+from gov_pipeline.runners.manual import run_manual_workflow
+
+
+class ExecuteWorkflowConfig(dg.Config):
+    """Which workflow to run, for which policy."""
+
+    tenant_id: str
+    workflow: str
+    policy_id: int
+
+
+@dg.op(retry_policy=POLICY_RETRY)
+def run_workflow(
+    context: dg.OpExecutionContext, config: ExecuteWorkflowConfig, database: DatabaseResource
+) -> None:
+    """Create the manual execution (once per run) and run it."""
+    with permanent_errors():
+        outcome = run_manual_workflow(
+            database.sessions(), database.settings(), tenant_id=config.tenant_id,
+            workflow=config.workflow, policy_id=config.policy_id, request_key=context.run_id,
+            actor=f"dagster:{context.run_id}", max_attempts=MAX_ATTEMPTS,
+        )  # fmt: skip
+    context.add_output_metadata(
+        {
+            "execution_id": outcome.execution_id,
+            "status": outcome.status,
+            "reason": dg.MetadataValue.text(outcome.reason or "-"),
+            "actions_run": dg.MetadataValue.json(outcome.actions),
+        }
+    )
+
+
+@dg.job(
+    executor_def=dg.in_process_executor,
+    tags={LANE_TAG: "policy"},
+    description="Run one workflow for one policy by hand (config: tenant_id, workflow, policy_id).",
+)
+def execute_workflow() -> None:
+    run_workflow()
