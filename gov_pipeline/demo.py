@@ -42,7 +42,7 @@ from gov_pipeline.domain.definitions import load_definitions
 from gov_pipeline.domain.retry import RetryPolicy
 from gov_pipeline.embedded.instance import dagster_env, embedded_dagster_home
 from gov_pipeline.embedded.processes import running_daemon, running_worker
-from gov_pipeline.embedded.webhook_receiver import webhook_receiver
+from gov_pipeline.embedded.webhook_receiver import Received, webhook_receiver
 from gov_pipeline.runners.sync import process_pending
 from gov_pipeline.services import approvals, policies, tenants, workflows
 
@@ -278,11 +278,7 @@ def main() -> None:
     settings = demo_settings()
     engine = engine_for(settings)
     sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
-    steps = iter(range(1, 100))
-
-    def step(title: str) -> None:
-        _say(f"\n{next(steps)}. {title}")
-
+    step = _numbered_steps()
     redis_prefix = _reachable_redis_prefix(settings) if not args.sync else None
     dagster_home = embedded_dagster_home(settings, redis_prefix)
     env = dagster_env(
@@ -296,44 +292,75 @@ def main() -> None:
     started = time.monotonic()
     try:
         _say(f"gov_pipeline demo on {engine.url.render_as_string(hide_password=True)}")
-        step("Schema, tenant, people and the example workflows")
-        upgrade(settings.database_url)
-        demo = Demo(sessions, settings, args.sync)
-        with ExitStack() as stack:
-            receiver_url, received = stack.enter_context(
-                webhook_receiver(DEMO_SECRET, path="/policy-events")
-            )
-            setup(sessions, receiver_url, settings.webhook_secret)
-            if not args.sync:
-                _say(f"  starting dagster-daemon (DAGSTER_HOME={dagster_home})")
-                stack.enter_context(running_daemon(env, settings.home / "daemon.log"))
-                if redis_prefix is not None:
-                    _say(f"  Redis at {settings.redis_url}: runs go through the Redis run "
-                         "coordinator and a gov-pipeline worker (--mode execute)")  # fmt: skip
-                    stack.enter_context(running_worker(env, settings.home / "worker.log"))
-            story(demo, step)
-            if not args.sync:
-                wait_for_runs_to_end(dagster_home)
-        _say(summary(sessions))
-        _say(
-            f"webhooks:      {len(received.bodies)} delivered to the local receiver, "
-            f"signatures checked ({received.bad_signatures} bad)"
-        )
-        if not args.sync:
-            runs = dagster_runs(dagster_home)
-            statuses = Counter(status for _, _, status in runs)
-            _say(
-                f"dagster runs:  {len(runs)} ("
-                + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
-                + ")"
-            )
-            for run_id, job, status in runs:
-                _say(f"               {run_id}  {job}  {status}")
+        received = _run_story(sessions, settings, args.sync, env, dagster_home, redis_prefix, step)
+        _report(sessions, received, None if args.sync else dagster_home)
         _say(f"\nDone in {time.monotonic() - started:.0f}s. Open the UI on the same data: make dev")
     finally:
         engine.dispose()
         if redis_prefix is not None:
             _forget_redis_demo(settings, dagster_home, redis_prefix)
+
+
+def _numbered_steps() -> Callable[[str], None]:
+    """A printer of the story's headings, numbered from 1."""
+    numbers = iter(range(1, 100))
+
+    def step(title: str) -> None:
+        _say(f"\n{next(numbers)}. {title}")
+
+    return step
+
+
+def _run_story(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    sync: bool,
+    env: dict[str, str],
+    dagster_home: Path,
+    redis_prefix: str | None,
+    step: Callable[[str], None],
+) -> Received:
+    """Set up, start the Dagster processes (unless `sync`) and tell the story; returns what
+    the local webhook receiver got."""
+    step("Schema, tenant, people and the example workflows")
+    upgrade(settings.database_url)
+    demo = Demo(sessions, settings, sync)
+    with ExitStack() as stack:
+        receiver_url, received = stack.enter_context(
+            webhook_receiver(DEMO_SECRET, path="/policy-events")
+        )
+        setup(sessions, receiver_url, settings.webhook_secret)
+        if not sync:
+            _say(f"  starting dagster-daemon (DAGSTER_HOME={dagster_home})")
+            stack.enter_context(running_daemon(env, settings.home / "daemon.log"))
+            if redis_prefix is not None:
+                _say(f"  Redis at {settings.redis_url}: runs go through the Redis run "
+                     "coordinator and a gov-pipeline worker (--mode execute)")  # fmt: skip
+                stack.enter_context(running_worker(env, settings.home / "worker.log"))
+        story(demo, step)
+        if not sync:
+            wait_for_runs_to_end(dagster_home)
+    return received
+
+
+def _report(sessions: sessionmaker[Session], received: Received, dagster_home: Path | None) -> None:
+    """Print the summary, the webhooks received and (with `dagster_home`) the Dagster runs."""
+    _say(summary(sessions))
+    _say(
+        f"webhooks:      {len(received.bodies)} delivered to the local receiver, "
+        f"signatures checked ({received.bad_signatures} bad)"
+    )
+    if dagster_home is None:
+        return
+    runs = dagster_runs(dagster_home)
+    statuses = Counter(status for _, _, status in runs)
+    _say(
+        f"dagster runs:  {len(runs)} ("
+        + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+        + ")"
+    )
+    for run_id, job, status in runs:
+        _say(f"               {run_id}  {job}  {status}")
 
 
 def _forget_redis_demo(settings: Settings, dagster_home: Path, prefix: str) -> None:

@@ -16,7 +16,7 @@ The invariants:
   change-id order (`started_at` never goes backwards as the change id grows);
 - `no_stuck_executions`: no execution `in_progress` (its transaction would have ended) and no
   execution still `pending` while its change is processed, past the stuck window;
-- `dagster_runs`, in `gov_pipeline.coordinator.verify_runs` (it needs a Dagster instance and
+- `dagster_runs`, in `gov_pipeline.checks.runs` (it needs a Dagster instance and
   Redis): every run is ended, or QUEUED and in line in Redis, or STARTING/STARTED/CANCELING
   with a live lease in Redis (past the grace window).
 """
@@ -40,7 +40,7 @@ from gov_pipeline.db.models import (
     WebhookDelivery,
     WorkflowExecution,
 )
-from gov_pipeline.domain.statuses import ChangeKind, ExecutionStatus
+from gov_pipeline.domain.statuses import ActionRunStatus, ChangeKind, ExecutionStatus
 
 DEFAULT_GRACE_S = 60.0
 DEFAULT_STUCK_S = 600.0
@@ -196,6 +196,21 @@ def _duplicates(
     return [tuple(row) for row in session.execute(query)]
 
 
+# Effect rows that must be unique, by the columns that identify one effect.
+_UNIQUE_EFFECTS: tuple[tuple[str, Any, tuple[Any, ...]], ...] = (
+    ("action_run", ActionRun, (ActionRun.execution_id, ActionRun.step_key)),
+    ("notification", Notification, (Notification.action_run_id, Notification.user_id)),
+    ("task", Task, (Task.action_run_id,)),
+    ("webhook_delivery", WebhookDelivery, (WebhookDelivery.action_run_id,)),
+)
+# Effect rows that point at the action run that made them.
+_EFFECTS_OF_RUNS: tuple[tuple[str, Any], ...] = (
+    ("notification", Notification),
+    ("task", Task),
+    ("webhook_delivery", WebhookDelivery),
+)
+
+
 def check_effects_once(session: Session, tenant: str | None, cap: int) -> InvariantResult:
     result = InvariantResult(
         "effects_once",
@@ -209,22 +224,26 @@ def check_effects_once(session: Session, tenant: str | None, cap: int) -> Invari
         )
         or 0
     )
-    checks: list[tuple[str, Any, Sequence[Any]]] = [
-        ("action_run", ActionRun, (ActionRun.execution_id, ActionRun.step_key)),
-        ("notification", Notification, (Notification.action_run_id, Notification.user_id)),
-        ("task", Task, (Task.action_run_id,)),
-        ("webhook_delivery", WebhookDelivery, (WebhookDelivery.action_run_id,)),
-    ]
-    for kind, model, keys in checks:
+    _add_duplicate_effects(session, tenant, cap, result)
+    _add_orphan_effects(session, tenant, cap, result)
+    _add_extra_status_changes(session, tenant, cap, result)
+    return result
+
+
+def _add_duplicate_effects(
+    session: Session, tenant: str | None, cap: int, result: InvariantResult
+) -> None:
+    for kind, model, keys in _UNIQUE_EFFECTS:
         for row in _duplicates(session, model, keys, tenant):
             names = [k.key for k in keys]
             result.add({"kind": f"duplicate_{kind}", **dict(zip(names, row[:-1], strict=True)),
                         "rows": row[-1]}, cap)  # fmt: skip
-    for kind, model in (
-        ("notification", Notification),
-        ("task", Task),
-        ("webhook_delivery", WebhookDelivery),
-    ):
+
+
+def _add_orphan_effects(
+    session: Session, tenant: str | None, cap: int, result: InvariantResult
+) -> None:
+    for kind, model in _EFFECTS_OF_RUNS:
         orphans = _scoped(
             select(model.id, model.action_run_id).where(
                 model.action_run_id.is_not(None),
@@ -235,14 +254,19 @@ def check_effects_once(session: Session, tenant: str | None, cap: int) -> Invari
         )
         for effect_id, run_id in session.execute(orphans):
             result.add({"kind": f"orphan_{kind}", "id": effect_id, "action_run_id": run_id}, cap)
-    # A status change caused by an execution comes from one of its change_status actions.
+
+
+def _add_extra_status_changes(
+    session: Session, tenant: str | None, cap: int, result: InvariantResult
+) -> None:
+    """A status change caused by an execution comes from one of its change_status actions."""
     caused: dict[int, int] = dict(
         session.execute(  # type: ignore[arg-type]
             _scoped(
                 select(EntityChange.caused_by_execution_id, func.count())
                 .where(
                     EntityChange.caused_by_execution_id.is_not(None),
-                    EntityChange.kind == ChangeKind.STATUS_CHANGED.value,
+                    EntityChange.kind == ChangeKind.STATUS_CHANGED,
                 )
                 .group_by(EntityChange.caused_by_execution_id),
                 EntityChange.tenant_id,
@@ -250,24 +274,24 @@ def check_effects_once(session: Session, tenant: str | None, cap: int) -> Invari
             )
         ).all()
     )
-    if caused:
-        moves: dict[int, int] = dict(
-            session.execute(
-                select(ActionRun.execution_id, func.count())
-                .where(
-                    ActionRun.action_type == "change_status",
-                    ActionRun.status == "completed",
-                    ActionRun.execution_id.in_(list(caused)),
-                )
-                .group_by(ActionRun.execution_id)
-            ).all()
-        )
-        for execution_id, n in sorted(caused.items()):
-            if n > moves.get(execution_id, 0):
-                result.add({"kind": "extra_status_change", "execution_id": execution_id,
-                            "status_changes": n, "change_status_runs": moves.get(execution_id, 0)},
-                           cap)  # fmt: skip
-    return result
+    if not caused:
+        return
+    moves: dict[int, int] = dict(
+        session.execute(
+            select(ActionRun.execution_id, func.count())
+            .where(
+                ActionRun.action_type == "change_status",
+                ActionRun.status == ActionRunStatus.COMPLETED,
+                ActionRun.execution_id.in_(list(caused)),
+            )
+            .group_by(ActionRun.execution_id)
+        ).all()
+    )
+    for execution_id, n in sorted(caused.items()):
+        if n > moves.get(execution_id, 0):
+            result.add({"kind": "extra_status_change", "execution_id": execution_id,
+                        "status_changes": n, "change_status_runs": moves.get(execution_id, 0)},
+                       cap)  # fmt: skip
 
 
 def check_per_policy_order(session: Session, tenant: str | None, cap: int) -> InvariantResult:
@@ -339,7 +363,7 @@ def check_no_stuck_executions(
     in_progress = _scoped(
         select(WorkflowExecution.id, WorkflowExecution.change_id, WorkflowExecution.updated_at)
         .where(
-            WorkflowExecution.status == ExecutionStatus.IN_PROGRESS.value,
+            WorkflowExecution.status == ExecutionStatus.IN_PROGRESS,
             WorkflowExecution.updated_at < before,
         )
         .order_by(WorkflowExecution.id),
@@ -353,7 +377,7 @@ def check_no_stuck_executions(
         select(WorkflowExecution.id, WorkflowExecution.change_id, WorkflowExecution.updated_at)
         .join(ProcessedChange, ProcessedChange.change_id == WorkflowExecution.change_id)
         .where(
-            WorkflowExecution.status == ExecutionStatus.PENDING.value,
+            WorkflowExecution.status == ExecutionStatus.PENDING,
             WorkflowExecution.updated_at < before,
             ProcessedChange.processed_at < before,
         )

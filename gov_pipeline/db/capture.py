@@ -34,34 +34,20 @@ SQLITE_POLICY_COLUMNS: tuple[tuple[str, str], ...] = (
 )  # fmt: skip
 
 
-def postgres_ddl(*, override: bool = True) -> list[str]:
-    """The PostgreSQL capture DDL; `override` (revision 0004 on) records a lifecycle override
-    and runs the capture as its owner (SECURITY DEFINER), so that writers need no right on
-    the change table and cannot forge change rows."""
-    override_column = ", lifecycle_override" if override else ""
-    override_value = (
-        ", nullif(current_setting('gov.lifecycle_override', true), '')" if override else ""
-    )
-    definer = "SECURITY DEFINER SET search_path FROM CURRENT" if override else ""
-    return _postgres_ddl(override_column, override_value, definer)
-
-
-def _postgres_ddl(override_column: str, override_value: str, definer: str) -> list[str]:
-    return [
-        # Every id is drawn by a transaction that already has an xid, so a gap seen by the
-        # reader belongs to a transaction older than that read's snapshot xmax.
-        """
+# Every id is drawn by a transaction that already has an xid, so a gap seen by the
+# reader belongs to a transaction older than that read's snapshot xmax.
+_PG_NEXT_CHANGE_ID = """
     CREATE OR REPLACE FUNCTION gov_next_change_id() RETURNS bigint
     LANGUAGE plpgsql VOLATILE AS $$
     BEGIN
         PERFORM pg_current_xact_id();
         RETURN nextval('entity_changes_id_seq');
     END $$
-    """,
-        "ALTER TABLE entity_changes ALTER COLUMN id SET DEFAULT gov_next_change_id()",
-        "ALTER TABLE entity_changes ALTER COLUMN txid"
-        " SET DEFAULT (pg_current_xact_id()::text)::bigint",
-        f"""
+    """
+
+# str.format template: {definer}, {ignored} and {always} (SQL arrays of field names),
+# {override_column} and {override_value}.
+_PG_CAPTURE_FUNCTION = """
     CREATE OR REPLACE FUNCTION gov_capture_policy_change() RETURNS trigger
     LANGUAGE plpgsql {definer} AS $$
     DECLARE
@@ -87,7 +73,7 @@ def _postgres_ddl(override_column: str, override_value: str, definer: str) -> li
             SELECT array_agg(n.key ORDER BY n.key) INTO changed
               FROM jsonb_each(new_row) AS n
              WHERE n.value IS DISTINCT FROM old_row -> n.key
-               AND n.key <> ALL (ARRAY{list(IGNORED_FIELDS)!r}::text[]);
+               AND n.key <> ALL (ARRAY{ignored}::text[]);
             IF changed IS NULL THEN
                 RETURN NULL;
             END IF;
@@ -98,7 +84,7 @@ def _postgres_ddl(override_column: str, override_value: str, definer: str) -> li
             ELSE
                 change_kind := 'updated';
             END IF;
-            keep := changed || ARRAY{list(ALWAYS_FIELDS)!r}::text[];
+            keep := changed || ARRAY{always}::text[];
             SELECT jsonb_object_agg(key, value) INTO old_row
               FROM jsonb_each(old_row) WHERE key = ANY (keep);
             SELECT jsonb_object_agg(key, value) INTO new_row
@@ -118,13 +104,36 @@ def _postgres_ddl(override_column: str, override_value: str, definer: str) -> li
                 clock_timestamp() {override_value});
         RETURN NULL;
     END $$
-    """,
-        "DROP TRIGGER IF EXISTS gov_policies_capture ON policies",
-        """
+    """
+
+_PG_CAPTURE_TRIGGER = """
     CREATE TRIGGER gov_policies_capture
     AFTER INSERT OR UPDATE OR DELETE ON policies
     FOR EACH ROW EXECUTE FUNCTION gov_capture_policy_change()
-    """,
+    """
+
+
+def postgres_ddl(*, override: bool = True) -> list[str]:
+    """The PostgreSQL capture DDL; `override` (revision 0004 on) records a lifecycle override
+    and runs the capture as its owner (SECURITY DEFINER), so that writers need no right on
+    the change table and cannot forge change rows."""
+    capture_function = _PG_CAPTURE_FUNCTION.format(
+        definer="SECURITY DEFINER SET search_path FROM CURRENT" if override else "",
+        ignored=repr(list(IGNORED_FIELDS)),
+        always=repr(list(ALWAYS_FIELDS)),
+        override_column=", lifecycle_override" if override else "",
+        override_value=(
+            ", nullif(current_setting('gov.lifecycle_override', true), '')" if override else ""
+        ),
+    )
+    return [
+        _PG_NEXT_CHANGE_ID,
+        "ALTER TABLE entity_changes ALTER COLUMN id SET DEFAULT gov_next_change_id()",
+        "ALTER TABLE entity_changes ALTER COLUMN txid"
+        " SET DEFAULT (pg_current_xact_id()::text)::bigint",
+        capture_function,
+        "DROP TRIGGER IF EXISTS gov_policies_capture ON policies",
+        _PG_CAPTURE_TRIGGER,
     ]
 
 
@@ -134,6 +143,45 @@ POSTGRES_DROP_DDL = [
     "ALTER TABLE entity_changes ALTER COLUMN id SET DEFAULT nextval('entity_changes_id_seq')",
     "DROP FUNCTION IF EXISTS gov_next_change_id()",
 ]
+
+SQLITE_DROP_DDL = [
+    "DROP TRIGGER IF EXISTS gov_policies_capture_insert",
+    "DROP TRIGGER IF EXISTS gov_policies_capture_update",
+    "DROP TRIGGER IF EXISTS gov_policies_capture_delete",
+]
+
+# str.format templates of the SQLite triggers; the fields are built by `sqlite_ddl`.
+_SQLITE_INSERT_TRIGGER = """
+        CREATE TRIGGER gov_policies_capture_insert AFTER INSERT ON policies
+        BEGIN
+            {insert_columns}
+            VALUES (NEW.tenant_id, 'policy', CAST(NEW.id AS TEXT), 'created', NULL,
+                    {new_object}, {all_names}, {context}, {now});
+        END
+        """
+_SQLITE_UPDATE_TRIGGER = """
+        CREATE TRIGGER gov_policies_capture_update AFTER UPDATE ON policies
+        WHEN {any_changed}
+        BEGIN
+            {insert_columns}
+            VALUES (NEW.tenant_id, 'policy', CAST(NEW.id AS TEXT),
+                    CASE WHEN OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN 'deleted'
+                         WHEN OLD.status IS NOT NEW.status THEN 'status_changed'
+                         ELSE 'updated' END,
+                    {old_filtered}, {new_filtered}, {changed_list}, {context}, {now});
+        END
+        """
+_SQLITE_DELETE_TRIGGER = """
+        CREATE TRIGGER gov_policies_capture_delete AFTER DELETE ON policies
+        BEGIN
+            {insert_columns}
+            VALUES (OLD.tenant_id, 'policy', CAST(OLD.id AS TEXT), 'deleted',
+                    {old_object}, NULL, json_array('deleted_at'),
+                    {context}, {now});
+        END
+        """
+# One column of the transaction's capture context.
+_SQLITE_CONTEXT = "(SELECT {col} FROM capture_context WHERE id = 1)"
 
 
 def _sqlite_value(row: str, column: str, shape: str) -> str:
@@ -152,85 +200,74 @@ def _sqlite_object(row: str, columns: tuple[tuple[str, str], ...]) -> str:
     return f"json_object({pairs})"
 
 
+def _sqlite_changed_list(tracked: list[tuple[str, str]]) -> str:
+    """A JSON array of the names of the `tracked` columns that differ between OLD and NEW."""
+    return (
+        "(SELECT json_group_array(value) FROM json_each(json_array("
+        + ", ".join(f"CASE WHEN OLD.{c} IS NOT NEW.{c} THEN '{c}' END" for c, _ in tracked)
+        + ")) WHERE value IS NOT NULL)"
+    )
+
+
+def _sqlite_filtered(row: str, columns: tuple[tuple[str, str], ...], keep: str) -> str:
+    """The JSON object of `row` limited to the names `keep` selects."""
+    return (
+        # json_each turns JSON true/false into 1/0; `type` keeps what they were.
+        "(SELECT json_group_object(key, CASE type WHEN 'true' THEN json('true')"
+        " WHEN 'false' THEN json('false') ELSE value END)"
+        f" FROM json_each({_sqlite_object(row, columns)})"
+        f" WHERE key IN {keep})"
+    )
+
+
+def _sqlite_insert_columns(override: bool) -> str:
+    return (
+        "INSERT INTO entity_changes (tenant_id, entity_type, entity_id, kind, old_values, "
+        "new_values, changed_fields, actor, caused_by_execution_id, chain_depth, created_at"
+        + (", lifecycle_override)" if override else ")")
+    )
+
+
+def _sqlite_context_values(override: bool) -> tuple[str, str]:
+    """The actor, execution and depth values; and the timestamp (with the override)."""
+    context = ", ".join(
+        [_SQLITE_CONTEXT.format(col="actor"), _SQLITE_CONTEXT.format(col="execution_id"),
+         f"coalesce({_SQLITE_CONTEXT.format(col='chain_depth')}, 0)"]
+    )  # fmt: skip
+    now = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+    if override:
+        now += ", " + _SQLITE_CONTEXT.format(col="lifecycle_override")
+    return context, now
+
+
 def sqlite_ddl(
     columns: tuple[tuple[str, str], ...] = SQLITE_POLICY_COLUMNS, *, override: bool = True
 ) -> list[str]:
     """The SQLite triggers for a policy table with `columns`; `override` (revision 0004 on)
     records a lifecycle override set in `capture_context`."""
     tracked = [(c, s) for c, s in columns if c not in IGNORED_FIELDS]
-    changed_list = (
-        "(SELECT json_group_array(value) FROM json_each(json_array("
-        + ", ".join(f"CASE WHEN OLD.{c} IS NOT NEW.{c} THEN '{c}' END" for c, _ in tracked)
-        + ")) WHERE value IS NOT NULL)"
-    )
-    any_changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c, _ in tracked)
+    changed_list = _sqlite_changed_list(tracked)
     always = " ".join(f"UNION SELECT '{name}'" for name in ALWAYS_FIELDS)
     keep = f"(SELECT value FROM json_each({changed_list}) {always})"
-
-    def filtered(row: str) -> str:
-        return (
-            # json_each turns JSON true/false into 1/0; `type` keeps what they were.
-            "(SELECT json_group_object(key, CASE type WHEN 'true' THEN json('true')"
-            " WHEN 'false' THEN json('false') ELSE value END)"
-            f" FROM json_each({_sqlite_object(row, columns)})"
-            f" WHERE key IN {keep})"
-        )
-
-    context = "(SELECT {col} FROM capture_context WHERE id = 1)"
-    ctx_cols = ", ".join(
-        [context.format(col="actor"), context.format(col="execution_id"),
-         f"coalesce({context.format(col='chain_depth')}, 0)"]
-    )  # fmt: skip
-    all_names = "json_array(" + ", ".join(f"'{c}'" for c, _ in columns) + ")"
-    insert_cols = (
-        "INSERT INTO entity_changes (tenant_id, entity_type, entity_id, kind, old_values, "
-        "new_values, changed_fields, actor, caused_by_execution_id, chain_depth, created_at"
-        + (", lifecycle_override)" if override else ")")
-    )
-    now = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-    if override:
-        now += ", " + context.format(col="lifecycle_override")
+    context, now = _sqlite_context_values(override)
+    fields = {
+        "insert_columns": _sqlite_insert_columns(override),
+        "context": context,
+        "now": now,
+        "new_object": _sqlite_object("NEW", columns),
+        "old_object": _sqlite_object("OLD", columns),
+        "all_names": "json_array(" + ", ".join(f"'{c}'" for c, _ in columns) + ")",
+        "any_changed": " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c, _ in tracked),
+        "old_filtered": _sqlite_filtered("OLD", columns, keep),
+        "new_filtered": _sqlite_filtered("NEW", columns, keep),
+        "changed_list": changed_list,
+    }
     return [
-        "DROP TRIGGER IF EXISTS gov_policies_capture_insert",
-        "DROP TRIGGER IF EXISTS gov_policies_capture_update",
-        "DROP TRIGGER IF EXISTS gov_policies_capture_delete",
-        f"""
-        CREATE TRIGGER gov_policies_capture_insert AFTER INSERT ON policies
-        BEGIN
-            {insert_cols}
-            VALUES (NEW.tenant_id, 'policy', CAST(NEW.id AS TEXT), 'created', NULL,
-                    {_sqlite_object("NEW", columns)}, {all_names}, {ctx_cols}, {now});
-        END
-        """,
-        f"""
-        CREATE TRIGGER gov_policies_capture_update AFTER UPDATE ON policies
-        WHEN {any_changed}
-        BEGIN
-            {insert_cols}
-            VALUES (NEW.tenant_id, 'policy', CAST(NEW.id AS TEXT),
-                    CASE WHEN OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN 'deleted'
-                         WHEN OLD.status IS NOT NEW.status THEN 'status_changed'
-                         ELSE 'updated' END,
-                    {filtered("OLD")}, {filtered("NEW")}, {changed_list}, {ctx_cols}, {now});
-        END
-        """,
-        f"""
-        CREATE TRIGGER gov_policies_capture_delete AFTER DELETE ON policies
-        BEGIN
-            {insert_cols}
-            VALUES (OLD.tenant_id, 'policy', CAST(OLD.id AS TEXT), 'deleted',
-                    {_sqlite_object("OLD", columns)}, NULL, json_array('deleted_at'),
-                    {ctx_cols}, {now});
-        END
-        """,
+        *SQLITE_DROP_DDL,
+        _SQLITE_INSERT_TRIGGER.format(**fields),
+        _SQLITE_UPDATE_TRIGGER.format(**fields),
+        _SQLITE_DELETE_TRIGGER.format(**fields),
     ]
-
-
-SQLITE_DROP_DDL = [
-    "DROP TRIGGER IF EXISTS gov_policies_capture_insert",
-    "DROP TRIGGER IF EXISTS gov_policies_capture_update",
-    "DROP TRIGGER IF EXISTS gov_policies_capture_delete",
-]
 
 
 def set_change_context(

@@ -1,1 +1,2 @@
-"""Pure domain logic: no I/O, no database, no Dagster."""
+"""Pure domain logic: no I/O, no database, no Dagster; imports nothing of the project but
+domain/ itself."""

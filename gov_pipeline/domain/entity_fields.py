@@ -73,7 +73,7 @@ class ReadableFields:
 
 def entity_field_set(entity_type: EntityType) -> FieldSet:
     """The fields of `entity_type`; none for a type whose fields are not listed yet."""
-    return ENTITY_FIELDS.get(entity_type) or FieldSet(owner=entity_type.value, names=())
+    return ENTITY_FIELDS.get(entity_type) or FieldSet(owner=entity_type, names=())
 
 
 def readable_fields(entity_type: EntityType, trigger: Trigger) -> ReadableFields:

@@ -1,4 +1,10 @@
-"""Webhook signing (HMAC-SHA256) and the host allow-list (pure)."""
+"""Webhook signing (HMAC-SHA256), the host allow-list and an attempt's outcome (pure).
+
+The receiver gets `X-Gov-Delivery-Id` (stable across retries, so it can drop duplicates),
+`X-Gov-Timestamp` and `X-Gov-Signature: sha256=<hex>` over `<timestamp>.<body>`. Only a
+delivery whose action said `unsigned: true` goes out without a signature; any other is
+refused while the sending process has no key for it.
+"""
 
 from __future__ import annotations
 
@@ -14,18 +20,13 @@ from urllib.parse import urlsplit
 from gov_pipeline.domain.errors import InvalidInputError
 
 SIGNATURE_HEADER = "X-Gov-Signature"
-
-
 TIMESTAMP_HEADER = "X-Gov-Timestamp"
-
-
 DELIVERY_HEADER = "X-Gov-Delivery-Id"
-
-
+# The key of a webhook that names no `secret_env` of its own.
 GLOBAL_SECRET_ENV = "GOV_PIPELINE_WEBHOOK_SECRET"
-
-
 DEFAULT_PORTS = {"http": 80, "https": 443}
+_PORT = re.compile(r"[0-9]{1,5}")
+_HOST_NAME = re.compile(r"[^\s/@?#\[\]:]+")  # a name or an IPv4 address: no port, no path
 
 
 def check_url_allowed(url: str, allowed_hosts: tuple[str, ...]) -> str:
@@ -87,15 +88,11 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, max_age_s: floa
 
 @dataclass(frozen=True)
 class AttemptResult:
+    """How one delivery attempt went: delivered (`ok`), or the HTTP status and error."""
+
     ok: bool
     status_code: int | None
     error: str | None
-
-
-_PORT = re.compile(r"[0-9]{1,5}")
-
-
-_HOST_NAME = re.compile(r"[^\s/@?#\[\]:]+")  # a name or an IPv4 address: no port, no path
 
 
 def normalize_host(host: str) -> str:

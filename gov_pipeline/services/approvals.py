@@ -52,7 +52,7 @@ def notify_approvers(
             session,
             tenant_id=step.tenant_id,
             recipients=fresh,
-            type=NotificationType.WORKFLOW_APPROVAL_REQUIRED.value,
+            type=NotificationType.WORKFLOW_APPROVAL_REQUIRED,
             priority="high",
             title=(
                 f"Approval needed: {workflow_name} ({label})"
@@ -136,23 +136,7 @@ def decide(
         raise InvalidInputError("decision", f"must be one of {', '.join(DECISIONS)}")
     check_identifier("user", user_id)
     check_storable("comment", comment)
-    approval = get_approval(session, tenant_id, approval_id)
-    if approval.status == ApprovalStatus.WAITING.value:
-        raise ConflictError(
-            f"approval {approval.id} is not open yet: step {approval.step_index + 1} "
-            "waits for the steps before it"
-        )
-    if approval.status != ApprovalStatus.PENDING.value:
-        raise ConflictError(f"approval {approval.id} is already {approval.status}")
-    execution = session.get(WorkflowExecution, approval.execution_id)
-    if execution is None or execution.status != ExecutionStatus.AWAITING_APPROVAL.value:
-        state = execution.status if execution else "missing"
-        raise ConflictError(f"approval {approval.id}: its execution is {state}")
-    if not may_decide(session, approval, user_id):
-        raise PermissionDeniedError(
-            f"user {user_id!r} may not decide approval {approval.id} (approvers: users "
-            f"{approval.approver_users or '-'}, roles {approval.approver_roles or '-'})"
-        )
+    approval, execution = _open_step(session, tenant_id, approval_id, user_id)
     # Lock the entity first: its changes must get ids in commit order.
     policies.get_policy(
         session,
@@ -162,16 +146,61 @@ def decide(
         for_update=True,
     )
     status = DECISIONS[decision]
-    approval.status = status.value
+    approval.status = status
     approval.decided_by = user_id
     approval.decided_at = datetime.now(UTC)
     approval.comment = comment
     approval.signature = _signature(signature)
-    change = EntityChange(
-        tenant_id=tenant_id,
+    change = _decision_change(approval, execution, status, decision, user_id)
+    session.add(change)
+    session.flush()
+    return change
+
+
+def _open_step(
+    session: Session, tenant_id: str, approval_id: int | str, user_id: str
+) -> tuple[Approval, WorkflowExecution]:
+    """The approval step `user_id` may decide now, locked, and its waiting execution.
+
+    Raises:
+        NotFoundError: no such approval in this tenant.
+        ConflictError: the step is not open, or its execution is not waiting for it.
+        PermissionDeniedError: `user_id` is not a listed approver of the step.
+    """
+    approval = get_approval(session, tenant_id, approval_id)
+    if approval.status == ApprovalStatus.WAITING:
+        raise ConflictError(
+            f"approval {approval.id} is not open yet: step {approval.step_index + 1} "
+            "waits for the steps before it"
+        )
+    if approval.status != ApprovalStatus.PENDING:
+        raise ConflictError(f"approval {approval.id} is already {approval.status}")
+    execution = session.get(WorkflowExecution, approval.execution_id)
+    if execution is None or execution.status != ExecutionStatus.AWAITING_APPROVAL:
+        state = execution.status if execution else "missing"
+        raise ConflictError(f"approval {approval.id}: its execution is {state}")
+    if not may_decide(session, approval, user_id):
+        raise PermissionDeniedError(
+            f"user {user_id!r} may not decide approval {approval.id} (approvers: users "
+            f"{approval.approver_users or '-'}, roles {approval.approver_roles or '-'})"
+        )
+    return approval, execution
+
+
+def _decision_change(
+    approval: Approval,
+    execution: WorkflowExecution,
+    status: ApprovalStatus,
+    decision: str,
+    user_id: str,
+) -> EntityChange:
+    """The `approval_decided` change recording `user_id`'s decision on `approval`."""
+    # The values are plain strings, as read back: they become condition facts (`old`, `new`).
+    return EntityChange(
+        tenant_id=approval.tenant_id,
         entity_type=approval.entity_type,
         entity_id=approval.entity_id,
-        kind=ChangeKind.APPROVAL_DECIDED.value,
+        kind=ChangeKind.APPROVAL_DECIDED,
         old_values={"approval_status": ApprovalStatus.PENDING.value},
         new_values={
             "approval_id": approval.id,
@@ -186,9 +215,6 @@ def decide(
         caused_by_execution_id=approval.execution_id,
         chain_depth=execution.chain_depth,
     )
-    session.add(change)
-    session.flush()
-    return change
 
 
 def list_approvals(
@@ -219,7 +245,7 @@ def list_approvals(
         rows = [
             a
             for a in rows
-            if a.status == ApprovalStatus.PENDING.value
+            if a.status == ApprovalStatus.PENDING
             and (user_id in a.approver_users or roles & set(a.approver_roles))
         ][:limit]
     return rows

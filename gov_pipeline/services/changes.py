@@ -213,6 +213,29 @@ def read_changes(session: Session, cursor: ChangeCursor | str | None, limit: int
         # One writer at a time: a missing id was rolled back (if reused, it comes above).
         return ChangeBatch(rows, ChangeCursor(new_watermark, anchor=anchor), has_more)
 
+    gaps = _gaps_to_recheck(session, cur, checked_gaps, ids, has_more, new_watermark, xmin)
+    return ChangeBatch(
+        changes=rows,
+        cursor=ChangeCursor(new_watermark, gaps, anchor),
+        has_more=has_more,
+    )
+
+
+def _gaps_to_recheck(
+    session: Session,
+    cur: ChangeCursor,
+    checked_gaps: tuple[Gap, ...],
+    ids: list[int],
+    has_more: bool,
+    new_watermark: int,
+    xmin: int,
+) -> tuple[Gap, ...]:
+    """After a PostgreSQL read of `ids`: the gaps the next read must look at again, sorted.
+
+    A checked gap stays (in the parts `ids` did not fill) unless its writer has ended; the
+    ids missing below `new_watermark` become gaps whose horizon is drawn now, after the read;
+    the gaps this read did not check are carried over.
+    """
     # Every visible candidate up to `reach` was returned; gaps above it were not looked at.
     reach = ids[-1] if has_more else None
     gaps: list[Gap] = []
@@ -228,11 +251,7 @@ def read_changes(session: Session, cursor: ChangeCursor | str | None, limit: int
         horizon = _horizon_above_writers(session)
         gaps += [Gap(lo, hi, horizon) for lo, hi in missing]
     gaps += cur.gaps[MAX_GAP_RANGES_PER_READ:]
-    return ChangeBatch(
-        changes=rows,
-        cursor=ChangeCursor(new_watermark, tuple(sorted(gaps)), anchor),
-        has_more=has_more,
-    )
+    return tuple(sorted(gaps))
 
 
 def unprocessed() -> ColumnElement[bool]:

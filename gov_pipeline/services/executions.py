@@ -1,4 +1,4 @@
-"""Executions for operators: list, show with their steps, retry a failed one, dry-run."""
+"""Executions for operators: list, show with their steps, queue a failed one again."""
 
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ def list_executions(
         .where(WorkflowExecution.tenant_id == tenant_id)
     )
     if status is not None:
-        if status not in {s.value for s in ExecutionStatus}:
-            known = ", ".join(s.value for s in ExecutionStatus)
+        if status not in set(ExecutionStatus):
+            known = ", ".join(ExecutionStatus)
             raise InvalidInputError("status", f"unknown status {status!r} (one of: {known})")
         query = query.where(WorkflowExecution.status == status)
     if workflow is not None:
@@ -120,7 +120,7 @@ def retry_execution(session: Session, tenant_id: str, execution_id: int | str) -
         ConflictError: the execution has not failed.
     """
     execution = get_execution(session, tenant_id, execution_id)
-    if execution.status != ExecutionStatus.FAILED.value:
+    if execution.status != ExecutionStatus.FAILED:
         raise ConflictError(f"execution {execution.id} is {execution.status}, not failed")
     failed_deliveries = session.scalars(
         select(WebhookDelivery).where(
@@ -136,17 +136,17 @@ def retry_execution(session: Session, tenant_id: str, execution_id: int | str) -
             delivery.status = DeliveryStatus.PENDING
             delivery.attempts = 0
             delivery.next_attempt_at = None
-        execution.status = ExecutionStatus.COMPLETED.value
+        execution.status = ExecutionStatus.COMPLETED
         execution.status_reason = "webhook delivery queued again by retry"
         return "deliveries"
     started_approval = session.scalar(
         select(Approval.id).where(Approval.execution_id == execution.id).limit(1)
     )
     if started_approval is not None:
-        execution.status = ExecutionStatus.AWAITING_APPROVAL.value
+        execution.status = ExecutionStatus.AWAITING_APPROVAL
         execution.status_reason = "approval follow-up queued again by retry"
         return "continuation"
-    execution.status = ExecutionStatus.PENDING.value
+    execution.status = ExecutionStatus.PENDING
     execution.status_reason = None
     execution.attempts = 0
     return "pending"
@@ -158,7 +158,7 @@ def unhandled_decisions(session: Session, execution_id: int) -> list[int]:
         select(EntityChange.id)
         .where(
             EntityChange.caused_by_execution_id == execution_id,
-            EntityChange.kind == ChangeKind.APPROVAL_DECIDED.value,
+            EntityChange.kind == ChangeKind.APPROVAL_DECIDED,
         )
         .order_by(EntityChange.id)
     ).all()
@@ -177,8 +177,7 @@ def _forget_failure_records(session: Session, execution_id: int) -> None:
     session.execute(
         delete(ActionRun).where(
             ActionRun.execution_id == execution_id,
-            (ActionRun.status == ActionRunStatus.FAILED.value)
-            | (ActionRun.step_key == "failure-notice"),
+            (ActionRun.status == ActionRunStatus.FAILED) | (ActionRun.step_key == "failure-notice"),
         )
     )
     session.execute(

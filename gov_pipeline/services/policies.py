@@ -114,7 +114,7 @@ def create_policy(
     actor = _context(session, actor, importing=importing)
     policy = Policy(
         tenant_id=tenant_id,
-        status=status.value,
+        status=status.value,  # a plain str, as read back: it becomes condition facts
         created_by=actor.user_id,
         updated_by=actor.user_id,
         published_date=date.today() if status is PolicyStatus.PUBLISHED else None,
@@ -171,9 +171,9 @@ def transition_status(
     target = parse_status(to_status)
     # The row lock serialises writers of one policy, which makes id order commit order.
     policy = get_policy(session, tenant_id=tenant_id, policy_id=policy_id, for_update=True)
-    check_transition(policy.status, target.value)
+    check_transition(policy.status, target)
     actor = _context(session, actor)
-    policy.status = target.value
+    policy.status = target.value  # a plain str, as read back: it becomes condition facts
     policy.updated_by = actor.user_id
     if target is PolicyStatus.PUBLISHED:
         policy.published_date = date.today()
@@ -229,7 +229,7 @@ def list_policies(
         raise InvalidInputError("offset", "must be >= 0")
     query = select(Policy).where(Policy.tenant_id == tenant_id)
     if status is not None:
-        query = query.where(Policy.status == parse_status(status).value)
+        query = query.where(Policy.status == parse_status(status))
     if policy_type is not None:
         query = query.where(Policy.policy_type == policy_type)
     if owner_id is not None:

@@ -93,9 +93,9 @@ def upsert_user(
     wanted: set[str] = set()
     for role in roles:
         try:
-            wanted.add(Role(role).value)
+            wanted.add(Role(role))
         except ValueError:
-            known = ", ".join(r.value for r in Role)
+            known = ", ".join(Role)
             raise InvalidInputError("role", f"unknown role {role!r} (one of: {known})") from None
     user = session.get(User, (tenant_id, uid))
     if user is None:

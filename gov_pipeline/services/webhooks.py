@@ -1,10 +1,8 @@
-"""Webhook delivery from the outbox: allow-listed hosts, HMAC-SHA256 signatures, retries.
+"""The webhook outbox: a delivery's payload, the deliveries due, a delivery after an attempt.
 
-A delivery row is written in the same transaction as the execution that asked for it; this
-module sends it afterwards. The receiver gets `X-Gov-Delivery-Id` (stable across retries,
-so it can drop duplicates), `X-Gov-Timestamp` and `X-Gov-Signature: sha256=<hex>` over
-`<timestamp>.<body>`. Only a delivery whose action said `unsigned: true` goes out without a
-signature; any other is refused while this process has no key for it.
+A delivery row is written in the same transaction as the execution that asked for it;
+runners/deliveries.py sends it after that commits. Signing and the host allow-list are in
+domain/webhooks.py.
 """
 
 from __future__ import annotations
@@ -17,9 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gov_pipeline.db.models import WebhookDelivery
-from gov_pipeline.domain.webhooks import (
-    AttemptResult,
-)
+from gov_pipeline.domain.webhooks import AttemptResult
 
 log = logging.getLogger(__name__)
 

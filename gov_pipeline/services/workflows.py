@@ -121,36 +121,17 @@ def apply_definition(
     if issues:
         raise DefinitionError(issues, f"{definition.tenant_id}/{definition.name}")
     require_tenant(session, definition.tenant_id)
-    query = select(Workflow).where(
-        Workflow.tenant_id == definition.tenant_id, Workflow.name == definition.name
-    )
-    if is_postgres(session):
-        query = query.with_for_update()
-    workflow = session.scalars(query).one_or_none()
+    workflow = _locked_workflow(session, definition.tenant_id, definition.name)
     fingerprint = definition.fingerprint()
     if workflow is not None:
-        latest = session.scalars(
-            select(WorkflowVersion).where(
-                WorkflowVersion.workflow_id == workflow.id,
-                WorkflowVersion.version == workflow.current_version,
-            )
-        ).one()
-        if latest.fingerprint == fingerprint:
+        if _current_fingerprint(session, workflow) == fingerprint:
             return ApplyResult(workflow, workflow.current_version, "unchanged")
         version, outcome = workflow.current_version + 1, "new_version"
     else:
         workflow = Workflow(tenant_id=definition.tenant_id, name=definition.name)
         session.add(workflow)
         version, outcome = 1, "created"
-    workflow.description = definition.description
-    workflow.type = definition.type.value
-    workflow.status = definition.status.value
-    workflow.trigger = definition.trigger.value
-    workflow.entity_type = definition.entity_type.value
-    workflow.priority = definition.priority
-    workflow.days_before_deadline = definition.days_before_deadline
-    workflow.owner_id = definition.owner_id
-    workflow.current_version = version
+    _copy_columns(workflow, definition, version)
     session.flush()
     session.add(
         WorkflowVersion(
@@ -164,6 +145,37 @@ def apply_definition(
     )
     session.flush()
     return ApplyResult(workflow, version, outcome)  # type: ignore[arg-type]
+
+
+def _locked_workflow(session: Session, tenant_id: str, name: str) -> Workflow | None:
+    """The workflow of that name, row-locked on PostgreSQL (two appliers take turns)."""
+    query = select(Workflow).where(Workflow.tenant_id == tenant_id, Workflow.name == name)
+    if is_postgres(session):
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def _current_fingerprint(session: Session, workflow: Workflow) -> str:
+    latest = session.scalars(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == workflow.id,
+            WorkflowVersion.version == workflow.current_version,
+        )
+    ).one()
+    return latest.fingerprint
+
+
+def _copy_columns(workflow: Workflow, definition: WorkflowDefinition, version: int) -> None:
+    """The workflow row's columns from `definition`, as of `version`."""
+    workflow.description = definition.description
+    workflow.type = definition.type
+    workflow.status = definition.status
+    workflow.trigger = definition.trigger
+    workflow.entity_type = definition.entity_type
+    workflow.priority = definition.priority
+    workflow.days_before_deadline = definition.days_before_deadline
+    workflow.owner_id = definition.owner_id
+    workflow.current_version = version
 
 
 def load_version(
@@ -209,7 +221,7 @@ def active_workflows(
         .where(
             Workflow.tenant_id == tenant_id,
             Workflow.entity_type == entity_type,
-            Workflow.status == WorkflowStatus.ACTIVE.value,
+            Workflow.status == WorkflowStatus.ACTIVE,
             Workflow.trigger.in_(wanted),
         )
         .order_by(Workflow.priority.desc(), Workflow.id)
