@@ -5,7 +5,7 @@ metadata; the sync path (`process --sync`) composes the same steps."""
 # No "from __future__ import annotations": Dagster reads op and config annotations at runtime.
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
@@ -15,6 +15,7 @@ from gov_pipeline.orchestration.common import (
     LANE_TAG,
     MAX_ATTEMPTS,
     POLICY_RETRY,
+    daemon_interval,
     permanent_errors,
     retry_requested,
 )
@@ -149,3 +150,17 @@ def change_ids_of_run(run_config: Mapping[str, Any]) -> list[int]:
     except (KeyError, TypeError):
         return []
     return [int(i) for i in ids] if isinstance(ids, list) else []
+
+
+def processing_sensor(
+    name: str, interval_s: int, description: str
+) -> Callable[[Callable[..., Any]], dg.SensorDefinition]:
+    """The decorator of a sensor that requests `process_policy_changes` runs every
+    `interval_s` seconds (on the daemon's loop), running by default."""
+    return dg.sensor(
+        name=name,
+        job=process_policy_changes,
+        minimum_interval_seconds=daemon_interval(interval_s),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=description,
+    )

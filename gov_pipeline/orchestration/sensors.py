@@ -9,7 +9,11 @@ from gov_pipeline.config import Settings
 from gov_pipeline.coordinator.queue import WORKER_DIED_TAG
 from gov_pipeline.domain.batching import PlannedRun, compact_ids
 from gov_pipeline.orchestration.common import LANE_TAG, daemon_interval
-from gov_pipeline.orchestration.processing import change_ids_of_run, process_policy_changes
+from gov_pipeline.orchestration.processing import (
+    change_ids_of_run,
+    process_policy_changes,
+    processing_sensor,
+)
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.requests import request_runs
 from gov_pipeline.runners.retries import fail_pending_executions
@@ -39,16 +43,12 @@ def run_request(run: PlannedRun) -> dg.RunRequest:
 def change_sensor(settings: Settings) -> dg.SensorDefinition:
     """`policy_change_sensor`, ticking every `settings.sensor_interval_s`."""
 
-    @dg.sensor(
-        name="policy_change_sensor",
-        job=process_policy_changes,
-        minimum_interval_seconds=daemon_interval(settings.sensor_interval_s),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
-            "Reads the change table with the commit-safe reader and requests runs: one per "
-            "change while the backlog is small, batches (a policy's changes together, in "
-            "order) when it grows."
-        ),
+    @processing_sensor(
+        "policy_change_sensor",
+        settings.sensor_interval_s,
+        "Reads the change table with the commit-safe reader and requests runs: one per "
+        "change while the backlog is small, batches (a policy's changes together, in order) "
+        "when it grows.",
     )
     def policy_change_sensor(
         context: dg.SensorEvaluationContext, database: DatabaseResource

@@ -7,8 +7,11 @@ into run requests). Built from the settings definitions.py passes in."""
 import dagster as dg
 
 from gov_pipeline.config import Settings
-from gov_pipeline.orchestration.common import daemon_interval
-from gov_pipeline.orchestration.processing import change_ids_of_run, process_policy_changes
+from gov_pipeline.orchestration.processing import (
+    change_ids_of_run,
+    process_policy_changes,
+    processing_sensor,
+)
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.orchestration.sensors import run_request
 from gov_pipeline.runners.sweep import plan_sweep
@@ -34,15 +37,11 @@ def held_change_ids(instance: dg.DagsterInstance) -> set[int]:
 def sweeper_sensor(settings: Settings) -> dg.SensorDefinition:
     """`unprocessed_change_sweeper`, ticking every `settings.sweep_interval_s`."""
 
-    @dg.sensor(
-        name="unprocessed_change_sweeper",
-        job=process_policy_changes,
-        minimum_interval_seconds=daemon_interval(settings.sweep_interval_s),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
-            "Requests runs for committed changes that stayed unprocessed past the grace "
-            "period and that no waiting or running run holds (their runs failed for good)."
-        ),
+    @processing_sensor(
+        "unprocessed_change_sweeper",
+        settings.sweep_interval_s,
+        "Requests runs for committed changes that stayed unprocessed past the grace period "
+        "and that no waiting or running run holds (their runs failed for good).",
     )
     def unprocessed_change_sweeper(
         context: dg.SensorEvaluationContext, database: DatabaseResource
