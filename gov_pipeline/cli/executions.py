@@ -7,10 +7,17 @@ import json
 import click
 from sqlalchemy import select
 
-from gov_pipeline.cli.context import AppContext, json_option, pass_app, tenant_option
+from gov_pipeline.cli.context import (
+    AppContext,
+    actor_option,
+    json_option,
+    pass_app,
+    tenant_option,
+)
 from gov_pipeline.cli.output import emit_json, emit_record, emit_table
 from gov_pipeline.db.models import Task
-from gov_pipeline.domain.errors import InvalidInputError
+from gov_pipeline.domain.errors import ExecutionsFailedError, InvalidInputError
+from gov_pipeline.domain.statuses import ExecutionStatus
 from gov_pipeline.runners.retries import retry_now
 from gov_pipeline.services import approvals as approval_svc
 from gov_pipeline.services import executions as svc
@@ -20,7 +27,7 @@ from gov_pipeline.services.tenants import require_tenant
 
 @click.group()
 def executions() -> None:
-    """Workflow executions: what ran, why, and retrying failures."""
+    """Workflow executions: what ran, why, retrying failures, and cancelling."""
 
 
 @executions.command("list")
@@ -57,9 +64,12 @@ def list_(
         return
     for row in rows:
         row["policy"] = row["entity_id"]
-        row["why"] = row["error"] or row["status_reason"]
+        # A cancelled execution keeps the error it may have failed with; why it ended is
+        # the cancellation.
+        cancelled = row["status"] == ExecutionStatus.CANCELLED
+        row["why"] = row["status_reason"] if cancelled else row["error"] or row["status_reason"]
     columns = ["id", "workflow", "policy", "change_id", "status", "attempts", "why"]
-    emit_table(rows, columns, empty="no executions")
+    emit_table(rows, columns, empty="no executions", wrap=["why"])
 
 
 @executions.command("show")
@@ -106,6 +116,8 @@ def show(app: AppContext, execution_id: str, tenant: str | None, as_json: bool) 
 def retry(app: AppContext, execution_id: str, tenant: str | None) -> None:
     """Run a failed execution again (or resend its failed webhook deliveries).
 
+    Exits 1, with the reason, when the execution failed again.
+
     \b
     Example:
       gov-pipeline executions retry 12 --tenant acme
@@ -115,8 +127,40 @@ def retry(app: AppContext, execution_id: str, tenant: str | None) -> None:
         eid = svc.get_execution(session, app.tenant(tenant), execution_id).id
     retry_now(app.sessions, app.settings, eid, what)
     with app.transaction(app.tenant(tenant)) as session:
-        status = svc.get_execution(session, app.tenant(tenant), eid).status
+        execution = svc.get_execution(session, app.tenant(tenant), eid)
+        status, why = execution.status, execution.error or execution.status_reason
     click.echo(f"execution {eid}: retried ({what}), now {status}")
+    if status == ExecutionStatus.FAILED:
+        raise ExecutionsFailedError(f"execution {eid} failed again: {why}", [eid])
+
+
+@executions.command("cancel")
+@click.argument("execution_id")
+@tenant_option
+@actor_option
+@click.option("--reason", help="Why it is cancelled; kept with the execution.")
+@pass_app
+def cancel(
+    app: AppContext, execution_id: str, tenant: str | None, actor: str | None, reason: str | None
+) -> None:
+    """Cancel a pending, waiting or failed execution: it ends cancelled, its open approval
+    steps are withdrawn, its unsent webhooks are not sent, and nothing more runs for it.
+
+    \b
+    Example:
+      gov-pipeline executions cancel 12 --tenant acme --actor carol --reason "superseded"
+    """
+    with app.transaction(app.tenant(tenant)) as session:
+        done = svc.cancel_execution(
+            session, tenant_id=app.tenant(tenant), execution_id=execution_id,
+            actor=app.actor(actor), reason=reason,
+        )  # fmt: skip
+    parts = [f"execution {done.execution_id}: cancelled (was {done.previous_status})"]
+    if done.withdrawn_approvals:
+        parts.append("withdrew approval " + ", ".join(map(str, done.withdrawn_approvals)))
+    if done.cancelled_deliveries:
+        parts.append(f"{len(done.cancelled_deliveries)} webhook delivery(ies) not sent")
+    click.echo("; ".join(parts))
 
 
 @click.group()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -22,7 +23,10 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, default=_default, indent=2, sort_keys=True, ensure_ascii=False))
 
 
-def _cell(value: object, width: int = 60) -> str:
+CELL_WIDTH = 60  # characters of a table cell; longer values are cut, or wrapped
+
+
+def _text(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, list | tuple):
@@ -31,20 +35,49 @@ def _cell(value: object, width: int = 60) -> str:
         text = value.strftime("%Y-%m-%d %H:%M:%S")
     else:
         text = str(value)
-    text = text.replace("\n", " ")
+    return text.replace("\n", " ")
+
+
+def _cell(value: object, width: int = CELL_WIDTH) -> str:
+    text = _text(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, empty: str) -> None:
-    """Print `rows` as an aligned table of `columns`, or the sentence `empty`."""
+def _wrapped(value: object, width: int = CELL_WIDTH) -> list[str]:
+    """The whole value on lines of at most `width` (long words are split, never cut)."""
+    return textwrap.wrap(_text(value), width, break_on_hyphens=False) or ["-"]
+
+
+def emit_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    *,
+    empty: str,
+    wrap: Collection[str] = (),
+) -> None:
+    """Print `rows` as an aligned table of `columns`, or the sentence `empty`.
+
+    Args:
+        wrap: columns shown whole, wrapped onto more lines (the others are cut).
+    """
     if not rows:
         click.echo(empty)
         return
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    cells = [
+        [_wrapped(row.get(c)) if c in wrap else [_cell(row.get(c))] for c in columns]
+        for row in rows
+    ]
+    widths = [
+        max(len(c), *(len(line) for r in cells for line in r[i])) for i, c in enumerate(columns)
+    ]
+    header = "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
+    click.echo(header.rstrip())
     for r in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+        for n in range(max(len(lines) for lines in r)):
+            line = [
+                (ls[n] if n < len(ls) else "").ljust(w) for ls, w in zip(r, widths, strict=True)
+            ]
+            click.echo("  ".join(line).rstrip())
 
 
 def emit_record(data: dict[str, Any]) -> None:

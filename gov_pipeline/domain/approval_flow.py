@@ -15,6 +15,7 @@ class FlowOutcome(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     CHANGES_REQUESTED = "changes_requested"
+    WITHDRAWN = "withdrawn"  # the execution was cancelled: nothing follows
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,11 @@ def initial_statuses(mode: ApprovalMode, steps: int) -> list[ApprovalStatus]:
 
 
 def next_move(mode: ApprovalMode, statuses: Sequence[ApprovalStatus]) -> NextMove:
-    """The flow's next move after a decision. A rejection or a change request ends it."""
+    """The flow's next move after a decision. A rejection or a change request ends it; a
+    withdrawn step (its execution was cancelled) ends it with nothing to follow, whatever
+    was decided before."""
+    if ApprovalStatus.WITHDRAWN in statuses:
+        return NextMove(FlowOutcome.WITHDRAWN)
     if ApprovalStatus.REJECTED in statuses:
         return NextMove(FlowOutcome.REJECTED)
     if ApprovalStatus.CHANGES_REQUESTED in statuses:

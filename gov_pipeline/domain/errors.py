@@ -91,6 +91,15 @@ class ConflictError(PermanentError):
     """The request does not fit the current state (e.g. deciding a closed approval)."""
 
 
+class ExecutionsFailedError(PermanentError):
+    """Executions a command ran ended failed (each kept with its reason, to be retried with
+    `gov-pipeline executions retry`); the command exits 1 naming them."""
+
+    def __init__(self, message: str, execution_ids: list[int]) -> None:
+        super().__init__(message)
+        self.execution_ids = list(execution_ids)
+
+
 class PermissionDeniedError(PermanentError):
     """The actor is not allowed to do this (e.g. not a listed approver)."""
 

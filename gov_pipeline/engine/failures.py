@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from gov_pipeline.db.models import Workflow, WorkflowExecution
-from gov_pipeline.domain.statuses import ExecutionStatus, NotificationType
+from gov_pipeline.domain.statuses import FAILURE_NOTICE, ExecutionStatus, NotificationType
 from gov_pipeline.engine.execution import insert_marker
 from gov_pipeline.services import notifications
 
@@ -20,7 +20,7 @@ def _notify_owner_of_failure(session: Session, execution: WorkflowExecution, err
     if workflow is None or not workflow.owner_id:
         return
     # One notice per failed execution, even if failure is recorded twice.
-    run_id = insert_marker(session, execution, "failure-notice", "notify")
+    run_id = insert_marker(session, execution, FAILURE_NOTICE, "notify")
     if run_id is None:
         return
     notifications.send(
@@ -45,4 +45,6 @@ def mark_failed(session: Session, execution: WorkflowExecution, error: str) -> N
     execution.status_reason = execution.error
     execution.finished_at = datetime.now(UTC)
     _notify_owner_of_failure(session, execution, error)
-    log.warning("execution %s failed: %s", execution.id, error)
+    # Recorded on the execution and reported by the caller (an ERROR event of its run, the
+    # CLI's error line): the log only traces it.
+    log.info("execution %s failed: %s", execution.id, error)

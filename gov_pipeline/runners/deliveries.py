@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gov_pipeline.config import Settings
 from gov_pipeline.db.models import WebhookDelivery, WorkflowExecution
 from gov_pipeline.domain.errors import InvalidInputError
+from gov_pipeline.domain.statuses import DeliveryStatus
 from gov_pipeline.domain.webhooks import (
     DELIVERY_HEADER,
     GLOBAL_SECRET_ENV,
@@ -32,7 +33,7 @@ from gov_pipeline.domain.webhooks import (
     sign,
 )
 from gov_pipeline.engine.failures import mark_failed
-from gov_pipeline.services.webhooks import DeliveryStatus, due_deliveries, record_attempt
+from gov_pipeline.services.webhooks import due_deliveries, record_attempt
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class DeliveryStats:
     attempts: int = 0
     delivered: int = 0
     failed: int = 0
+    failed_executions: list[int] = field(default_factory=list)  # failed by a delivery
 
 
 def _lease(sessions: sessionmaker[Session], delivery_id: int, seconds: float) -> bool:
@@ -79,6 +81,9 @@ def deliver_due(
         result = send_once(delivery, settings)  # no transaction held while waiting on HTTP
         stats.attempts += 1
         with sessions.begin() as session:
+            # The execution's row first, then the delivery's: the order cancelling an
+            # execution takes them in (else the two could deadlock).
+            execution = session.get(WorkflowExecution, delivery.execution_id, with_for_update=True)
             delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
             assert delivery is not None
             status = record_attempt(delivery, result, settings.webhook_retry_delay_s)
@@ -86,7 +91,6 @@ def deliver_due(
                 stats.delivered += 1
             elif status == DeliveryStatus.FAILED:
                 stats.failed += 1
-                execution = session.get(WorkflowExecution, delivery.execution_id)
                 if execution is not None:
                     mark_failed(
                         session,
@@ -94,6 +98,7 @@ def deliver_due(
                         f"webhook to {delivery.url} failed after {delivery.attempts} "
                         f"attempts: {delivery.last_error}",
                     )
+                    stats.failed_executions.append(execution.id)
     return stats
 
 
@@ -140,6 +145,7 @@ def deliver_pending(
         total.attempts += stats.attempts
         total.delivered += stats.delivered
         total.failed += stats.failed
+        total.failed_executions += stats.failed_executions
     return total
 
 

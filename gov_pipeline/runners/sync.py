@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,6 +17,7 @@ from gov_pipeline.domain.retry import RetryPolicy
 from gov_pipeline.runners.batch import process_batch
 from gov_pipeline.runners.deliveries import deliver_pending
 from gov_pipeline.services.changes import ChangeCursor, read_changes
+from gov_pipeline.services.executions import FailedExecution, failed_since
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,9 @@ class ProcessStats:
     executions: int = 0
     batches: int = 0
     seconds: float = 0.0
+    # The executions that ended failed here, in id order: of the changes processed (an
+    # action out of retries, the chain depth limit) or by a webhook delivery sent here.
+    failed: list[FailedExecution] = field(default_factory=list)
 
 
 def load_cursor(sessions: sessionmaker[Session], consumer: str) -> ChangeCursor:
@@ -58,9 +63,14 @@ def process_pending(
 
     The cursor is saved after each batch; a crash in between means the batch is read
     again, which the engine's unique keys and the processed markers make harmless.
+
+    Returns:
+        What was done, with the executions that ended failed meanwhile (`failed`).
     """
     stats = ProcessStats()
     started = time.perf_counter()
+    since = datetime.now(UTC)
+    processed: list[int] = []
     cursor = load_cursor(sessions, consumer)
     while max_changes is None or stats.changes < max_changes:
         limit = batch_size if max_changes is None else min(batch_size, max_changes - stats.changes)
@@ -71,6 +81,7 @@ def process_pending(
             done = process_batch(sessions, ids, settings, retry, sleep=sleep, processed_by=consumer)
             stats.executions += len(done.ran)
             stats.changes += len(ids)
+            processed += done.changes
         cursor = batch.cursor
         save_cursor(sessions, consumer, cursor)
         stats.batches += 1
@@ -79,6 +90,10 @@ def process_pending(
             on_progress(stats)
         if not ids:
             break  # (a short batch is not the end: processing may have made new changes)
-    deliver_pending(sessions, settings, sleep=sleep)
+    delivered = deliver_pending(sessions, settings, sleep=sleep)
+    with sessions.begin() as session:
+        stats.failed = failed_since(
+            session, since, change_ids=processed, execution_ids=delivered.failed_executions
+        )
     stats.seconds = time.perf_counter() - started
     return stats

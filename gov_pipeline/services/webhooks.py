@@ -15,18 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gov_pipeline.db.models import WebhookDelivery
+from gov_pipeline.domain.statuses import DeliveryStatus
 from gov_pipeline.domain.webhooks import AttemptResult
 
 log = logging.getLogger(__name__)
 
 # The original notification queue: 10 attempts, a fixed 1 s apart.
 RETRY_DELAY_SECONDS = 1.0
-
-
-class DeliveryStatus:
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    FAILED = "failed"
 
 
 def due_deliveries(session: Session, limit: int = 100) -> list[WebhookDelivery]:
@@ -47,11 +42,21 @@ def due_deliveries(session: Session, limit: int = 100) -> list[WebhookDelivery]:
 def record_attempt(
     delivery: WebhookDelivery, result: AttemptResult, delay_s: float = RETRY_DELAY_SECONDS
 ) -> str:
-    """Update `delivery` after one attempt and return its new status."""
+    """Update `delivery` after one attempt and return its new status.
+
+    A delivery no longer pending (cancelled while this attempt was under way) keeps its
+    status: the attempt is counted, nothing more.
+    """
     now = datetime.now(UTC)
     delivery.attempts += 1
     delivery.last_status_code = result.status_code
     delivery.last_error = result.error
+    if delivery.status != DeliveryStatus.PENDING:
+        log.info(
+            "webhook delivery %s attempt %s: %s meanwhile, left so (%s)",
+            delivery.id, delivery.attempts, delivery.status, result.error or result.status_code,
+        )  # fmt: skip
+        return delivery.status
     if result.ok:
         delivery.status = DeliveryStatus.DELIVERED
         delivery.delivered_at = now

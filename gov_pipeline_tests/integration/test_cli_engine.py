@@ -265,3 +265,162 @@ def test_policies_import_with_progress_and_all_or_nothing(run, tmp_path: Path) -
         and "2 invalid row(s): row 2: title: is required; row 3: policy_type: is required" in err
     )
     assert json.loads(run("policies", "list", "--json", "--limit", "1")[1])["total"] == 120
+
+
+def _publish_a_policy(run, title: str = "A") -> str:  # type: ignore[no-untyped-def]
+    _, out, _ = run("policies", "create", "--title", title, "--type", "Privacy", "--json")
+    pid = str(json.loads(out)["id"])
+    for status in ("in_review", "approved", "published"):
+        assert run("policies", "set-status", pid, status)[0] == 0
+    return pid
+
+
+def _publication_notice(tmp_path: Path, url: str, max_attempts: int = 10) -> str:
+    """The example publication notice, sending to `url` (a receiver of the test's own)."""
+    text = (ROOT / "examples/workflows/publication_notice.yaml").read_text()
+    text = text.replace("http://127.0.0.1:8765/policy-events", url)
+    text = text.replace("max_attempts: 10", f"max_attempts: {max_attempts}")
+    path = tmp_path / "publication_notice.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_process_and_retry_exit_1_naming_each_execution_that_failed(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gov_pipeline.embedded.webhook_receiver import webhook_receiver
+
+    monkeypatch.setenv("GOV_PIPELINE_WEBHOOK_SECRET", "cli-s3cret")
+    monkeypatch.setenv("GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS", "hooks.example.org")
+    with webhook_receiver("cli-s3cret") as (url, received):
+        assert run("workflows", "apply", _publication_notice(tmp_path, url))[0] == 0
+        first, second = _publish_a_policy(run, "A"), _publish_a_policy(run, "B")
+        code, out, err = run("process", "--sync", "--quiet")
+        assert code == 1 and out.startswith(
+            "processed 8 changes, 0 executions ran, 2 failed, in"
+        ), err
+        failed = json.loads(run("executions", "list", "--status", "failed", "--json")[1])
+        ids = sorted(e["id"] for e in failed)
+        port = url.split(":")[2].split("/")[0]
+        reason = (
+            f"action 1 (webhook) failed: url: host '127.0.0.1:{port}' is not allow-listed "
+            "(allowed: hooks.example.org; add it to GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS) "
+            "(not retryable)"
+        )
+        assert err.strip().splitlines() == [
+            f"execution {ids[0]} (Publication notice on policy {first}, tenant acme) failed: "
+            + reason,
+            f"execution {ids[1]} (Publication notice on policy {second}, tenant acme) failed: "
+            + reason,
+            f"error: 2 execution(s) failed: {ids[0]}, {ids[1]} (retry with: gov-pipeline "
+            "executions retry ID --tenant TENANT)",
+        ]
+        # The list shows the whole reason, wrapped in its column (--json is unchanged).
+        code, out, _ = run("executions", "list", "--status", "failed")
+        assert code == 0 and "…" not in out
+        header, *lines = out.splitlines()
+        column = header.index("WHY")
+        assert all(len(line) <= column + 60 for line in lines)
+        first_row = [line[column:] for line in lines[: len(lines) // 2]]
+        assert " ".join(first_row) == reason
+        assert {e["error"] for e in failed} == {reason}
+
+        # Still not allowed: the retry fails again, and says why.
+        code, out, err = run("executions", "retry", str(ids[0]))
+        assert (code, out.strip()) == (1, f"execution {ids[0]}: retried (pending), now failed")
+        assert err.strip() == f"error: execution {ids[0]} failed again: {reason}"
+        # Allowed, with the receiver up: the retry succeeds.
+        monkeypatch.setenv("GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
+        code, out, err = run("executions", "retry", str(ids[0]))
+        assert (code, out.strip(), err) == (
+            0, f"execution {ids[0]}: retried (pending), now completed", "",
+        )  # fmt: skip
+        assert [b["execution_id"] for b in received.bodies] == [ids[0]]
+        assert received.bad_signatures == 0
+        # Nothing new failed: process --sync exits 0 again.
+        code, out, err = run("process", "--sync", "--quiet")
+        assert (code, err) == (0, "") and out.startswith("processed 0 changes")
+
+
+def test_a_webhook_delivery_that_fails_for_good_is_reported_by_process_and_retry(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gov_pipeline.embedded.webhook_receiver import webhook_receiver
+
+    monkeypatch.setenv("GOV_PIPELINE_WEBHOOK_SECRET", "cli-s3cret")
+    monkeypatch.setenv("GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
+    monkeypatch.setenv("GOV_PIPELINE_WEBHOOK_RETRY_DELAY", "0.01")
+    # Two attempts per delivery: the first delivery and the first retry get HTTP 500.
+    with webhook_receiver("cli-s3cret", (500, 500, 500, 500, 204)) as (url, received):
+        run("workflows", "apply", _publication_notice(tmp_path, url, max_attempts=2))
+        pid = _publish_a_policy(run)
+        code, out, err = run("process", "--sync", "--quiet")
+        (failed,) = json.loads(run("executions", "list", "--status", "failed", "--json")[1])
+        eid = failed["id"]
+        reason = f"webhook to {url} failed after 2 attempts: HTTP 500"
+        assert code == 1 and out.startswith(
+            "processed 4 changes, 1 executions ran, 1 failed, in"
+        ), err
+        assert err.strip().splitlines() == [
+            f"execution {eid} (Publication notice on policy {pid}, tenant acme) failed: {reason}",
+            f"error: 1 execution(s) failed: {eid} (retry with: gov-pipeline executions retry "
+            "ID --tenant TENANT)",
+        ]
+        code, out, err = run("executions", "retry", str(eid))
+        assert (code, out.strip()) == (1, f"execution {eid}: retried (deliveries), now failed")
+        assert err.strip() == f"error: execution {eid} failed again: {reason}"
+        code, out, err = run("executions", "retry", str(eid))
+        assert (code, out.strip(), err) == (
+            0, f"execution {eid}: retried (deliveries), now completed", "",
+        )  # fmt: skip
+        assert received.requests == 5 and len(received.bodies) == 1
+
+
+def test_cancel_from_the_command_line(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run("workflows", "apply", str(ROOT / "examples/workflows/policy_approval.yaml"))
+    _, out, _ = run("policies", "create", "--title", "A", "--type", "Privacy", "--json")
+    pid = str(json.loads(out)["id"])
+    run("policies", "set-status", pid, "in_review")
+    run("process", "--sync", "--quiet")
+    (waiting,) = json.loads(run("executions", "list", "--status", "awaiting_approval", "--json")[1])
+    steps = sorted(s["id"] for s in json.loads(run("approvals", "list", "--json")[1]))
+
+    code, out, err = run(
+        "executions", "cancel", str(waiting["id"]), "--actor", "carol", "--reason", "superseded"
+    )
+    assert (code, err) == (0, "")
+    assert out.strip() == (
+        f"execution {waiting['id']}: cancelled (was awaiting_approval); "
+        f"withdrew approval {steps[0]}, {steps[1]}"
+    )
+    code, out, _ = run("executions", "list", "--status", "cancelled")
+    assert "cancelled by carol: superseded" in out
+    listed = json.loads(run("approvals", "list", "--json")[1])
+    assert [s["status"] for s in listed] == ["withdrawn", "withdrawn"]
+    assert json.loads(run("approvals", "list", "--user", "carol", "--json")[1]) == []
+    code, _, err = run("approvals", "approve", str(steps[0]), "--user", "carol")
+    assert code == 1 and f"approval {steps[0]} is already withdrawn" in err
+    code, _, err = run("executions", "cancel", str(waiting["id"]))
+    assert (code, err.strip()) == (
+        1,
+        f"error: execution {waiting['id']} is already cancelled",
+    )
+    code, _, err = run("executions", "retry", str(waiting["id"]))
+    assert code == 1 and "is cancelled, not failed" in err
+    assert json.loads(run("policies", "show", pid, "--json")[1])["status"] == "in_review"
+    # A completed execution cannot be cancelled.
+    notice = tmp_path / "notice.yaml"
+    notice.write_text(
+        "name: notice\ntenant_id: acme\ntype: notification\ntrigger: on_status_change\n"
+        "actions: [{type: notify, users: [carol], title: t}]\n"
+    )
+    run("workflows", "apply", str(notice))
+    run("policies", "set-status", pid, "draft")
+    run("process", "--sync", "--quiet")
+    done = json.loads(run("executions", "list", "--status", "completed", "--json")[1])
+    code, _, err = run("executions", "cancel", str(done[0]["id"]))
+    assert (code, err.strip()) == (
+        1,
+        f"error: execution {done[0]['id']} is completed: only a pending, awaiting_approval or "
+        "failed execution can be cancelled",
+    )

@@ -175,6 +175,9 @@ USAGE_GROUPS: dict[str, list[tuple[list[str], str]]] = {
         (["executions", "show", "abc", "-t", "acme"], "not an execution id"),
         (["executions", "list", "-t", "acme", "--limit", "x"], "not a valid integer"),
         (["executions", "retry"], "Missing argument 'EXECUTION_ID'"),
+        (["executions", "cancel"], "Missing argument 'EXECUTION_ID'"),
+        (["executions", "cancel", "abc", "-t", "acme"], "not an execution id"),
+        (["executions", "cancel", "1", "-t", "acme", "--actor", "a b"], "actor: 'a b' must match"),
     ],
     "approvals": [
         (["approvals", "approve"], "Missing argument 'APPROVAL_ID'"),
@@ -251,6 +254,7 @@ BAD_DATA: dict[tuple[str, ...], str] = {
     ("executions", "show", "999", "-t", "acme"): "execution 999 not found",
     ("executions", "list", "-t", "ghost"): "tenant 'ghost' not found",
     ("executions", "retry", "999", "-t", "acme"): "execution 999 not found",
+    ("executions", "cancel", "999", "-t", "acme"): "execution 999 not found",
     ("approvals", "approve", "999", "-t", "acme", "--user", "carol"): "approval 999 not found",
     ("approvals", "list", "-t", "ghost"): "tenant 'ghost' not found",
     ("approvals", "list", "-t", "acme", "--user", "zed"): "user 'zed' not found in tenant 'acme'",

@@ -16,6 +16,7 @@ A = ApprovalStatus.APPROVED
 R = ApprovalStatus.REJECTED
 C = ApprovalStatus.CHANGES_REQUESTED
 S = ApprovalStatus.SKIPPED
+X = ApprovalStatus.WITHDRAWN
 
 
 @pytest.mark.parametrize(
@@ -57,6 +58,13 @@ def test_initial_statuses_then_next_move_waits(mode: ApprovalMode) -> None:
         # a change request ends it
         (SEQ, [C, W, W], NextMove(FlowOutcome.CHANGES_REQUESTED)),
         (PAR, [A, C, P], NextMove(FlowOutcome.CHANGES_REQUESTED)),
+        # a withdrawn step (the execution was cancelled) ends it, with nothing to follow:
+        # never approved because the steps left open were withdrawn
+        (SEQ, [A, X], NextMove(FlowOutcome.WITHDRAWN)),
+        (SEQ, [X, X, X], NextMove(FlowOutcome.WITHDRAWN)),
+        (PAR, [A, X, A], NextMove(FlowOutcome.WITHDRAWN)),
+        (SEQ, [R, X], NextMove(FlowOutcome.WITHDRAWN)),
+        (PAR, [C, X, P], NextMove(FlowOutcome.WITHDRAWN)),
         # someone still has to decide
         (PAR, [A, P, A], NextMove(FlowOutcome.WAIT)),
         (PAR, [P, P, P], NextMove(FlowOutcome.WAIT)),
@@ -78,21 +86,28 @@ def test_next_move_accepts_a_tuple() -> None:
 
 MODES = st.sampled_from(list(ApprovalMode))
 # The statuses a live flow holds when next_move is asked: SKIPPED is only written after the
-# flow has ended (continuation.py), next to the REJECTED / CHANGES_REQUESTED that ended it.
+# flow has ended (continuation.py), next to the REJECTED / CHANGES_REQUESTED that ended it;
+# WITHDRAWN only when its execution is cancelled, which no continuation claims.
 LIVE = [W, P, A, R, C]
 LIVE_LISTS = st.lists(st.sampled_from(LIVE), min_size=1, max_size=8)
 ANY_LISTS = st.lists(st.sampled_from(list(ApprovalStatus)), min_size=1, max_size=8)
 
 
 @given(mode=MODES, statuses=ANY_LISTS)
-def test_next_move_never_raises_and_rejection_wins(
+def test_next_move_never_raises_withdrawal_wins_then_rejection(
     mode: ApprovalMode, statuses: list[ApprovalStatus]
 ) -> None:
     move = next_move(mode, statuses)
 
     assert isinstance(move.outcome, FlowOutcome)
-    assert (move.outcome is FlowOutcome.REJECTED) == (R in statuses)
-    assert (move.outcome is FlowOutcome.CHANGES_REQUESTED) == (C in statuses and R not in statuses)
+    assert (move.outcome is FlowOutcome.WITHDRAWN) == (X in statuses)
+    live = X not in statuses
+    assert (move.outcome is FlowOutcome.REJECTED) == (live and R in statuses)
+    assert (move.outcome is FlowOutcome.CHANGES_REQUESTED) == (
+        live and C in statuses and R not in statuses
+    )
+    if move.outcome is FlowOutcome.APPROVED:
+        assert X not in statuses
     if move.outcome is not FlowOutcome.OPEN:
         assert move.open_steps == ()
 

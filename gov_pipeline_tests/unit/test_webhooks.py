@@ -15,6 +15,7 @@ from gov_pipeline.config import Settings
 from gov_pipeline.db.models import WebhookDelivery
 from gov_pipeline.domain.definitions import parse_definition
 from gov_pipeline.domain.errors import InvalidInputError
+from gov_pipeline.domain.statuses import DeliveryStatus
 from gov_pipeline.domain.webhooks import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -26,7 +27,7 @@ from gov_pipeline.domain.webhooks import (
 )
 from gov_pipeline.embedded.webhook_receiver import webhook_receiver
 from gov_pipeline.runners.deliveries import send_once
-from gov_pipeline.services.webhooks import DeliveryStatus, record_attempt
+from gov_pipeline.services.webhooks import record_attempt
 from gov_pipeline.services.workflows import signing_issues
 
 SECRET = "s3cret"
@@ -429,6 +430,17 @@ def test_record_attempt_fails_when_attempts_reach_max() -> None:
     assert d.status == DeliveryStatus.FAILED
     assert d.attempts == 3
     assert d.last_error == "HTTP 500"
+    assert d.delivered_at is None
+
+
+@pytest.mark.parametrize("result", [OK, HTTP_500])
+def test_record_attempt_on_a_delivery_cancelled_meanwhile_counts_it_and_keeps_it_cancelled(
+    result: AttemptResult,
+) -> None:
+    d = delivery(max_attempts=1)
+    d.status = DeliveryStatus.CANCELLED  # its execution was cancelled while it was sent
+    assert record_attempt(d, result) == DeliveryStatus.CANCELLED
+    assert (d.status, d.attempts, d.last_error) == (DeliveryStatus.CANCELLED, 1, result.error)
     assert d.delivered_at is None
 
 
