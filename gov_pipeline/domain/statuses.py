@@ -37,6 +37,14 @@ class ChangeOutcome(StrEnum):
     REFUSED = "refused"  # the change itself was refused (a decision naming another tenant's)
 
 
+class RunOutcome(StrEnum):
+    """A Dagster run's governance outcome (its `gov/outcome` tag)."""
+
+    OK = "ok"  # every execution it ran completed (or there was nothing to run)
+    AWAITING_APPROVAL = "awaiting_approval"  # one of them waits for approvers
+    FAILED = "failed"  # one of them failed: the run fails too
+
+
 class EntityType(StrEnum):
     POLICY = "policy"
     RISK = "risk"
@@ -94,6 +102,21 @@ class ApprovalStatus(StrEnum):
     REJECTED = "rejected"
     CHANGES_REQUESTED = "changes_requested"
     SKIPPED = "skipped"  # the flow ended before this step was reached
+    WITHDRAWN = "withdrawn"  # its execution was cancelled before the step was decided
+
+
+# The steps still open: asked, or waiting for the steps before them. Every other status is
+# closed for good (decided, skipped or withdrawn).
+OPEN_APPROVAL_STATUSES = frozenset({ApprovalStatus.WAITING, ApprovalStatus.PENDING})
+
+
+class DeliveryStatus(StrEnum):
+    """A webhook delivery in the outbox."""
+
+    PENDING = "pending"  # to be sent (again)
+    DELIVERED = "delivered"
+    FAILED = "failed"  # its attempts ran out
+    CANCELLED = "cancelled"  # its execution was cancelled before it was sent
 
 
 class ApprovalMode(StrEnum):
@@ -142,3 +165,7 @@ class Role(StrEnum):
     POLICY_OWNER = "policy_owner"
     AUDITOR = "auditor"
     VIEWER = "viewer"
+
+
+# The action-run key of the notice a failed execution's owner gets (one per failure).
+FAILURE_NOTICE = "failure-notice"

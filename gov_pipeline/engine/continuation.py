@@ -82,9 +82,10 @@ def check_decision(session: Session, change: EntityChange) -> str | None:
 
 
 def continue_after_decision(
-    session: Session, change: EntityChange, settings: Settings
+    session: Session, change: EntityChange, settings: Settings, run_id: str | None = None
 ) -> ExecutionReport | DecisionRefused | None:
-    """Move the flow on after the decision recorded by `change`, in the caller's transaction.
+    """Move the flow on after the decision recorded by `change`, in the caller's transaction
+    (`run_id`: the Dagster run doing it, recorded on the execution).
 
     Returns:
         What happened; a refusal (the change names what does not belong together, see
@@ -99,7 +100,8 @@ def continue_after_decision(
         log.warning("decision change %s refused: %s", change.id, reason)
         return DecisionRefused(change.id, reason)
     execution_id = int((change.new_values or {})["execution_id"])
-    execution = claim(session, execution_id, ExecutionStatus.AWAITING_APPROVAL)
+    values = {"dagster_run_id": run_id} if run_id else {}
+    execution = claim(session, execution_id, ExecutionStatus.AWAITING_APPROVAL, **values)
     if execution is None:
         return None
     # One continuation per decision: a replayed change finds its marker and stops.
@@ -122,6 +124,13 @@ def continue_after_decision(
         )
     )
     move = next_move(ApprovalMode(steps[0].mode), [ApprovalStatus(s.status) for s in steps])
+    if move.outcome is FlowOutcome.WITHDRAWN:
+        # Cancelling ends the execution with its steps, so its claim fails before this;
+        # should withdrawn steps meet a waiting execution anyway, nothing follows.
+        execution.status = ExecutionStatus.CANCELLED
+        execution.status_reason = execution.status_reason or "its approval steps were withdrawn"
+        execution.finished_at = execution.finished_at or datetime.now(UTC)
+        return ExecutionReport(execution.id, loaded.name, execution.status, [marker])
     if move.outcome in (FlowOutcome.WAIT, FlowOutcome.OPEN):
         _open_steps(session, execution, loaded.name, block, steps, move, marker_run_id)
         return ExecutionReport(execution.id, loaded.name, execution.status, [marker])

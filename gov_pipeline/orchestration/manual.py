@@ -6,6 +6,7 @@ launch`), through runners/manual.py."""
 import dagster as dg
 
 from gov_pipeline.orchestration.common import LANE_TAG, MAX_ATTEMPTS, POLICY_RETRY, permanent_errors
+from gov_pipeline.orchestration.outcome import report_outcome
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.manual import run_manual_workflow
 
@@ -29,14 +30,13 @@ def run_workflow(
             workflow=config.workflow, policy_id=config.policy_id, request_key=context.run_id,
             actor=f"dagster:{context.run_id}", max_attempts=MAX_ATTEMPTS,
         )  # fmt: skip
-    context.add_output_metadata(
-        {
-            "execution_id": outcome.execution_id,
-            "status": outcome.status,
-            "reason": dg.MetadataValue.text(outcome.reason or "-"),
-            "actions_run": dg.MetadataValue.json(outcome.actions),
-        }
-    )
+    metadata = {
+        "execution_id": outcome.execution_id,
+        "status": str(outcome.status),
+        "reason": dg.MetadataValue.text(outcome.reason or "-"),
+        "actions_run": dg.MetadataValue.json(outcome.actions),
+    }
+    report_outcome(context, database, metadata)
 
 
 @dg.job(

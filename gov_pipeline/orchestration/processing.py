@@ -19,6 +19,7 @@ from gov_pipeline.orchestration.common import (
     permanent_errors,
     retry_requested,
 )
+from gov_pipeline.orchestration.outcome import report_outcome
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.batch import (
     BatchReport,
@@ -123,15 +124,15 @@ def _execution_metadata(report: BatchReport) -> dict[str, Any]:
 def record_outcome(
     context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
 ) -> None:
-    """Send queued webhooks and summarise the executions of the run's changes."""
+    """Send queued webhooks, summarise the executions of the run's changes, and say how the
+    run's workflows ended (tags, ERROR events; the run fails when one of them failed)."""
     outcome = summarize_outcome(database.sessions(), database.settings(), change_ids)
-    context.add_output_metadata(
-        {
-            "executions_by_status": dg.MetadataValue.json(outcome.executions_by_status),
-            "webhooks_delivered": outcome.webhooks_delivered,
-            "webhooks_failed": outcome.webhooks_failed,
-        }
-    )
+    metadata = {
+        "executions_by_status": dg.MetadataValue.json(outcome.executions_by_status),
+        "webhooks_delivered": outcome.webhooks_delivered,
+        "webhooks_failed": outcome.webhooks_failed,
+    }
+    report_outcome(context, database, metadata)
 
 
 @dg.job(

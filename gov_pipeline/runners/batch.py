@@ -181,7 +181,7 @@ def _run_change(
     ran: list[ExecutionReport] = []
     if change.kind == ChangeKind.APPROVAL_DECIDED:
         try:
-            done = continue_after_decision(session, change, settings)
+            done = continue_after_decision(session, change, settings, run_id)
         except _RETRYABLE as exc:
             # The decision was checked: it names an execution of its own tenant.
             decided = int((change.new_values or {})["execution_id"])
@@ -368,7 +368,9 @@ def execute_planned(
                 continue
             # Count the attempt; what ended for good is no longer pending, so the next chunk
             # starts at this change again and its other executions go on.
-            status = record_failure(sessions, failed.execution_id, failed.cause, max_attempts)
+            status = record_failure(
+                sessions, failed.execution_id, failed.cause, max_attempts, run_id
+            )
             report.failures += 1
             if status in (ExecutionStatus.PENDING, ExecutionStatus.AWAITING_APPROVAL):
                 report.retry = RetryLater(failed.change_id, failed.cause)

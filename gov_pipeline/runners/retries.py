@@ -45,10 +45,15 @@ log = logging.getLogger(__name__)
 
 
 def record_failure(
-    sessions: sessionmaker[Session], execution_id: int, error: BaseException, max_attempts: int
+    sessions: sessionmaker[Session],
+    execution_id: int,
+    error: BaseException,
+    max_attempts: int,
+    run_id: str | None = None,
 ) -> str:
     """After a failed attempt: count it, keep the error, and fail the execution when the
-    error is permanent or attempts are used up. Returns the execution's status."""
+    error is permanent or attempts are used up (`run_id`: the Dagster run of the attempt,
+    recorded on the execution). Returns the execution's status."""
     permanent = isinstance(error, PermanentError)
     with sessions.begin() as session:
         execution = session.get(WorkflowExecution, execution_id, with_for_update=True)
@@ -59,6 +64,8 @@ def record_failure(
             return execution.status if execution else "missing"
         execution.attempts += 1
         execution.error = str(error)[:4000]
+        if run_id:
+            execution.dagster_run_id = run_id
         if not permanent and execution.attempts < max_attempts:
             return execution.status
         if isinstance(error, ActionFailedError):
@@ -98,7 +105,7 @@ def attempt_execution(
         with sessions.begin() as session:
             return run_execution(session, execution_id, settings, run_id)
     except _TRANSIENT as exc:
-        status = record_failure(sessions, execution_id, exc, max_attempts)
+        status = record_failure(sessions, execution_id, exc, max_attempts, run_id)
         if status == ExecutionStatus.PENDING:
             raise TransientExecutionError(f"execution {execution_id}: {exc}") from exc
         return None
@@ -125,7 +132,11 @@ def with_retries(
 
 
 def attempt_continuation(
-    sessions: sessionmaker[Session], change_id: int, settings: Settings, max_attempts: int
+    sessions: sessionmaker[Session],
+    change_id: int,
+    settings: Settings,
+    max_attempts: int,
+    run_id: str | None = None,
 ) -> ExecutionReport | None:
     """One attempt at continuing the approval flow a decision change belongs to."""
     with sessions.begin() as session:
@@ -137,14 +148,14 @@ def attempt_continuation(
         with sessions.begin() as session:
             change = session.get(EntityChange, change_id)
             assert change is not None
-            done = continue_after_decision(session, change, settings)
+            done = continue_after_decision(session, change, settings, run_id)
             # A refused decision changes nothing (its change is marked refused when the
             # batch processes it).
             return None if isinstance(done, DecisionRefused) else done
     except _TRANSIENT as exc:
         if not isinstance(execution_id, int):
             raise
-        status = record_failure(sessions, execution_id, exc, max_attempts)
+        status = record_failure(sessions, execution_id, exc, max_attempts, run_id)
         if status in (ExecutionStatus.PENDING, ExecutionStatus.AWAITING_APPROVAL):
             raise TransientExecutionError(f"change {change_id}: {exc}") from exc
         return None
@@ -157,11 +168,13 @@ def retry_now(
     what: str,
     retry: RetryPolicy = RetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
+    run_id: str | None = None,
 ) -> None:
-    """Run what `executions.retry_execution` queued again, in this process."""
+    """Run what `executions.retry_execution` queued again, in this process (`run_id`: the
+    Dagster run doing it, when one does)."""
     if what == "pending":
         with_retries(
-            lambda: attempt_execution(sessions, execution_id, settings, retry.max_attempts),
+            lambda: attempt_execution(sessions, execution_id, settings, retry.max_attempts, run_id),
             retry,
             sleep,
         )
@@ -171,7 +184,7 @@ def retry_now(
         for change_id in changes:
             with_retries(
                 lambda cid=change_id: attempt_continuation(  # type: ignore[misc]
-                    sessions, cid, settings, retry.max_attempts
+                    sessions, cid, settings, retry.max_attempts, run_id
                 ),
                 retry,
                 sleep,
