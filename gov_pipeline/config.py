@@ -42,6 +42,11 @@ class Settings:
     sweep_grace_s: int = 120
     sweep_interval_s: int = 60
     worker_reconcile_s: int = 30
+    # The governance assets (orchestration/governance.py): how often they are refreshed after
+    # runs, the window of the workflow outcomes, and the change lag their check allows.
+    governance_refresh_s: int = 30
+    outcomes_window_h: int = 24
+    change_lag_threshold_s: int = 300
     default_tenant: str | None = None
     default_actor: str | None = None
 
@@ -162,6 +167,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sweep_grace_s=_int(env, "GOV_PIPELINE_SWEEP_GRACE", 120, minimum=1),
         sweep_interval_s=_int(env, "GOV_PIPELINE_SWEEP_INTERVAL", 60, minimum=1),
         worker_reconcile_s=_int(env, "GOV_PIPELINE_WORKER_RECONCILE", 30, minimum=1),
+        governance_refresh_s=_int(env, "GOV_PIPELINE_GOVERNANCE_REFRESH", 30, minimum=5),
+        outcomes_window_h=_int(env, "GOV_PIPELINE_OUTCOMES_WINDOW", 24, minimum=1),
+        change_lag_threshold_s=_int(env, "GOV_PIPELINE_CHANGE_LAG_THRESHOLD", 300, minimum=1),
         default_tenant=env.get("GOV_PIPELINE_TENANT") or None,
         default_actor=env.get("GOV_PIPELINE_ACTOR") or None,
     )

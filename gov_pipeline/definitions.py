@@ -6,8 +6,19 @@ from __future__ import annotations
 import dagster as dg
 
 from gov_pipeline.config import Settings, load_settings
+from gov_pipeline.orchestration.governance import (
+    governance_schedule,
+    governance_state,
+    refresh_governance,
+    refresh_sensor,
+)
 from gov_pipeline.orchestration.imports import import_policies
 from gov_pipeline.orchestration.manual import execute_workflow
+from gov_pipeline.orchestration.operator_jobs import (
+    cancel_execution_job,
+    decide_approval,
+    retry_executions_job,
+)
 from gov_pipeline.orchestration.processing import process_policy_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.orchestration.scheduled import (
@@ -21,22 +32,33 @@ from gov_pipeline.orchestration.scheduled import (
 from gov_pipeline.orchestration.sensors import change_sensor, run_failure_sensor
 from gov_pipeline.orchestration.sweeper import sweeper_sensor
 
+# The jobs whose runs change the governed state (a refresh of its assets follows them).
+STATE_JOBS = [
+    process_policy_changes,
+    execute_workflow,
+    decide_approval,
+    retry_executions_job,
+    cancel_execution_job,
+    deliver_notifications,
+    escalate_overdue_approvals,
+    policy_review_reminders,
+    import_policies,
+]
+
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Everything the code location serves, for `settings`."""
     return dg.Definitions(
-        jobs=[
-            process_policy_changes,
-            execute_workflow,
-            deliver_notifications,
-            escalate_overdue_approvals,
-            policy_review_reminders,
-            import_policies,
+        assets=[governance_state],
+        jobs=[*STATE_JOBS, refresh_governance],
+        schedules=[escalation_schedule, reminders_schedule, deliveries_schedule,
+                   governance_schedule],
+        sensors=[
+            change_sensor(settings), run_failure_sensor(settings), sweeper_sensor(settings),
+            refresh_sensor(settings, [job.name for job in STATE_JOBS]),
         ],
-        schedules=[escalation_schedule, reminders_schedule, deliveries_schedule],
-        sensors=[change_sensor(settings), run_failure_sensor(settings), sweeper_sensor(settings)],
         resources={"database": DatabaseResource()},
-    )
+    )  # fmt: skip
 
 
 defs = build_definitions(load_settings())

@@ -80,11 +80,13 @@ def test_the_definitions_load() -> None:
     assert {j.name for j in repo.get_all_jobs()} >= {
         "process_policy_changes", "execute_workflow", "deliver_notifications",
         "escalate_overdue_approvals", "policy_review_reminders", "import_policies",
+        "decide_approval", "retry_executions", "cancel_execution", "refresh_governance",
     }  # fmt: skip
     assert {s.name for s in repo.sensor_defs} == {
         "policy_change_sensor",
         "policy_run_failure_sensor",
         "unprocessed_change_sweeper",
+        "governance_refresh_sensor",
     }
     assert (
         repo.get_sensor_def("policy_change_sensor").default_status == dg.DefaultSensorStatus.RUNNING

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import click
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 import gov_pipeline.cli
@@ -45,6 +45,7 @@ from gov_pipeline.domain.errors import (
 )
 from gov_pipeline.engine import dry_run as preview
 from gov_pipeline.runners.deliveries import send_once
+from gov_pipeline.runners.operations import failed_execution_ids
 from gov_pipeline.services import (
     approvals,
     entities,
@@ -300,10 +301,14 @@ SERVICE_READS = {
 }  # fmt: skip
 SERVICE_WRITES = {
     "approvals.decide", "executions.retry_execution", "importer.import_policies",
-    "manual.run_manual_workflow", "manual.start_manual_execution", "notifications.send", "policies.create_policy",
-    "policies.soft_delete_policy", "policies.transition_status", "policies.update_policy",
-    "tenants.create_tenant", "tenants.upsert_user",
+    "manual.run_manual_workflow", "manual.start_manual_execution", "notifications.send",
+    "policies.create_policy", "policies.soft_delete_policy", "policies.transition_status",
+    "policies.update_policy", "tenants.create_tenant", "tenants.upsert_user",
+    "executions.cancel_execution", "operations.cancel_execution",
+    "operations.decide_and_continue", "operations.retry_executions",
 }  # fmt: skip
+# Reads that return ids only (no marks to look for): checked against the tenant's own rows.
+ID_READS = {"operations.failed_execution_ids"}
 
 
 def _tenant_scoped_service_functions() -> set[str]:
@@ -320,7 +325,7 @@ def _tenant_scoped_service_functions() -> set[str]:
 
 
 def test_every_tenant_scoped_service_function_is_classified() -> None:
-    assert _tenant_scoped_service_functions() == SERVICE_READS | SERVICE_WRITES
+    assert _tenant_scoped_service_functions() == SERVICE_READS | SERVICE_WRITES | ID_READS
     assert not SERVICE_READS & SERVICE_WRITES
 
 
@@ -392,6 +397,13 @@ def test_no_service_read_path_returns_another_tenants_data(
     shown = [name for name, result in globex.items() if "GLOBEX" in _dump(result)]
     assert len(shown) >= 12, shown
 
+    # The failed executions a retry of the tenant would take: its own only.
+    failed = _ids(sessions, WorkflowExecution, "globex")
+    with sessions.begin() as s:
+        s.execute(update(WorkflowExecution).values(status="failed"))
+    assert set(failed_execution_ids(sessions, "acme", None, 50)) == {my_execution}
+    assert set(failed_execution_ids(sessions, "globex", None, 50)) == {failed}
+
     # Asked by id for the other tenant's rows: not found, never their data.
     with sessions.begin() as s:
         for call in (
@@ -440,6 +452,7 @@ def _tenant_commands() -> set[str]:
 
 CLI_WRITES = {
     "approvals approve", "approvals reject", "approvals request-changes", "executions retry",
+    "executions cancel",
     "policies create", "policies delete", "policies import", "policies set-status",
     "policies update", "users create",
 }  # fmt: skip
