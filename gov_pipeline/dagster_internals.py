@@ -8,7 +8,9 @@ where they are used; only what Dagster does not export is here:
   named in dagster.yaml must be (DAGSTER_NOTES.md 1.1, 1.5);
 - `execute_run`, `ReconstructableRepository`: executing a run inside a warm worker;
 - `WorkspaceProcessContext`, `WorkspaceFileTarget`: a launch-mode worker's code locations;
-- `StepEventStatus`: reading a run's step statistics (a rescued run's last steps).
+- `StepEventStatus`: reading a run's step statistics (a rescued run's last steps);
+- `ConcurrencyConfig`, `RunQueueConfig`, `InstanceRef`: the instance class that shows the
+  Redis coordinator's limits in the UI (coordinator/instance.py).
 """
 
 from __future__ import annotations
@@ -16,16 +18,22 @@ from __future__ import annotations
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.execution.api import execute_run
 from dagster._core.execution.stats import StepEventStatus
+from dagster._core.instance.config import ConcurrencyConfig
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.run_coordinator import RunCoordinator
+from dagster._core.run_coordinator.queued_run_coordinator import RunQueueConfig
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 __all__ = [
+    "ConcurrencyConfig",
     "ConfigurableClass",
     "ConfigurableClassData",
+    "InstanceRef",
     "ReconstructableRepository",
     "RunCoordinator",
+    "RunQueueConfig",
     "StepEventStatus",
     "WorkspaceFileTarget",
     "WorkspaceProcessContext",

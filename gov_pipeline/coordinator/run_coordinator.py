@@ -29,13 +29,19 @@ from dagster import (
 from gov_pipeline.config import load_settings
 from gov_pipeline.coordinator.queue import (
     DEFAULT_LANES,
+    LANE_TAG,
     QueueLimits,
     RunQueue,
     TagLimit,
     lane_of,
     priority_of,
 )
-from gov_pipeline.dagster_internals import ConfigurableClass, ConfigurableClassData, RunCoordinator
+from gov_pipeline.dagster_internals import (
+    ConfigurableClass,
+    ConfigurableClassData,
+    RunCoordinator,
+    RunQueueConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +134,32 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
         if self._queue is None:
             self._queue = RunQueue.from_url(self.redis_url, self.key_prefix, self.limits)
         return self._queue
+
+    def get_run_queue_config(self) -> RunQueueConfig:
+        """The limits in the form the UI shows them (coordinator/instance.py): each lane as a
+        limit on `gov/queue` with its value, the tag limits, and the ordering tag as one run
+        per value (runs valued "multiple" are exempt, which this form cannot say)."""
+        lanes = [
+            {"key": LANE_TAG, "value": lane, "limit": limit}
+            for lane, limit in sorted(self.limits.lanes.items())
+            if limit >= 0
+        ]
+        tags = [
+            {"key": t.key, "limit": t.limit,
+             **({"value": {"applyLimitPerUniqueValue": True}} if t.per_unique
+                else {"value": t.value} if t.value is not None else {})}
+            for t in self.limits.tag_limits
+        ]  # fmt: skip
+        order = {"key": self.ordering_tag, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        return RunQueueConfig(
+            max_concurrent_runs=self.limits.max_concurrent_runs,
+            tag_concurrency_limits=[*lanes, *tags, order],
+            max_user_code_failure_retries=0,
+            user_code_failure_retry_delay=0,
+            should_block_op_concurrency_limited_runs=False,
+            op_concurrency_slot_buffer=0,
+            explicitly_enabled_concurrency_run_blocking=False,
+        )
 
     def order_of(self, tags: Mapping[str, str]) -> str | None:
         value = tags.get(self.ordering_tag)

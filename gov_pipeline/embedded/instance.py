@@ -42,6 +42,9 @@ telemetry:
 
 REDIS_INSTANCE_YAML = """\
 # Embedded instance with the Redis run coordinator (SQLite storage; Redis from the env).
+instance_class:
+  module: gov_pipeline.coordinator.instance
+  class: GovDagsterInstance
 run_coordinator:
   module: gov_pipeline.coordinator.run_coordinator
   class: RedisRunCoordinator
