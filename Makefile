@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install services browser lint format typecheck test unit demo dev bench bench-parts soak clean
+.PHONY: help install services browser lint format typecheck test unit demo dev bench bench-parts soak screenshots clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,14 +59,20 @@ soak: install services ## 20,000 changes, 3 workers, one SIGKILLed at random; ch
 	$(BIN)/python -m gov_pipeline_tests.reliability.soak --changes 20000 --workers 3 \
 	  --json test-artifacts/reliability/soak.json
 
-DEMO_HOME := $(CURDIR)/.gov_pipeline/demo
+# make dev: the UI on GOV_PIPELINE_HOME's data (default: what make demo wrote) on PORT.
+GOV_PIPELINE_HOME ?= .gov_pipeline/demo
+PORT ?= 3000
+DEV_HOME = $(abspath $(GOV_PIPELINE_HOME))
+DEV_ENV = GOV_PIPELINE_HOME=$(DEV_HOME) DAGSTER_HOME=$(DEV_HOME)/dagster
 
-dev: install ## Dagster UI and daemon on the demo's data (http://127.0.0.1:3000)
-	mkdir -p $(DEMO_HOME)/dagster
-	GOV_PIPELINE_HOME=$(DEMO_HOME) DAGSTER_HOME=$(DEMO_HOME)/dagster \
-	  $(BIN)/python -c "from gov_pipeline.config import load_settings; from gov_pipeline.embedded.instance import embedded_dagster_home as h; h(load_settings())"
-	GOV_PIPELINE_HOME=$(DEMO_HOME) DAGSTER_HOME=$(DEMO_HOME)/dagster \
-	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+dev: install ## Dagster UI and daemon on the demo's data: PORT=3000, GOV_PIPELINE_HOME=.gov_pipeline/demo
+	$(DEV_ENV) $(BIN)/gov-pipeline db upgrade
+	$(DEV_ENV) $(BIN)/python -c "from gov_pipeline.config import load_settings; \
+	  from gov_pipeline.embedded.instance import embedded_dagster_home as h; h(load_settings())"
+	$(DEV_ENV) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+
+screenshots: install services browser ## The pictures of docs/ui.md (a UI tour in headless Chromium): ~3 min
+	$(BIN)/python -m gov_pipeline.embedded.ui_tour --out docs/ui
 
 clean: ## Remove the virtualenv, caches and the embedded default's data
 	rm -rf $(VENV) .gov_pipeline .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -36,21 +36,28 @@ def _admin_engine() -> Engine:
     return create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test run; dropped afterwards."""
-    name = f"gov_test_{RUN_ID}"
+@contextmanager
+def own_database(suffix: str = "") -> Iterator[str]:
+    """An empty PostgreSQL database `gov_test_<run><suffix>` on the test server; its URL.
+    Dropped afterwards."""
+    name = f"gov_test_{RUN_ID}{suffix}"
     admin = _admin_engine()
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     try:
-        upgrade(url)
-        yield url
+        yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test run; dropped afterwards."""
+    with own_database() as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -149,16 +156,8 @@ def redis_prefix() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def dagster_storage_url(postgres_url: str) -> Iterator[str]:
     """A PostgreSQL database for Dagster's run storage, for this test run."""
-    name = f"gov_test_{RUN_ID}_dagster"
-    admin = _admin_engine()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with own_database("_dagster") as url:
+        yield url
 
 
 class RedisServer:

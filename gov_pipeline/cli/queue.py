@@ -105,7 +105,7 @@ def worker(
 
     \b
     Examples:
-      DAGSTER_HOME=/srv/dagster gov-pipeline worker --concurrency 4
+      DAGSTER_HOME=$PWD/dagster-home gov-pipeline worker --concurrency 4
       gov-pipeline worker --mode execute --lanes policy,notification
       gov-pipeline worker --burst
     """
