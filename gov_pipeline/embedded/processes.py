@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 
 from gov_pipeline.embedded.instance import ROOT, WORKSPACE, prepare_instance
@@ -71,3 +71,11 @@ def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20.0) 
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+def running_process(
+    args: list[str], env: Mapping[str, str], log_path: Path
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """Any command as `running_daemon` runs the daemon: in a process group of its own,
+    logging to `log_path`, stopped on exit (SIGTERM, then SIGKILL)."""
+    return _running(args, env, log_path)
