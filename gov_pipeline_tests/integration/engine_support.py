@@ -85,6 +85,16 @@ def move(sessions: sessionmaker[Session], pid: int, status: str, tenant: str = "
         )
 
 
+def policy_status(sessions: sessionmaker[Session], pid: int) -> str:
+    """The policy's status now."""
+    from gov_pipeline.db.models import Policy
+
+    with sessions.begin() as session:
+        policy = session.get(Policy, pid)
+        assert policy is not None
+        return policy.status
+
+
 def count(sessions: sessionmaker[Session], model: type[Any], *where: Any) -> int:
     with sessions.begin() as session:
         return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)

@@ -14,7 +14,6 @@ from gov_pipeline.db.models import (
     ActionRun,
     Approval,
     Notification,
-    Policy,
     Task,
     WorkflowExecution,
 )
@@ -27,6 +26,7 @@ from gov_pipeline_tests.integration.engine_support import (
     make_settings,
     move,
     new_policy,
+    policy_status,
     process,
     start_example_approval,
 )
@@ -59,13 +59,6 @@ def _execution(sessions: sessionmaker[Session]) -> WorkflowExecution:
         ).one()
 
 
-def _status(sessions: sessionmaker[Session], pid: int) -> str:
-    with sessions.begin() as session:
-        policy = session.get(Policy, pid)
-        assert policy is not None
-        return policy.status
-
-
 def decide(
     sessions: sessionmaker[Session], step: Approval, user: str, decision: str, **kw: Any
 ) -> None:
@@ -88,7 +81,7 @@ def test_sequential_approval_waits_for_each_step_in_order(
     first, second = _steps(sessions)
     assert (first.status, second.status) == ("pending", "waiting")
     assert _execution(sessions).status == "awaiting_approval"
-    assert _status(sessions, flow) == "in_review"  # nothing approved before anyone approved
+    assert policy_status(sessions, flow) == "in_review"  # nothing approved before anyone approved
     assert _notified(sessions, "workflow_approval_required") == ["carol"]
 
     with pytest.raises(ConflictError, match="not open yet"):
@@ -107,13 +100,13 @@ def test_sequential_approval_waits_for_each_step_in_order(
     assert first.signature is not None and first.signature["type"] == "typed"
     assert _notified(sessions, "workflow_approval_required") == ["carol", "ciso"]
     assert _execution(sessions).status == "awaiting_approval"
-    assert _status(sessions, flow) == "in_review"
+    assert policy_status(sessions, flow) == "in_review"
 
     decide(sessions, second, "ciso", "approve")
     process(sessions, settings)
     execution = _execution(sessions)
     assert execution.status == "completed" and execution.output["outcome"] == "approved"  # type: ignore[index]
-    assert _status(sessions, flow) == "approved"
+    assert policy_status(sessions, flow) == "approved"
     assert _notified(sessions, "workflow_approved") == ["olivia"]
 
 
@@ -145,7 +138,7 @@ def test_rejection_ends_the_flow_and_runs_on_rejected_once(
     assert (first.status, second.status) == ("rejected", "skipped")
     execution = _execution(sessions)
     assert execution.status == "completed" and execution.output["outcome"] == "rejected"  # type: ignore[index]
-    assert _status(sessions, flow) == "in_review"
+    assert policy_status(sessions, flow) == "in_review"
     assert _notified(sessions, "workflow_rejected") == ["olivia"]
     assert count(sessions, Task) == 1
 
@@ -156,7 +149,7 @@ def test_requested_changes_send_the_policy_back_to_draft(
     first, _ = _steps(sessions)
     decide(sessions, first, "carol", "request_changes", comment="add a scope section")
     process(sessions, settings)
-    assert _status(sessions, flow) == "draft"
+    assert policy_status(sessions, flow) == "draft"
     execution = _execution(sessions)
     assert execution.output["outcome"] == "changes_requested"  # type: ignore[index]
     with sessions.begin() as session:
@@ -214,9 +207,9 @@ def test_parallel_approval_asks_everyone_and_waits_for_all(
     assert _notified(sessions, "workflow_approval_required") == ["carol", "ciso"]
     decide(sessions, second, "ciso", "approve")
     process(sessions, settings)
-    assert _status(sessions, pid) == "in_review"
+    assert policy_status(sessions, pid) == "in_review"
     assert _execution(sessions).status == "awaiting_approval"
     decide(sessions, first, "carol", "approve")
     process(sessions, settings)
-    assert _status(sessions, pid) == "approved"
+    assert policy_status(sessions, pid) == "approved"
     assert _execution(sessions).status == "completed"

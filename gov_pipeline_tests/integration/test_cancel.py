@@ -14,7 +14,6 @@ from gov_pipeline.db.models import (
     Approval,
     EntityChange,
     Notification,
-    Policy,
     WebhookDelivery,
     WorkflowExecution,
 )
@@ -34,6 +33,7 @@ from gov_pipeline_tests.integration.engine_support import (
     make_settings,
     move,
     new_policy,
+    policy_status,
     process,
     start_example_approval,
     webhook_server,
@@ -65,13 +65,6 @@ def _all(sessions: sessionmaker[Session], model: type[Any], *where: Any) -> list
 
 def _waiting(sessions: sessionmaker[Session]) -> WorkflowExecution:
     return _one(sessions, WorkflowExecution, WorkflowExecution.status == "awaiting_approval")
-
-
-def _policy_status(sessions: sessionmaker[Session], pid: int) -> str:
-    with sessions.begin() as session:
-        policy = session.get(Policy, pid)
-        assert policy is not None
-        return policy.status
 
 
 def test_cancelling_a_waiting_approval_withdraws_its_steps_and_nothing_follows(
@@ -110,7 +103,7 @@ def test_cancelling_a_waiting_approval_withdraws_its_steps_and_nothing_follows(
     )
     assert [s.status for s in _all(sessions, Approval)] == ["approved", "withdrawn"]
     assert [r.step_key for r in _all(sessions, ActionRun)] == runs_before
-    assert _policy_status(sessions, pid) == "in_review"
+    assert policy_status(sessions, pid) == "in_review"
     assert count(sessions, Notification, Notification.user_id == "ciso") == 0
     # A decision arriving later is refused: the step is closed.
     withdrawn = f"approval {step2.id} is already withdrawn"
@@ -143,7 +136,7 @@ def test_withdrawn_steps_never_lead_to_a_follow_up(
         "its approval steps were withdrawn",
     )
     assert not any(r.step_key.startswith("on_") for r in _all(sessions, ActionRun))
-    assert _policy_status(sessions, pid) == "in_review"
+    assert policy_status(sessions, pid) == "in_review"
 
 
 WEBHOOK_THEN_APPROVAL = """
@@ -201,7 +194,7 @@ def test_a_cancelled_pending_execution_is_never_claimed(
     after = _one(sessions, WorkflowExecution, WorkflowExecution.id == execution.id)
     assert (after.status, after.started_at) == ("cancelled", None)
     assert count(sessions, ActionRun) == 0 and count(sessions, WebhookDelivery) == 0
-    assert _policy_status(sessions, pid) == "in_review"
+    assert policy_status(sessions, pid) == "in_review"
 
 
 NOT_ALLOWED = """

@@ -19,7 +19,6 @@ from gov_pipeline.db.models import (
     Approval,
     EntityChange,
     Notification,
-    Policy,
     WorkflowExecution,
 )
 from gov_pipeline.orchestration.governance import (
@@ -44,6 +43,7 @@ from gov_pipeline_tests.integration.engine_support import (
     make_settings,
     move,
     new_policy,
+    policy_status,
     webhook_server,
 )
 
@@ -274,23 +274,16 @@ def test_deciding_from_the_launchpad_continues_the_flow_and_refuses_a_non_approv
         assert not refused.success
         failure = refused.get_step_failure_events()[0]
         assert "user 'mallory' may not decide approval" in str(failure.step_failure_data.error)
-        assert _policy_status(sessions, pid) == "in_review"
+        assert policy_status(sessions, pid) == "in_review"
         done = decide(second, "ciso")
         assert done.success
         assert instance.get_run_by_id(done.run_id).tags["gov/outcome"] == "ok"  # type: ignore[union-attr]
-    assert _policy_status(sessions, pid) == "approved"
+    assert policy_status(sessions, pid) == "approved"
 
 
 def _steps(sessions: sessionmaker[Session]) -> list[int]:
     with sessions.begin() as session:
         return [a.id for a in session.query(Approval).order_by(Approval.step_index)]
-
-
-def _policy_status(sessions: sessionmaker[Session], pid: int) -> str:
-    with sessions.begin() as session:
-        policy = session.get(Policy, pid)
-        assert policy is not None
-        return policy.status
 
 
 def test_cancelling_from_the_launchpad_withdraws_the_waiting_steps(
