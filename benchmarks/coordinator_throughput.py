@@ -348,7 +348,7 @@ def measure(setup: Setup, args: argparse.Namespace, work: Path) -> dict[str, Any
         config = {
             "ops": {
                 "run_workflow": {
-                    "config": {"tenant_id": TENANT, "workflow": workflow, "policy_id": policy_id}
+                    "config": {"tenant_id": TENANT, "workflow": workflow, "entity_id": policy_id}
                 }
             }
         }

@@ -27,7 +27,7 @@ of the figures. Peak RSS is sampled every 0.5 s over each process tree (the daem
 its code server; each worker; the direct process). Every configuration gets fresh
 databases, a fresh DAGSTER_HOME and its own Redis key prefix, removed at the end.
 
-The sensor-scale figure times `policy_change_sensor` reading 200 new changes with 10,000
+The sensor-scale figure times `entity_change_sensor` reading 200 new changes with 10,000
 and then `--sensor-rows` rows in the change table (all captured by the real triggers).
 """
 
@@ -453,7 +453,7 @@ def time_sensor(url: str, sessions: sessionmaker[Session], new: int, repeat: int
 
     cursor = ChangeCursor(watermark=max_change_id(sessions) - new).encode()
     database_resource = DatabaseResource(url=url)
-    policy_change_sensor = change_sensor(load_settings())
+    entity_change_sensor = change_sensor(load_settings())
     times = []
     with dg.instance_for_test() as instance:
         for _ in range(repeat):
@@ -461,7 +461,7 @@ def time_sensor(url: str, sessions: sessionmaker[Session], new: int, repeat: int
                 instance=instance, cursor=cursor, resources={"database": database_resource}
             ) as context:
                 t0 = time.perf_counter()
-                result = policy_change_sensor(context)
+                result = entity_change_sensor(context)
                 times.append(time.perf_counter() - t0)
             assert isinstance(result, dg.SensorResult) and result.run_requests
     return statistics.median(times)

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from gov_pipeline.domain.errors import ConfigurationError
+from gov_pipeline.domain.entities import Routing, parse_lanes
+from gov_pipeline.domain.errors import ConfigurationError, InvalidInputError
 from gov_pipeline.domain.webhooks import host_port, parse_allowed_host
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -47,6 +48,9 @@ class Settings:
     governance_refresh_s: int = 30
     outcomes_window_h: int = 24
     change_lag_threshold_s: int = 300
+    # The lane each entity type's runs go to (GOV_PIPELINE_ENTITY_LANES overrides the
+    # defaults of domain/entities.py: risk -> assessment, compliance_requirement -> evidence).
+    routing: Routing = field(default_factory=Routing)
     default_tenant: str | None = None
     default_actor: str | None = None
 
@@ -127,6 +131,13 @@ def _allowed_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(hosts)
 
 
+def _routing(env: Mapping[str, str]) -> Routing:
+    try:
+        return Routing(parse_lanes(env.get("GOV_PIPELINE_ENTITY_LANES", "")))
+    except InvalidInputError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 def normalize_database_url(url: str) -> str:
     """Give PostgreSQL URLs an explicit driver.
 
@@ -170,6 +181,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         governance_refresh_s=_int(env, "GOV_PIPELINE_GOVERNANCE_REFRESH", 30, minimum=5),
         outcomes_window_h=_int(env, "GOV_PIPELINE_OUTCOMES_WINDOW", 24, minimum=1),
         change_lag_threshold_s=_int(env, "GOV_PIPELINE_CHANGE_LAG_THRESHOLD", 300, minimum=1),
+        routing=_routing(env),
         default_tenant=env.get("GOV_PIPELINE_TENANT") or None,
         default_actor=env.get("GOV_PIPELINE_ACTOR") or None,
     )

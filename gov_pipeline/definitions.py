@@ -12,14 +12,14 @@ from gov_pipeline.orchestration.governance import (
     refresh_governance,
     refresh_sensor,
 )
-from gov_pipeline.orchestration.imports import import_policies
+from gov_pipeline.orchestration.imports import import_records
 from gov_pipeline.orchestration.manual import execute_workflow
 from gov_pipeline.orchestration.operator_jobs import (
     cancel_execution_job,
     decide_approval,
     retry_executions_job,
 )
-from gov_pipeline.orchestration.processing import process_policy_changes
+from gov_pipeline.orchestration.processing import process_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.orchestration.scheduled import (
     deliver_notifications,
@@ -34,7 +34,7 @@ from gov_pipeline.orchestration.sweeper import sweeper_sensor
 
 # The jobs whose runs change the governed state (a refresh of its assets follows them).
 STATE_JOBS = [
-    process_policy_changes,
+    process_changes,
     execute_workflow,
     decide_approval,
     retry_executions_job,
@@ -42,7 +42,7 @@ STATE_JOBS = [
     deliver_notifications,
     escalate_overdue_approvals,
     policy_review_reminders,
-    import_policies,
+    import_records,
 ]
 
 

@@ -4,7 +4,7 @@ Applies the example workflows, creates a handful of policies, walks one through 
 lifecycle with its two-step approval (draft -> in_review -> approved -> published), has
 another rejected and a third sent back with changes requested. A real `dagster-daemon` on
 the embedded instance (SQLite, no server) runs the change sensor and launches the
-`process_policy_changes` runs; the demo waits for them and prints what happened.
+`process_changes` runs; the demo waits for them and prints what happened.
 `--sync` processes in this process instead (no Dagster).
 """
 

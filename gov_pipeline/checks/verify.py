@@ -12,8 +12,11 @@ The invariants:
   (action run, recipient), one task and one webhook delivery per action run, every effect
   row points at an existing action run, and no execution caused more status changes than it
   ran `change_status` actions;
-- `per_policy_order`: for each (tenant, entity, workflow), executions that started did so in
+- `per_entity_order`: for each (tenant, entity, workflow), executions that started did so in
   change-id order (`started_at` never goes backwards as the change id grows);
+- `lifecycle_followed`: for every governed entity type, each record's status is one of its
+  lifecycle's, and each captured status change is a move the lifecycle allows (unless the
+  writer declared a lifecycle override, which the change records);
 - `no_stuck_executions`: no execution `in_progress` (its transaction would have ended) and no
   execution still `pending` while its change is processed, past the stuck window;
 - `dagster_runs`, in `gov_pipeline.checks.runs` (it needs a Dagster instance and
@@ -32,6 +35,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gov_pipeline.db.models import (
+    ENTITY_MODELS,
     ActionRun,
     EntityChange,
     Notification,
@@ -40,7 +44,9 @@ from gov_pipeline.db.models import (
     WebhookDelivery,
     WorkflowExecution,
 )
-from gov_pipeline.domain.statuses import ActionRunStatus, ChangeKind, ExecutionStatus
+from gov_pipeline.domain.entities import KINDS
+from gov_pipeline.domain.lifecycle import LIFECYCLES
+from gov_pipeline.domain.statuses import ActionRunStatus, ChangeKind, EntityType, ExecutionStatus
 
 DEFAULT_GRACE_S = 60.0
 DEFAULT_STUCK_S = 600.0
@@ -294,9 +300,9 @@ def _add_extra_status_changes(
                        cap)  # fmt: skip
 
 
-def check_per_policy_order(session: Session, tenant: str | None, cap: int) -> InvariantResult:
+def check_per_entity_order(session: Session, tenant: str | None, cap: int) -> InvariantResult:
     result = InvariantResult(
-        "per_policy_order",
+        "per_entity_order",
         "per (tenant, entity, workflow), executions started in change-id (commit) order",
     )
     rows: list[Any] = session.execute(  # type: ignore[assignment]
@@ -331,7 +337,8 @@ def check_per_policy_order(session: Session, tenant: str | None, cap: int) -> In
         key = (tenant_id, entity_type, entity_id, workflow_id)
         if previous is not None and previous[0] == key and started < previous[3]:
             result.add({
-                "tenant_id": tenant_id, "entity_id": entity_id, "workflow_id": workflow_id,
+                "tenant_id": tenant_id, "entity_type": entity_type, "entity_id": entity_id,
+                "workflow_id": workflow_id,
                 "earlier_change_id": previous[1], "earlier_execution_id": previous[2],
                 "earlier_started_at": previous[3].isoformat(),
                 "change_id": change_id, "execution_id": execution_id,
@@ -339,6 +346,53 @@ def check_per_policy_order(session: Session, tenant: str | None, cap: int) -> In
             }, cap)  # fmt: skip
         previous = (key, change_id, execution_id, started)
     result.note = "executions that never started (failed before, skipped) are not ordered"
+    return result
+
+
+def check_lifecycle_followed(session: Session, tenant: str | None, cap: int) -> InvariantResult:
+    result = InvariantResult(
+        "lifecycle_followed",
+        "every record in a status of its lifecycle, every status change a move it allows "
+        "(or a declared override)",
+    )
+    for entity_type, kind in KINDS.items():
+        model = ENTITY_MODELS[entity_type]
+        statuses = set(kind.lifecycle.statuses)
+        query = _scoped(
+            select(model.id, model.status).where(model.status.not_in(statuses)),
+            model.tenant_id,
+            tenant,
+        )
+        for record_id, status in session.execute(query):
+            result.add({"kind": "unknown_status", "entity_type": str(entity_type),
+                        "entity_id": str(record_id), "status": status}, cap)  # fmt: skip
+        result.checked += int(
+            session.scalar(
+                _scoped(select(func.count()).select_from(model), model.tenant_id, tenant)
+            )
+            or 0
+        )
+    moves = _scoped(
+        select(
+            EntityChange.id, EntityChange.entity_type, EntityChange.entity_id,
+            EntityChange.old_values, EntityChange.new_values,
+        )
+        .where(
+            EntityChange.kind == ChangeKind.STATUS_CHANGED,
+            EntityChange.lifecycle_override.is_(None),
+        )
+        .order_by(EntityChange.id),
+        EntityChange.tenant_id,
+        tenant,
+    )  # fmt: skip
+    for change_id, entity_type, entity_id, old, new in session.execute(moves).yield_per(1000):
+        result.checked += 1
+        lifecycle = LIFECYCLES.get(EntityType(entity_type)) if entity_type in KINDS else None
+        source, target = (old or {}).get("status"), (new or {}).get("status")
+        if lifecycle is None or not lifecycle.allows(str(source), str(target)):
+            result.add({"kind": "illegal_move", "change_id": change_id, "entity_type": entity_type,
+                        "entity_id": entity_id, "from": source, "to": target}, cap)  # fmt: skip
+    result.note = "moves made under a declared lifecycle override are not checked"
     return result
 
 
@@ -404,6 +458,16 @@ def figures(session: Session, tenant: str | None) -> dict[str, Any]:
 
     return {
         "changes": total(EntityChange),
+        "changes_by_entity_type": {str(t): 0 for t in KINDS}
+        | _counts(
+            session,
+            _scoped(
+                select(EntityChange.entity_type, func.count()).group_by(EntityChange.entity_type),
+                EntityChange.tenant_id,
+                tenant,
+            ),
+        ),
+        "records_by_entity_type": {str(t): total(ENTITY_MODELS[t]) for t in KINDS},
         "processed": total(ProcessedChange),
         "executions": total(WorkflowExecution),
         "executions_by_status": _counts(
@@ -468,8 +532,10 @@ def verify(
         results.append(check_one_execution_per_change(session, tenant, cap))
     if want("effects_once"):
         results.append(check_effects_once(session, tenant, cap))
-    if want("per_policy_order"):
-        results.append(check_per_policy_order(session, tenant, cap))
+    if want("per_entity_order"):
+        results.append(check_per_entity_order(session, tenant, cap))
+    if want("lifecycle_followed"):
+        results.append(check_lifecycle_followed(session, tenant, cap))
     if want("no_stuck_executions"):
         results.append(check_no_stuck_executions(session, tenant, stuck_before, cap))
     data = figures(session, tenant)

@@ -13,10 +13,10 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from gov_pipeline.cli.context import EXIT_FAILURE, EXIT_USAGE, AppContext
 from gov_pipeline.cli.db import db
-from gov_pipeline.cli.executions import approvals, executions, notifications, tasks
-from gov_pipeline.cli.policies import policies
+from gov_pipeline.cli.executions import approvals, executions, notifications
 from gov_pipeline.cli.process import process
 from gov_pipeline.cli.queue import queue, worker
+from gov_pipeline.cli.records import GROUPS
 from gov_pipeline.cli.tenants import tenants, users
 from gov_pipeline.cli.verify import verify_command
 from gov_pipeline.cli.workflows import workflows
@@ -28,7 +28,7 @@ from gov_pipeline.domain.errors import ConfigurationError, GovPipelineError, Inv
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """gov-pipeline: automate what happens when a policy changes.
+    """gov-pipeline: automate what happens when a governed record changes.
 
     \b
     Examples:
@@ -47,8 +47,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 for _command in (
-    approvals, db, executions, notifications, policies, process, queue, tasks, tenants, users,
-    verify_command, worker, workflows,
+    approvals, db, executions, notifications, process, queue, tenants, users, verify_command,
+    worker, workflows, *GROUPS.values(),
 ):  # fmt: skip
     cli.add_command(_command)
 

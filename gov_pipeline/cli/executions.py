@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-from sqlalchemy import select
 
 from gov_pipeline.cli.context import (
     AppContext,
@@ -15,14 +14,13 @@ from gov_pipeline.cli.context import (
     tenant_option,
 )
 from gov_pipeline.cli.output import emit_json, emit_record, emit_table
-from gov_pipeline.db.models import Task
+from gov_pipeline.domain.entities import kind_of
 from gov_pipeline.domain.errors import ExecutionsFailedError, InvalidInputError
-from gov_pipeline.domain.statuses import ExecutionStatus
+from gov_pipeline.domain.statuses import EntityType, ExecutionStatus
 from gov_pipeline.runners.retries import retry_now
 from gov_pipeline.services import approvals as approval_svc
 from gov_pipeline.services import executions as svc
 from gov_pipeline.services import notifications as notification_svc
-from gov_pipeline.services.tenants import require_tenant
 
 
 @click.group()
@@ -34,7 +32,8 @@ def executions() -> None:
 @tenant_option
 @click.option("--status", help="Only this status (e.g. failed, awaiting_approval).")
 @click.option("--workflow", help="Only this workflow (by name).")
-@click.option("--policy", "policy_id", help="Only this policy.")
+@click.option("--policy", "policy_id", help="Only those about this policy.")
+@click.option("--entity", help="Only those about this record, as TYPE:ID (risk:4).")
 @click.option("--limit", default=50, show_default=True, type=int)
 @json_option
 @pass_app
@@ -44,6 +43,7 @@ def list_(
     status: str | None,
     workflow: str | None,
     policy_id: str | None,
+    entity: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -53,23 +53,38 @@ def list_(
     Examples:
       gov-pipeline executions list --tenant acme --status failed
       gov-pipeline executions list -t acme --policy 3 --json
+      gov-pipeline executions list -t acme --entity risk:4
     """
+    about = _entity_filter(policy_id, entity)
     with app.transaction(app.tenant(tenant)) as session:
         rows = svc.list_executions(
-            session, app.tenant(tenant), status=status, workflow=workflow,
-            policy_id=policy_id, limit=limit,
+            session, app.tenant(tenant), status=status, workflow=workflow, entity=about,
+            limit=limit,
         )  # fmt: skip
     if as_json:
         emit_json(rows)
         return
     for row in rows:
-        row["policy"] = row["entity_id"]
+        row["entity"] = f"{row['entity_type']}:{row['entity_id']}"
         # A cancelled execution keeps the error it may have failed with; why it ended is
         # the cancellation.
         cancelled = row["status"] == ExecutionStatus.CANCELLED
         row["why"] = row["status_reason"] if cancelled else row["error"] or row["status_reason"]
-    columns = ["id", "workflow", "policy", "change_id", "status", "attempts", "why"]
+    columns = ["id", "workflow", "entity", "change_id", "status", "attempts", "why"]
     emit_table(rows, columns, empty="no executions", wrap=["why"])
+
+
+def _entity_filter(policy_id: str | None, entity: str | None) -> tuple[str, str] | None:
+    if policy_id is not None and entity is not None:
+        raise InvalidInputError("--entity", "give --policy or --entity, not both")
+    if policy_id is not None:
+        return (EntityType.POLICY, policy_id)
+    if entity is None:
+        return None
+    entity_type, sep, entity_id = entity.partition(":")
+    if not sep or not entity_id:
+        raise InvalidInputError("--entity", f"expected TYPE:ID (risk:4), got {entity[:60]!r}")
+    return (kind_of(entity_type).entity_type, entity_id)
 
 
 @executions.command("show")
@@ -282,39 +297,3 @@ def list_notifications(
     else:
         columns = ["id", "user", "type", "priority", "title", "policy"]
         emit_table(rows, columns, empty="no notifications")
-
-
-@click.group()
-def tasks() -> None:
-    """Tasks created by workflows."""
-
-
-@tasks.command("list")
-@tenant_option
-@click.option("--assignee", help="Only this assignee.")
-@json_option
-@pass_app
-def list_tasks(app: AppContext, tenant: str | None, assignee: str | None, as_json: bool) -> None:
-    """List tasks.
-
-    \b
-    Example:
-      gov-pipeline tasks list --tenant acme --assignee olivia
-    """
-    with app.transaction(app.tenant(tenant)) as session:
-        require_tenant(session, app.tenant(tenant))
-        query = select(Task).where(Task.tenant_id == app.tenant(tenant))
-        if assignee:
-            query = query.where(Task.assignee_id == assignee)
-        rows = [
-            {
-                "id": t.id, "title": t.title, "priority": t.priority, "status": t.status,
-                "assignee": t.assignee_id, "due_date": t.due_date, "policy": t.entity_id,
-            }
-            for t in session.scalars(query.order_by(Task.id))
-        ]  # fmt: skip
-    if as_json:
-        emit_json(rows)
-    else:
-        columns = ["id", "title", "priority", "status", "assignee", "due_date", "policy"]
-        emit_table(rows, columns, empty="no tasks")

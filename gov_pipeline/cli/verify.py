@@ -6,7 +6,13 @@ from typing import Any
 
 import click
 
-from gov_pipeline.checks.verify import DEFAULT_GRACE_S, DEFAULT_STUCK_S, lost_and_duplicated, verify
+from gov_pipeline.checks.verify import (
+    DEFAULT_GRACE_S,
+    DEFAULT_STUCK_S,
+    VerifyReport,
+    lost_and_duplicated,
+    verify,
+)
 from gov_pipeline.cli.context import AppContext, dagster_instance, json_option, pass_app
 from gov_pipeline.cli.output import emit_json, emit_table
 from gov_pipeline.domain.errors import GovPipelineError
@@ -38,8 +44,9 @@ def verify_command(
     as_json: bool,
 ) -> None:
     """Check the invariants: every change processed, one execution per workflow and
-    change, each effect once, per-policy order, nothing stuck, and (with DAGSTER_HOME)
-    every run ended or held in Redis. Exit 0 if all hold, 1 if any is violated.
+    change, each effect once, per-entity order, every entity type's lifecycle followed,
+    nothing stuck, and (with DAGSTER_HOME) every run ended or held in Redis. Exit 0 if all
+    hold, 1 if any is violated.
 
     \b
     Examples:
@@ -64,25 +71,36 @@ def verify_command(
     if as_json:
         emit_json({**report.to_dict(), "lost": lost, "duplicated": duplicated})
     else:
-        rows = [
-            {
-                "invariant": i.name,
-                "ok": "yes" if i.ok else "NO",
-                "checked": i.checked,
-                "violations": i.violations,
-                "examples": [str(e) for e in i.examples[:3]],
-            }
-            for i in report.invariants
-        ]
-        emit_table(rows, ["invariant", "ok", "checked", "violations", "examples"], empty="")
-        f = report.figures
-        click.echo(
-            f"changes {f['changes']} (processed {f['processed']}), executions "
-            f"{f['executions']} {f['executions_by_status']}, action runs {f['action_runs']}, "
-            f"notifications {f['notifications']}, tasks {f['tasks']}"
-            + (f", runs {f['runs']} {f['runs_by_status']}" if "runs" in f else "")
-            + f"; lost {lost}, duplicated {duplicated}"
-        )
+        _print_report(report, lost, duplicated)
     if not report.ok:
         names = ", ".join(f"{i.name} ({i.violations})" for i in report.invariants if not i.ok)
         raise GovPipelineError(f"invariants violated: {names}")
+
+
+def _print_report(report: VerifyReport, lost: int, duplicated: int) -> None:
+    rows = [
+        {
+            "invariant": i.name,
+            "ok": "yes" if i.ok else "NO",
+            "checked": i.checked,
+            "violations": i.violations,
+            "examples": [str(e) for e in i.examples[:3]],
+        }
+        for i in report.invariants
+    ]
+    emit_table(rows, ["invariant", "ok", "checked", "violations", "examples"], empty="")
+    f = report.figures
+    click.echo(
+        f"changes {f['changes']} (processed {f['processed']}), executions "
+        f"{f['executions']} {f['executions_by_status']}, action runs {f['action_runs']}, "
+        f"notifications {f['notifications']}, tasks {f['tasks']}"
+        + (f", runs {f['runs']} {f['runs_by_status']}" if "runs" in f else "")
+        + f"; lost {lost}, duplicated {duplicated}"
+    )
+    click.echo(
+        "records (changes) by entity type: "
+        + ", ".join(
+            f"{t} {n} ({f['changes_by_entity_type'].get(t, 0)})"
+            for t, n in f["records_by_entity_type"].items()
+        )
+    )

@@ -121,7 +121,10 @@ def list_(app: AppContext, tenant: str | None, as_json: bool) -> None:
 
 @workflows.command("dry-run")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--policy", "policy_id", required=True, help="The policy to try it on.")
+@click.option(
+    "--entity", "--policy", "entity_id", required=True,
+    help="The record to try it on: an id of the workflow's entity type (a policy's, a risk's).",
+)  # fmt: skip
 @click.option("--trigger", help="Pretend this trigger fired (default: the workflow's own).")
 @click.option("--change", "change_id", type=int, help="Use this real change instead.")
 @json_option
@@ -129,7 +132,7 @@ def list_(app: AppContext, tenant: str | None, as_json: bool) -> None:
 def dry_run(
     app: AppContext,
     file: Path,
-    policy_id: str,
+    entity_id: str,
     trigger: str | None,
     change_id: int | None,
     as_json: bool,
@@ -138,13 +141,13 @@ def dry_run(
 
     \b
     Examples:
-      gov-pipeline workflows dry-run examples/workflows/policy_approval.yaml --policy 3
-      gov-pipeline workflows dry-run wf.yaml --policy 3 --change 17 --json
+      gov-pipeline workflows dry-run examples/workflows/policy_approval.yaml --entity 3
+      gov-pipeline workflows dry-run wf.yaml --entity 3 --change 17 --json
     """
     definitions = _load_all((file,))
     with app.sessions() as session:  # read only, rolled back at the end
         reports = [
-            preview.dry_run(session, d, policy_id=policy_id, trigger=trigger, change_id=change_id)
+            preview.dry_run(session, d, entity_id=entity_id, trigger=trigger, change_id=change_id)
             for d in definitions
         ]
         session.rollback()
@@ -153,7 +156,8 @@ def dry_run(
         return
     for r in reports:
         verdict = "WOULD RUN" if r["would_run"] else "would not run"
-        click.echo(f"{r['workflow']}: {verdict} on policy {r['policy_id']} ({r['trigger']})")
+        on = f"{r['entity_type']} {r['entity_id']}"
+        click.echo(f"{r['workflow']}: {verdict} on {on} ({r['trigger']})")
         if not r["trigger_matches"]:
             click.echo(
                 f"  trigger: the workflow listens to a different trigger, not {r['trigger']}"

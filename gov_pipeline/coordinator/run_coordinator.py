@@ -66,7 +66,7 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
         lanes: Mapping[str, int] | None = None,
         default_lane: str = "policy",
         tag_concurrency_limits: list[Mapping[str, Any]] | None = None,
-        ordering_tag: str = "gov/policy_id",
+        ordering_tag: str = "gov/entity",
         unordered_values: list[str] | None = None,
         lease_seconds: int = 30,
         fallback: str = "launch",
@@ -104,7 +104,7 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
             "lanes": Field(Permissive(), is_required=False),  # type: ignore[no-untyped-call]
             "default_lane": Field(str, is_required=False, default_value="policy"),
             "tag_concurrency_limits": Field(Noneable(list), is_required=False),
-            "ordering_tag": Field(str, is_required=False, default_value="gov/policy_id"),
+            "ordering_tag": Field(str, is_required=False, default_value="gov/entity"),
             "unordered_values": Field(Noneable(list), is_required=False),
             "lease_seconds": Field(IntSource, is_required=False, default_value=30),
             "fallback": Field(str, is_required=False, default_value="launch"),

@@ -7,8 +7,9 @@ policy `gov_tenant_isolation`, which lets a row be seen or written when the
 transaction-local setting `gov.tenant_id` names the row's tenant (or is `*`, all tenants)
 and the current role is granted that tenant (or `*`) in `gov_tenant_grants`. Roles:
 
-- `gov_writer` (no login): may read the tenant tables and write the governed entity tables;
-  has no tenant of its own. Another application's login role is made a member of it and is
+- `gov_writer` (no login): may read the tenant tables, write the governed entity tables and
+  insert decisions (`approval_decisions`, its decision columns only); has no tenant of its
+  own. Another application's login role is made a member of it and is
   granted its tenants in `gov_tenant_grants` (docs/operations.md, "Row-level security").
 - `gov_app` (no login): this project's processes `SET ROLE gov_app` on connect
   (`GOV_PIPELINE_DB_ROLE`); may write every table; is granted `*`.
@@ -34,9 +35,11 @@ TENANT_SETTING = "gov.tenant_id"
 # Tables of row-level security itself (PostgreSQL only, outside the models).
 RLS_TABLES = ("gov_tenant_grants",)
 
-# Tables writers of other applications may write (the governed entities), with their
-# lifecycle's entity type; the capture and lifecycle triggers are on these.
-GOVERNED_TABLES = {"policies": "policy"}
+# What another application may write into `approval_decisions`: the decision, not its
+# outcome (which processing sets).
+DECISION_COLUMNS = (
+    "tenant_id", "approval_id", "decided_by", "decision", "comment", "signature",
+)  # fmt: skip
 
 
 def _quoted(values: Sequence[str]) -> str:
@@ -256,9 +259,15 @@ GRANTS_TABLE_DDL = [
 VISIBLE = "(SELECT gov_all_tenants()) OR tenant_id = (SELECT gov_current_tenant())"
 
 
-def rls_ddl(tenant_tables: Sequence[str], app_tables: Sequence[str]) -> list[str]:
+def rls_ddl(
+    tenant_tables: Sequence[str],
+    app_tables: Sequence[str],
+    governed_tables: Sequence[str],
+    decisions: bool,
+) -> list[str]:
     """Roles, grants and the tenant policy on every table of `tenant_tables`; `gov_app` may
-    write `app_tables` (every table of the application)."""
+    write `app_tables` (every table of the application), `gov_writer` the `governed_tables`
+    and, with `decisions`, insert into `approval_decisions`."""
     statements = [*ROLES_DDL, *GRANTS_TABLE_DDL]
     statements.append(
         f"GRANT USAGE ON SCHEMA {_SCHEMA} TO {WRITER_ROLE}",
@@ -271,10 +280,15 @@ def rls_ddl(tenant_tables: Sequence[str], app_tables: Sequence[str]) -> list[str
             f"USING ({VISIBLE}) WITH CHECK ({VISIBLE})",
             f"GRANT SELECT ON {table} TO {WRITER_ROLE}",
         ]
-    for table in GOVERNED_TABLES:
+    for table in governed_tables:
         statements += [
             f"GRANT INSERT, UPDATE, DELETE ON {table} TO {WRITER_ROLE}",
             f"GRANT USAGE ON SEQUENCE {table}_id_seq TO {WRITER_ROLE}",
+        ]
+    if decisions:
+        statements += [
+            f"GRANT INSERT ({', '.join(DECISION_COLUMNS)}) ON approval_decisions TO {WRITER_ROLE}",
+            f"GRANT USAGE ON SEQUENCE approval_decisions_id_seq TO {WRITER_ROLE}",
         ]
     for table in app_tables:
         statements.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {APP_ROLE}")
@@ -298,9 +312,13 @@ def install_integrity(
     lifecycles: dict[str, Lifecycle],
     tenant_tables: Sequence[str],
     app_tables: Sequence[str],
+    *,
+    decisions: bool = False,
 ) -> None:
-    """Install the lifecycle and touch triggers on the tables of `lifecycles` and, on
-    PostgreSQL, row-level security; idempotent (a later revision runs it again)."""
+    """Install the lifecycle and touch triggers on the tables of `lifecycles` (the governed
+    tables, which other applications' writers may write) and, on PostgreSQL, row-level
+    security; idempotent (a later revision runs it again with more tables). `decisions`
+    (revision 0005 on): writers may insert decisions."""
     postgres = bind.dialect.name == "postgresql"
     statements: list[str] = []
     for table, lifecycle in lifecycles.items():
@@ -310,16 +328,15 @@ def install_integrity(
             statements += lifecycle_ddl_sqlite(table, lifecycle)
         statements += touch_ddl(table, postgres)
     if postgres:
-        statements += _with_schema(bind, rls_ddl(tenant_tables, app_tables))
+        statements += _with_schema(
+            bind, rls_ddl(tenant_tables, app_tables, list(lifecycles), decisions)
+        )
     for statement in statements:
         bind.execute(text(statement))
 
 
-def uninstall_integrity(
-    bind: Any, lifecycles: dict[str, Lifecycle], tenant_tables: Sequence[str]
-) -> None:
-    """Drop what `install_integrity` made in this database (roles stay: the server's)."""
-    postgres = bind.dialect.name == "postgresql"
+def table_triggers_drop_ddl(lifecycles: dict[str, Lifecycle], postgres: bool) -> list[str]:
+    """Drop the lifecycle and touch triggers of the tables of `lifecycles`."""
     statements: list[str] = []
     for table, lifecycle in lifecycles.items():
         if postgres:
@@ -333,6 +350,15 @@ def uninstall_integrity(
                 f"DROP TRIGGER IF EXISTS gov_{table}_{suffix}"
                 for suffix in ("lifecycle_insert", "lifecycle_update", "touch")
             ]
+    return statements
+
+
+def uninstall_integrity(
+    bind: Any, lifecycles: dict[str, Lifecycle], tenant_tables: Sequence[str]
+) -> None:
+    """Drop what `install_integrity` made in this database (roles stay: the server's)."""
+    postgres = bind.dialect.name == "postgresql"
+    statements = table_triggers_drop_ddl(lifecycles, postgres)
     if postgres:
         for table in tenant_tables:
             statements += [

@@ -14,6 +14,8 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
+    Computed,
     Date,
     DateTime,
     ForeignKey,
@@ -32,6 +34,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from gov_pipeline.domain.statuses import EntityType
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias, needed for AUTOINCREMENT) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -354,15 +358,171 @@ class Task(Base, Timestamps):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(100))
     title: Mapped[str] = mapped_column(String(500))
-    description: Mapped[str] = mapped_column(Text, default="")
-    priority: Mapped[str] = mapped_column(String(10), default="medium")
-    status: Mapped[str] = mapped_column(String(20), default="todo")
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    priority: Mapped[str] = mapped_column(String(10), default="medium", server_default="medium")
+    status: Mapped[str] = mapped_column(String(20), default="todo", server_default="todo")
     assignee_id: Mapped[str | None] = mapped_column(String(100))
     due_date: Mapped[date | None]
     entity_type: Mapped[str | None] = mapped_column(String(50))
     entity_id: Mapped[str | None] = mapped_column(String(100))
     execution_id: Mapped[int | None] = mapped_column(BigId)
     action_run_id: Mapped[int | None] = mapped_column(BigId)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    updated_by: Mapped[str | None] = mapped_column(String(100))
+    deleted_at: Mapped[datetime | None]
+
+
+class Risk(Base, Timestamps):
+    __tablename__ = "risks"
+    __table_args__ = (
+        Index("ix_risks_tenant_status", "tenant_id", "status"),
+        Index("ix_risks_tenant_review", "tenant_id", "next_review_date"),
+        CheckConstraint("likelihood BETWEEN 1 AND 5", name="likelihood_1_to_5"),
+        CheckConstraint("impact BETWEEN 1 AND 5", name="impact_1_to_5"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
+    title: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(String(200))
+    owner_id: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(
+        String(30), default="identified", server_default="identified"
+    )
+    likelihood: Mapped[int | None] = mapped_column(Integer)
+    impact: Mapped[int | None] = mapped_column(Integer)
+    # Computed by the database for every writer; conditions read it like any field.
+    risk_score: Mapped[int | None] = mapped_column(
+        Integer, Computed("likelihood * impact", persisted=True)
+    )
+    treatment: Mapped[str | None] = mapped_column(String(20))
+    review_frequency: Mapped[str | None] = mapped_column(String(20))
+    next_review_date: Mapped[date | None]
+    business_units: Mapped[list[str]] = mapped_column(default=list, server_default=EMPTY_LIST)
+    tags: Mapped[list[str]] = mapped_column(default=list, server_default=EMPTY_LIST)
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=EMPTY_MAP)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    updated_by: Mapped[str | None] = mapped_column(String(100))
+    deleted_at: Mapped[datetime | None]
+
+
+class ComplianceRequirement(Base, Timestamps):
+    __tablename__ = "compliance_requirements"
+    __table_args__ = (
+        Index("ix_compliance_requirements_tenant_status", "tenant_id", "status"),
+        Index("ix_compliance_requirements_tenant_due", "tenant_id", "due_date"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
+    title: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str | None] = mapped_column(Text)
+    framework: Mapped[str] = mapped_column(String(200))
+    reference: Mapped[str | None] = mapped_column(String(200))
+    owner_id: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(
+        String(30), default="not_started", server_default="not_started"
+    )
+    due_date: Mapped[date | None]
+    last_assessed_date: Mapped[date | None]
+    policy_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("policies.id"))
+    tags: Mapped[list[str]] = mapped_column(default=list, server_default=EMPTY_LIST)
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=EMPTY_MAP)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    updated_by: Mapped[str | None] = mapped_column(String(100))
+    deleted_at: Mapped[datetime | None]
+
+
+class Sop(Base, Timestamps):
+    """A standard operating procedure: a governed document like a policy."""
+
+    __tablename__ = "sops"
+    __table_args__ = (
+        Index("ix_sops_tenant_status", "tenant_id", "status"),
+        Index("ix_sops_tenant_review", "tenant_id", "next_review_date"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
+    title: Mapped[str] = mapped_column(String(500))
+    process_area: Mapped[str] = mapped_column(String(200))
+    content: Mapped[str] = mapped_column(Text, default="", server_default="")
+    owner_id: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default="draft", server_default="draft")
+    version: Mapped[str] = mapped_column(String(50), default="1.0", server_default="1.0")
+    effective_date: Mapped[date | None]
+    review_frequency: Mapped[str | None] = mapped_column(String(20))
+    next_review_date: Mapped[date | None]
+    published_date: Mapped[date | None]
+    policy_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("policies.id"))
+    tags: Mapped[list[str]] = mapped_column(default=list, server_default=EMPTY_LIST)
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=EMPTY_MAP)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    updated_by: Mapped[str | None] = mapped_column(String(100))
+    deleted_at: Mapped[datetime | None]
+
+
+class PolicyException(Base, Timestamps):
+    """A granted (or requested) departure from a policy, until its expiry date."""
+
+    __tablename__ = "policy_exceptions"
+    __table_args__ = (
+        Index("ix_policy_exceptions_tenant_status", "tenant_id", "status"),
+        Index("ix_policy_exceptions_tenant_expiry", "tenant_id", "expiry_date"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
+    policy_id: Mapped[int] = mapped_column(BigId, ForeignKey("policies.id"))
+    title: Mapped[str] = mapped_column(String(500))
+    justification: Mapped[str | None] = mapped_column(Text)
+    compensating_controls: Mapped[str | None] = mapped_column(Text)
+    risk_level: Mapped[str | None] = mapped_column(String(20))
+    requested_by: Mapped[str | None] = mapped_column(String(100))
+    owner_id: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default="requested", server_default="requested")
+    start_date: Mapped[date | None]
+    expiry_date: Mapped[date | None]
+    tags: Mapped[list[str]] = mapped_column(default=list, server_default=EMPTY_LIST)
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=EMPTY_MAP)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    updated_by: Mapped[str | None] = mapped_column(String(100))
+    deleted_at: Mapped[datetime | None]
+
+
+class ApprovalDecision(Base):
+    """A decision on an approval step, from any writer: the CLI, the API, or another
+    application's INSERT (docs/integration.md). Its insert is captured as an
+    `approval_decided` change; processing that change applies the decision (`accepted`) or
+    refuses it with its `reason`, changing nothing else."""
+
+    __tablename__ = "approval_decisions"
+    __table_args__ = (
+        Index("ix_approval_decisions_approval", "approval_id"),
+        CheckConstraint(
+            "decision IN ('approve', 'reject', 'request_changes')", name="known_decision"
+        ),
+        CheckConstraint("outcome IN ('pending', 'accepted', 'refused')", name="known_outcome"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"))
+    approval_id: Mapped[int] = mapped_column(BigId)
+    decided_by: Mapped[str] = mapped_column(String(100))
+    decision: Mapped[str] = mapped_column(String(30))
+    comment: Mapped[str | None] = mapped_column(Text)
+    signature: Mapped[dict[str, Any] | None]
+    outcome: Mapped[str] = mapped_column(String(20), default="pending", server_default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    change_id: Mapped[int | None] = mapped_column(BigId)  # set by the capture trigger
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    settled_at: Mapped[datetime | None]
 
 
 class ConsumerCursor(Base):
@@ -424,3 +584,17 @@ class ProcessedChange(Base):
     )
     note: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+# A row of a governed entity table.
+Record = Policy | Risk | ComplianceRequirement | Task | Sop | PolicyException
+
+# The model of each governed entity type (domain/entities.py `KINDS` names their tables).
+ENTITY_MODELS: dict[EntityType, type[Record]] = {
+    EntityType.POLICY: Policy,
+    EntityType.RISK: Risk,
+    EntityType.COMPLIANCE_REQUIREMENT: ComplianceRequirement,
+    EntityType.TASK: Task,
+    EntityType.SOP: Sop,
+    EntityType.POLICY_EXCEPTION: PolicyException,
+}

@@ -3,13 +3,15 @@
 While the backlog is small every change gets its own run (best visibility, lowest
 latency). When it grows, changes are packed into batches: all changes of one entity go in
 the same batch, in order, and a batch holds up to `batch_size` changes (an entity with more
-changes than that gets batches of its own, in order).
+changes than that gets batches of its own, in order). A run holds the changes of one lane
+only (the lane of their entity type: a risk's changes go to `assessment`), so each lane's
+limit counts its own work.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -37,6 +39,7 @@ class BatchingPolicy:
 @dataclass(frozen=True)
 class PlannedRun:
     changes: tuple[PendingChange, ...]
+    lane: str = "policy"
 
     @property
     def change_ids(self) -> list[int]:
@@ -78,10 +81,24 @@ def compact_ids(ids: Sequence[int], limit: int = 1000) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def plan_runs(changes: Sequence[PendingChange], policy: BatchingPolicy) -> list[PlannedRun]:
-    """Split `changes` (in id order) into runs, per the policy."""
+def plan_runs(
+    changes: Sequence[PendingChange],
+    policy: BatchingPolicy,
+    lane_of: Callable[[str], str] = lambda entity_type: "policy",
+) -> list[PlannedRun]:
+    """Split `changes` (in id order) into runs, per the policy, each run in the lane
+    `lane_of` gives its entity type."""
     if len(changes) <= policy.single_run_threshold:
-        return [PlannedRun((c,)) for c in changes]
+        return [PlannedRun((c,), lane_of(c.entity_type)) for c in changes]
+    by_lane: dict[str, list[PendingChange]] = {}
+    for change in changes:
+        by_lane.setdefault(lane_of(change.entity_type), []).append(change)
+    return [run for lane, part in by_lane.items() for run in _batches(part, policy, lane)]
+
+
+def _batches(
+    changes: Sequence[PendingChange], policy: BatchingPolicy, lane: str
+) -> list[PlannedRun]:
     groups: dict[tuple[str, str, str], list[PendingChange]] = {}
     for change in changes:
         groups.setdefault(change.entity_key, []).append(change)
@@ -90,12 +107,12 @@ def plan_runs(changes: Sequence[PendingChange], policy: BatchingPolicy) -> list[
     for group in groups.values():
         if len(group) > policy.batch_size:  # one busy entity: its own batches, in order
             for i in range(0, len(group), policy.batch_size):
-                runs.append(PlannedRun(tuple(group[i : i + policy.batch_size])))
+                runs.append(PlannedRun(tuple(group[i : i + policy.batch_size]), lane))
             continue
         if len(current) + len(group) > policy.batch_size:
-            runs.append(PlannedRun(tuple(sorted(current, key=lambda c: c.id))))
+            runs.append(PlannedRun(tuple(sorted(current, key=lambda c: c.id)), lane))
             current = []
         current.extend(group)
     if current:
-        runs.append(PlannedRun(tuple(sorted(current, key=lambda c: c.id))))
+        runs.append(PlannedRun(tuple(sorted(current, key=lambda c: c.id)), lane))
     return runs

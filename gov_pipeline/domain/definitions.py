@@ -26,12 +26,12 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from gov_pipeline.domain.conditions import CompiledCondition, compile_condition, validate_condition
 from gov_pipeline.domain.entity_fields import readable_fields
 from gov_pipeline.domain.errors import DefinitionError, ValidationIssue
+from gov_pipeline.domain.lifecycle import LIFECYCLES
 from gov_pipeline.domain.statuses import (
     ApprovalMode,
     EntityType,
     NotificationPriority,
     NotificationType,
-    PolicyStatus,
     Role,
     TaskPriority,
     Trigger,
@@ -84,7 +84,9 @@ class ChangeStatusAction(_Action):
     """Move the entity through the lifecycle (validated by the engine)."""
 
     type: Literal["change_status"] = "change_status"
-    to: PolicyStatus
+    # A status of the workflow's entity type (checked against its lifecycle, see
+    # WorkflowDefinition._statuses_of_its_lifecycle).
+    to: Annotated[str, Field(strict=True, min_length=1, max_length=50)]
     reason: Text | None = None
 
 
@@ -288,6 +290,25 @@ class WorkflowDefinition(BaseModel):
                 )
             if action.id is not None:
                 seen.add(action.id)
+        return actions
+
+    @field_validator("actions")
+    @classmethod
+    def _statuses_of_its_lifecycle(
+        cls, actions: list[_Action], info: ValidationInfo
+    ) -> list[_Action]:
+        entity_type = info.data.get("entity_type")
+        if entity_type is None:
+            return actions  # reported as the entity_type's own error
+        lifecycle = LIFECYCLES[entity_type]
+        for path, action in _actions_with_paths(actions):
+            if isinstance(action, ChangeStatusAction) and action.to not in lifecycle.transitions:
+                raise PydanticCustomError(
+                    "unknown_status",
+                    "{path}.to: '{to}' is not a {entity_type} status (one of: {allowed})",
+                    {"path": path, "to": action.to, "entity_type": str(entity_type),
+                     "allowed": ", ".join(lifecycle.statuses)},
+                )  # fmt: skip
         return actions
 
     @field_validator("actions")

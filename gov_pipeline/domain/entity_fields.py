@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+from gov_pipeline.domain.entities import KINDS
 from gov_pipeline.domain.statuses import EntityType, Trigger
 
 
@@ -24,31 +25,21 @@ class FieldSet:
             raise ValueError(f"containers of {self.owner} must be among its names")
 
 
-# The columns of each entity's table, in table order. They are written out here (the domain
-# does not import the database layer); a unit test compares them with the models. A new
-# entity type is one more entry.
+# The columns of each entity's table (domain/entities.py, written out there: the domain does
+# not import the database layer; a unit test compares them with the models).
 ENTITY_FIELDS: Final[Mapping[EntityType, FieldSet]] = MappingProxyType(
     {
-        EntityType.POLICY: FieldSet(
-            owner="policy",
-            names=(
-                *("id", "tenant_id", "title", "policy_type", "content", "purpose", "scope"),
-                *("owner_id", "business_units", "status", "version", "version_number"),
-                *("effective_date", "review_frequency", "next_review_date", "published_date"),
-                *("parent_policy_id", "tags", "custom_fields", "requires_acknowledgment"),
-                *("created_by", "updated_by", "deleted_at", "created_at", "updated_at"),
-            ),
-            containers=frozenset({"business_units", "tags", "custom_fields"}),
-        ),
+        entity_type: FieldSet(owner=kind.noun, names=kind.columns, containers=kind.containers)
+        for entity_type, kind in KINDS.items()
     }
 )
 
-# An `approval_decided` change (services/approvals.py `decide`) holds the decision in its old
-# and new values and lists `approval_status` as changed, whatever the entity type.
+# An `approval_decided` change (captured from an `approval_decisions` row) holds the decision
+# in its old and new values and lists `approval_status` as changed, whatever the entity type.
 APPROVAL_DECISION_NEW: Final = FieldSet(
     owner="the approval decision",
     names=(
-        *("approval_id", "execution_id", "step_index"),
+        *("decision_id", "approval_id", "execution_id", "step_index"),
         *("approval_status", "decision", "decided_by"),
     ),
 )
@@ -72,8 +63,8 @@ class ReadableFields:
 
 
 def entity_field_set(entity_type: EntityType) -> FieldSet:
-    """The fields of `entity_type`; none for a type whose fields are not listed yet."""
-    return ENTITY_FIELDS.get(entity_type) or FieldSet(owner=entity_type, names=())
+    """The fields of `entity_type`."""
+    return ENTITY_FIELDS[entity_type]
 
 
 def readable_fields(entity_type: EntityType, trigger: Trigger) -> ReadableFields:

@@ -13,6 +13,53 @@ class PolicyStatus(StrEnum):
     ARCHIVED = "archived"
 
 
+class RiskStatus(StrEnum):
+    IDENTIFIED = "identified"
+    ASSESSED = "assessed"
+    MITIGATING = "mitigating"
+    ACCEPTED = "accepted"
+    MONITORED = "monitored"
+    CLOSED = "closed"
+
+
+class RequirementStatus(StrEnum):
+    """A compliance requirement's status."""
+
+    NOT_STARTED = "not_started"
+    IN_PROGRESS = "in_progress"
+    EVIDENCE_SUBMITTED = "evidence_submitted"
+    COMPLIANT = "compliant"
+    NON_COMPLIANT = "non_compliant"
+    NOT_APPLICABLE = "not_applicable"
+    RETIRED = "retired"
+
+
+class ExceptionStatus(StrEnum):
+    """A policy exception's status."""
+
+    REQUESTED = "requested"
+    UNDER_REVIEW = "under_review"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    WITHDRAWN = "withdrawn"
+
+
+class RiskTreatment(StrEnum):
+    MITIGATE = "mitigate"
+    ACCEPT = "accept"
+    TRANSFER = "transfer"
+    AVOID = "avoid"
+
+
+class RiskLevel(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
 class ReviewFrequency(StrEnum):
     ANNUAL = "annual"
     BIENNIAL = "biennial"

@@ -21,7 +21,7 @@ run_coordinator:
     max_concurrent_runs: 4
     dequeue_interval_seconds: 1
     tag_concurrency_limits:
-      - key: gov/policy_id
+      - key: gov/entity
         value: {applyLimitPerUniqueValue: true}
         limit: 1
 run_retries:

@@ -302,7 +302,7 @@ def failed_run(stack: Stack) -> str:
     """The processing run whose workflow failed."""
     for run in stack.runs():
         tags = {t["key"]: t["value"] for t in run["tags"]}
-        if run["jobName"] == "process_policy_changes" and tags.get("gov/outcome") == "failed":
+        if run["jobName"] == "process_changes" and tags.get("gov/outcome") == "failed":
             return str(run["runId"])
     raise LookupError("no failed processing run")
 

@@ -10,19 +10,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gov_pipeline.config import Settings
-from gov_pipeline.db.models import Approval, EntityChange, User, Workflow, WorkflowExecution
+from gov_pipeline.db.models import (
+    Approval,
+    ApprovalDecision,
+    EntityChange,
+    User,
+    Workflow,
+    WorkflowExecution,
+)
 from gov_pipeline.domain.approval_flow import FlowOutcome, NextMove, next_move
 from gov_pipeline.domain.definitions import RequestApprovalAction
-from gov_pipeline.domain.lifecycle import ALLOWED_TRANSITIONS
-from gov_pipeline.domain.statuses import (
-    ApprovalMode,
-    ApprovalStatus,
-    ExecutionStatus,
-    PolicyStatus,
-)
+from gov_pipeline.domain.entities import kind_of
+from gov_pipeline.domain.statuses import ApprovalMode, ApprovalStatus, ExecutionStatus
 from gov_pipeline.engine.execution import ExecutionReport, claim, insert_marker, run_actions
 from gov_pipeline.services import approvals as approval_service
-from gov_pipeline.services import policies
+from gov_pipeline.services import records
 from gov_pipeline.services.entities import load_entity
 from gov_pipeline.services.workflows import LoadedWorkflow, load_version
 
@@ -81,6 +83,40 @@ def check_decision(session: Session, change: EntityChange) -> str | None:
     return None
 
 
+class _Refused(Exception):
+    pass
+
+
+def settle_decision(session: Session, change: EntityChange) -> str | None:
+    """Apply the decision row `change` was captured from if no one has yet (another
+    application's INSERT) and check it; why it is refused, or None. A refused row keeps its
+    reason and nothing else changes. A change without a decision row (recorded before
+    revision 0005) is only checked."""
+    decision_id = (change.new_values or {}).get("decision_id")
+    if decision_id is None:
+        return check_decision(session, change)
+    row = session.get(ApprovalDecision, decision_id) if isinstance(decision_id, int) else None
+    if row is None or row.tenant_id != change.tenant_id or row.change_id != change.id:
+        return f"decision {decision_id!r} not found in tenant {change.tenant_id!r}"
+    if row.outcome == approval_service.DECISION_REFUSED:
+        return row.reason or "refused"
+    if row.outcome == approval_service.DECISION_ACCEPTED:
+        return check_decision(session, change)
+    try:
+        with session.begin_nested():
+            approval_service.apply_decision(session, row)
+            reason = check_decision(session, change)
+            if reason is not None:
+                raise _Refused(reason)  # undoes the decision's effect
+    except approval_service.REFUSALS as exc:
+        reason = str(exc)
+    except _Refused as exc:
+        reason = str(exc)
+    if reason is not None:
+        approval_service.refuse_decision(row, reason)
+    return reason
+
+
 def continue_after_decision(
     session: Session, change: EntityChange, settings: Settings, run_id: str | None = None
 ) -> ExecutionReport | DecisionRefused | None:
@@ -95,7 +131,7 @@ def continue_after_decision(
     Raises:
         ActionFailedError: a follow-up action failed (the caller rolls back and retries).
     """
-    reason = check_decision(session, change)
+    reason = settle_decision(session, change)
     if reason is not None:
         log.warning("decision change %s refused: %s", change.id, reason)
         return DecisionRefused(change.id, reason)
@@ -182,7 +218,7 @@ def _end_flow(
         if step.status in (ApprovalStatus.WAITING, ApprovalStatus.PENDING):
             step.status = ApprovalStatus.SKIPPED
     if outcome is FlowOutcome.CHANGES_REQUESTED:
-        _back_to_draft(session, execution)
+        _send_back(session, execution)
         actions, prefix = block.on_changes_requested, "on_changes_requested."
     elif outcome is FlowOutcome.REJECTED:
         actions, prefix = block.on_rejected, "on_rejected."
@@ -196,15 +232,21 @@ def _end_flow(
     return done
 
 
-def _back_to_draft(session: Session, execution: WorkflowExecution) -> None:
-    """Changes requested: the policy goes back to draft when the lifecycle allows it."""
+def _send_back(session: Session, execution: WorkflowExecution) -> None:
+    """Changes requested: the entity goes back to its lifecycle's `revise_to` status (a
+    policy to draft) when the lifecycle allows the move from where it stands."""
     entity = load_entity(session, execution.tenant_id, execution.entity_type, execution.entity_id)
-    if entity is None or PolicyStatus.DRAFT not in ALLOWED_TRANSITIONS[PolicyStatus(entity.status)]:
+    if entity is None:
         return
-    policies.transition_status(
+    lifecycle = kind_of(execution.entity_type).lifecycle
+    target = lifecycle.revise_to
+    if target is None or not lifecycle.allows(entity.status, target):
+        return
+    records.transition_record(
         session,
+        execution.entity_type,
         tenant_id=execution.tenant_id,
-        policy_id=entity.id,
-        to_status=PolicyStatus.DRAFT,
-        actor=policies.Actor("workflow:changes-requested", execution.id, execution.chain_depth + 1),
+        record_id=entity.id,
+        to_status=target,
+        actor=records.Actor("workflow:changes-requested", execution.id, execution.chain_depth + 1),
     )

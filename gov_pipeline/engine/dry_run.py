@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from gov_pipeline.db.models import EntityChange
 from gov_pipeline.domain.definitions import RequestApprovalAction, WorkflowDefinition
+from gov_pipeline.domain.entities import kind_of
 from gov_pipeline.domain.errors import NotFoundError
 from gov_pipeline.domain.statuses import WorkflowStatus
 from gov_pipeline.domain.triggers import TRIGGERS_BY_KIND
@@ -32,23 +33,24 @@ def dry_run(
     session: Session,
     definition: WorkflowDefinition,
     *,
-    policy_id: int | str,
+    entity_id: int | str,
     trigger: str | None = None,
     change_id: int | None = None,
 ) -> dict[str, Any]:
     """Would `definition` match, which conditions fail, and what would it do — writes nothing.
 
-    Without `change_id` the policy is taken as if it had just arrived in its current state
+    Without `change_id` the record `entity_id` (of the definition's entity type) is taken
+    as if it had just arrived in its current state
     (every field changed, nothing before). With `change_id` that real change is used.
 
     Raises:
-        NotFoundError: unknown policy or change in the definition's tenant.
+        NotFoundError: unknown record or change in the definition's tenant.
     """
     tenant = definition.tenant_id
-    entity = load_entity(session, tenant, definition.entity_type, str(policy_id))
+    entity = load_entity(session, tenant, definition.entity_type, str(entity_id))
     if entity is None:
-        shown = int(policy_id) if str(policy_id).isdigit() else policy_id  # as `policies show`
-        raise NotFoundError("policy", shown, tenant)
+        shown = int(entity_id) if str(entity_id).isdigit() else entity_id  # as `policies show`
+        raise NotFoundError(kind_of(definition.entity_type).noun, shown, tenant)
     if change_id is not None:
         change = session.get(EntityChange, change_id)
         if change is None or change.tenant_id != tenant or change.entity_id != str(entity.id):
@@ -69,7 +71,8 @@ def dry_run(
     return {
         "workflow": definition.name,
         "tenant_id": tenant,
-        "policy_id": entity.id,
+        "entity_type": str(definition.entity_type),
+        "entity_id": entity.id,
         "trigger": wanted,
         "trigger_matches": trigger_ok,
         "conditions_met": matched,

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from gov_pipeline.db.models import EntityChange, Policy
-from gov_pipeline.services import policies
+from gov_pipeline.db.models import EntityChange, Record
+from gov_pipeline.services.records import record_to_dict
 
 
-def entity_facts(entity: Policy | None) -> dict[str, Any]:
+def entity_facts(entity: Record | None) -> dict[str, Any]:
     if entity is None:
         return {}
-    return policies.policy_to_dict(entity, include_content=False)
+    return record_to_dict(entity, include_content=False)
 
 
-def entity_only_facts(entity: Policy, trigger: str, actor: str | None = None) -> dict[str, Any]:
+def entity_only_facts(entity: Record, trigger: str, actor: str | None = None) -> dict[str, Any]:
     """The condition context when no change is involved (manual runs, deadlines)."""
     return {
         "old": {}, "new": {}, "changed": [], "entity": entity_facts(entity),
@@ -22,7 +22,7 @@ def entity_only_facts(entity: Policy, trigger: str, actor: str | None = None) ->
     }  # fmt: skip
 
 
-def build_facts(change: EntityChange, entity: Policy | None, trigger: str) -> dict[str, Any]:
+def build_facts(change: EntityChange, entity: Record | None, trigger: str) -> dict[str, Any]:
     """The condition context of DOMAIN.md: old, new, changed, entity, actor, trigger."""
     return {
         "old": dict(change.old_values or {}),

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from gov_pipeline.db.bulk import insert_ignore
 from gov_pipeline.db.models import WorkflowExecution
+from gov_pipeline.domain.entities import kind_of
 from gov_pipeline.domain.errors import NotFoundError
 from gov_pipeline.domain.statuses import ExecutionStatus, Trigger
 from gov_pipeline.engine.facts import entity_only_facts
@@ -22,24 +23,26 @@ def start_manual_execution(
     *,
     tenant_id: str,
     workflow: str,
-    policy_id: int | str,
+    entity_id: int | str,
     request_key: str,
     actor: str | None = None,
 ) -> WorkflowExecution:
-    """Create (once per `request_key`) an execution of `workflow` for the policy.
+    """Create (once per `request_key`) an execution of `workflow` for the record
+    `entity_id` of the workflow's entity type.
 
-    The workflow's conditions are evaluated against the policy as it is now, with trigger
+    The workflow's conditions are evaluated against the record as it is now, with trigger
     `manual`; if they are false the execution is recorded as skipped with the reason.
     Inactive workflows may be run by hand (that is what manual runs are for).
 
     Raises:
-        NotFoundError: unknown workflow or policy in this tenant.
+        NotFoundError: unknown workflow or record in this tenant.
     """
     wf = get_workflow(session, tenant_id, workflow)
     loaded = load_version(session, wf)
-    entity = load_entity(session, tenant_id, loaded.definition.entity_type, str(policy_id))
+    entity_type = loaded.definition.entity_type
+    entity = load_entity(session, tenant_id, entity_type, str(entity_id))
     if entity is None or entity.deleted_at is not None:
-        raise NotFoundError("policy", policy_id, tenant_id)
+        raise NotFoundError(kind_of(entity_type).noun, entity_id, tenant_id)
     # A plain str in the facts: a failed condition quotes it by repr.
     facts = entity_only_facts(entity, Trigger.MANUAL.value, actor)
     matched = loaded.condition.evaluate(facts)

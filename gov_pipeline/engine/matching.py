@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from gov_pipeline.config import Settings
 from gov_pipeline.db.bulk import insert_ignore
-from gov_pipeline.db.models import EntityChange, Policy, WorkflowExecution
+from gov_pipeline.db.models import EntityChange, Record, WorkflowExecution
 from gov_pipeline.domain.statuses import ExecutionStatus
 from gov_pipeline.domain.triggers import TRIGGERS_BY_KIND
 from gov_pipeline.engine.facts import build_facts
@@ -70,7 +70,7 @@ def match_changes(
 
 def _execution_rows(
     change: EntityChange,
-    entity: Policy | None,
+    entity: Record | None,
     candidates: Sequence[LoadedWorkflow],
     settings: Settings,
     now: datetime,

@@ -1,5 +1,5 @@
-"""`import_policies`: a CSV or JSON file of policies, validated whole, created in chunks
-with progress in the run's log."""
+"""`import_records`: a CSV or JSON file of records of one entity type (policies by default),
+validated whole, created in chunks with progress in the run's log."""
 
 # No "from __future__ import annotations": Dagster reads op and config annotations at runtime.
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from gov_pipeline.domain.entities import kind_of
 from gov_pipeline.domain.errors import InvalidInputError
 from gov_pipeline.orchestration.common import LANE_TAG, permanent_errors
 from gov_pipeline.orchestration.resources import DatabaseResource
@@ -14,10 +15,12 @@ from gov_pipeline.runners import importer
 
 
 class ImportConfig(dg.Config):
-    """A CSV or JSON file of policies to create in a tenant."""
+    """A CSV or JSON file of records to create in a tenant (`entity_type`: policy, risk,
+    compliance_requirement, task, sop or policy_exception)."""
 
     path: str
     tenant_id: str
+    entity_type: str = "policy"
     chunk_size: int = 500
     format: str | None = None
 
@@ -26,20 +29,22 @@ class ImportConfig(dg.Config):
 def import_file(
     context: dg.OpExecutionContext, config: ImportConfig, database: DatabaseResource
 ) -> None:
-    """Validate the whole file, then create its policies in chunks, logging progress."""
+    """Validate the whole file, then create its records in chunks, logging progress."""
     with permanent_errors():
         if config.chunk_size < 1:
             raise InvalidInputError("chunk_size", "must be >= 1")
-        rows = importer.read_import_file(Path(config.path), config.format)
+        noun = kind_of(config.entity_type).noun
+        rows = importer.read_import_file(Path(config.path), config.format, config.entity_type)
     context.log.info(f"{len(rows)} row(s) read from {config.path}")
 
     def progress(done: int, total: int) -> None:
-        context.log.info(f"imported {done}/{total} policies ({100 * done // max(total, 1)}%)")
+        context.log.info(f"imported {done}/{total} {noun} records ({100 * done // max(total, 1)}%)")
 
     with permanent_errors():
-        report = importer.import_policies(
+        report = importer.import_records(
             database.sessions(), tenant_id=config.tenant_id, rows=rows,
-            chunk_size=config.chunk_size, actor=f"import:{context.run_id}", on_progress=progress,
+            entity_type=config.entity_type, chunk_size=config.chunk_size,
+            actor=f"import:{context.run_id}", on_progress=progress,
         )  # fmt: skip
     context.add_output_metadata(
         {
@@ -53,7 +58,8 @@ def import_file(
 @dg.job(
     executor_def=dg.in_process_executor,
     tags={LANE_TAG: "import"},
-    description="Bulk import of policies from a CSV or JSON file (config: path, tenant_id).",
+    description="Bulk import of policies, risks or other records from a CSV or JSON file "
+    "(config: path, tenant_id, entity_type).",
 )
-def import_policies() -> None:
+def import_records() -> None:
     import_file()

@@ -1,5 +1,5 @@
-"""`execute_workflow`: one workflow for one policy by hand (the launchpad, `dagster job
-launch`), through runners/manual.py."""
+"""`execute_workflow`: one workflow for one record (a policy, a risk, ...) by hand (the
+launchpad, `dagster job launch`), through runners/manual.py."""
 
 # No "from __future__ import annotations": Dagster reads op and config annotations at runtime.
 
@@ -12,11 +12,12 @@ from gov_pipeline.runners.manual import run_manual_workflow
 
 
 class ExecuteWorkflowConfig(dg.Config):
-    """Which workflow to run, for which policy."""
+    """Which workflow to run, for which record of its entity type (`entity_id`: a policy's
+    id for a policy workflow, a risk's for a risk workflow)."""
 
     tenant_id: str
     workflow: str
-    policy_id: int
+    entity_id: int
 
 
 @dg.op(retry_policy=POLICY_RETRY)
@@ -27,7 +28,7 @@ def run_workflow(
     with permanent_errors():
         outcome = run_manual_workflow(
             database.sessions(), database.settings(), tenant_id=config.tenant_id,
-            workflow=config.workflow, policy_id=config.policy_id, request_key=context.run_id,
+            workflow=config.workflow, entity_id=config.entity_id, request_key=context.run_id,
             actor=f"dagster:{context.run_id}", max_attempts=MAX_ATTEMPTS,
         )  # fmt: skip
     metadata = {
@@ -42,7 +43,7 @@ def run_workflow(
 @dg.job(
     executor_def=dg.in_process_executor,
     tags={LANE_TAG: "policy"},
-    description="Run one workflow for one policy by hand (config: tenant_id, workflow, policy_id).",
+    description="Run one workflow for one record by hand (config: tenant_id, workflow, entity_id).",
 )
 def execute_workflow() -> None:
     run_workflow()

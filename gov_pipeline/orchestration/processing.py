@@ -1,4 +1,4 @@
-"""The main job, `process_policy_changes`: load changes → match workflows → execute actions →
+"""The main job, `process_changes`: load changes → match workflows → execute actions →
 record outcome. Each op calls one function of runners/batch.py and attaches what it did as
 metadata; the sync path (`process --sync`) composes the same steps."""
 
@@ -140,12 +140,12 @@ def record_outcome(
     tags={LANE_TAG: "policy"},
     description="Process captured policy changes: load → match workflows → run actions → record.",
 )
-def process_policy_changes() -> None:
+def process_changes() -> None:
     record_outcome(execute_actions(match_workflows(load_changes())))
 
 
 def change_ids_of_run(run_config: Mapping[str, Any]) -> list[int]:
-    """The change ids a process_policy_changes run was given (empty if none)."""
+    """The change ids a process_changes run was given (empty if none)."""
     try:
         ids = run_config["ops"]["load_changes"]["config"]["change_ids"]
     except (KeyError, TypeError):
@@ -156,11 +156,11 @@ def change_ids_of_run(run_config: Mapping[str, Any]) -> list[int]:
 def processing_sensor(
     name: str, interval_s: int, description: str
 ) -> Callable[[Callable[..., Any]], dg.SensorDefinition]:
-    """The decorator of a sensor that requests `process_policy_changes` runs every
+    """The decorator of a sensor that requests `process_changes` runs every
     `interval_s` seconds (on the daemon's loop), running by default."""
     return dg.sensor(
         name=name,
-        job=process_policy_changes,
+        job=process_changes,
         minimum_interval_seconds=daemon_interval(interval_s),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=description,

@@ -11,46 +11,48 @@ from gov_pipeline.domain.batching import PlannedRun, compact_ids
 from gov_pipeline.orchestration.common import LANE_TAG, daemon_interval
 from gov_pipeline.orchestration.processing import (
     change_ids_of_run,
-    process_policy_changes,
+    process_changes,
     processing_sensor,
 )
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.requests import request_runs
 from gov_pipeline.runners.retries import fail_pending_executions
 
-LANE = "policy"  # the lane of the original governance:policy queue
+ENTITY_TAG = "gov/entity"  # the ordering tag: one run at a time per entity
 
 
 def run_request(run: PlannedRun) -> dg.RunRequest:
     """The Dagster run request of a planned run: its changes as config, what it is about as
-    tags (the ordering tag gov/policy_id, the lane, the priority)."""
+    tags (the ordering tag gov/entity `<type>:<id>`, the lane of its entity type, the
+    priority)."""
     entities = run.entity_keys
     tenants = sorted({t for t, _, _ in entities})
+    entity = f"{entities[0][1]}:{entities[0][2]}" if len(entities) == 1 else "multiple"
     return dg.RunRequest(
         run_key=run.run_key,
         run_config={"ops": {"load_changes": {"config": {"change_ids": run.change_ids}}}},
         tags={
-            "gov/policy_id": entities[0][2] if len(entities) == 1 else "multiple",
+            ENTITY_TAG: entity,
             "gov/tenant_id": tenants[0] if len(tenants) == 1 else "multiple",
             "gov/change_ids": compact_ids(run.change_ids),
             "gov/changes": str(len(run.change_ids)),
-            LANE_TAG: LANE,
+            LANE_TAG: run.lane,
             "dagster/priority": str(run.priority),
         },
     )
 
 
 def change_sensor(settings: Settings) -> dg.SensorDefinition:
-    """`policy_change_sensor`, ticking every `settings.sensor_interval_s`."""
+    """`entity_change_sensor`, ticking every `settings.sensor_interval_s`."""
 
     @processing_sensor(
-        "policy_change_sensor",
+        "entity_change_sensor",
         settings.sensor_interval_s,
         "Reads the change table with the commit-safe reader and requests runs: one per "
         "change while the backlog is small, batches (a policy's changes together, in order) "
         "when it grows.",
     )
-    def policy_change_sensor(
+    def entity_change_sensor(
         context: dg.SensorEvaluationContext, database: DatabaseResource
     ) -> dg.SensorResult:
         tick = request_runs(database.sessions(), context.cursor, database.settings())
@@ -60,23 +62,23 @@ def change_sensor(settings: Settings) -> dg.SensorDefinition:
         requests = [run_request(r) for r in tick.runs]
         return dg.SensorResult(run_requests=requests, cursor=tick.cursor)
 
-    return policy_change_sensor
+    return entity_change_sensor
 
 
 def run_failure_sensor(settings: Settings) -> dg.SensorDefinition:
-    """`policy_run_failure_sensor`: a processing run that failed for good fails its pending
+    """`processing_failure_sensor`: a processing run that failed for good fails its pending
     executions."""
 
     @dg.run_failure_sensor(
-        name="policy_run_failure_sensor",
-        monitored_jobs=[process_policy_changes],
+        name="processing_failure_sensor",
+        monitored_jobs=[process_changes],
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=daemon_interval(settings.sensor_interval_s),
         description="When a processing run fails for good, its pending executions fail with "
         "the run's error and their workflow owners are told. A run whose worker died leaves "
         "them pending: the sweeper requests a new run for its changes.",
     )
-    def policy_run_failure_sensor(
+    def processing_failure_sensor(
         context: dg.RunFailureSensorContext, database: DatabaseResource
     ) -> None:
         run = context.dagster_run
@@ -100,4 +102,4 @@ def run_failure_sensor(settings: Settings) -> dg.SensorDefinition:
         )
         context.log.info(f"run {run.run_id}: failed {len(failed)} pending execution(s) {failed}")
 
-    return policy_run_failure_sensor
+    return processing_failure_sensor

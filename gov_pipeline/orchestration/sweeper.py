@@ -9,7 +9,7 @@ import dagster as dg
 from gov_pipeline.config import Settings
 from gov_pipeline.orchestration.processing import (
     change_ids_of_run,
-    process_policy_changes,
+    process_changes,
     processing_sensor,
 )
 from gov_pipeline.orchestration.resources import DatabaseResource
@@ -27,9 +27,9 @@ WAITING_OR_RUNNING = [
 
 
 def held_change_ids(instance: dg.DagsterInstance) -> set[int]:
-    """Change ids given to process_policy_changes runs that are still waiting or running."""
+    """Change ids given to process_changes runs that are still waiting or running."""
     runs = instance.get_runs(
-        dg.RunsFilter(job_name=process_policy_changes.name, statuses=WAITING_OR_RUNNING)
+        dg.RunsFilter(job_name=process_changes.name, statuses=WAITING_OR_RUNNING)
     )
     return {i for run in runs for i in change_ids_of_run(run.run_config)}
 

@@ -187,6 +187,7 @@ def _run_change(
             decided = int((change.new_values or {})["execution_id"])
             raise ChangeAttemptFailed(change.id, decided, exc) from exc
         if isinstance(done, DecisionRefused):
+            _skip_executions(session, executions, f"the decision was refused: {done.reason}")
             return ran, done.reason
         if done is not None:
             ran.append(done)
@@ -201,6 +202,17 @@ def _run_change(
 
 
 _RETRYABLE = (ActionFailedError, SQLAlchemyError)
+
+
+def _skip_executions(session: Session, execution_ids: Sequence[int], reason: str) -> None:
+    """The workflows listening to a refused decision do not run on it."""
+    now = datetime.now(UTC)
+    for execution_id in execution_ids:
+        execution = session.get(WorkflowExecution, execution_id)
+        if execution is not None and execution.status == ExecutionStatus.PENDING:
+            execution.status = ExecutionStatus.SKIPPED
+            execution.status_reason = reason
+            execution.finished_at = now
 
 
 def _run_chunk(

@@ -1,9 +1,12 @@
-"""Review reminders: run `on_deadline_approaching` / `on_deadline_passed` workflows for the
-policies whose `next_review_date` is near or past.
+"""Deadline reminders: run `on_deadline_approaching` / `on_deadline_passed` workflows for
+the records whose deadline date is near or past: a policy's, risk's or SOP's
+`next_review_date`, a requirement's or task's `due_date`, an exception's `expiry_date`
+(`EntityKind.deadline_field`).
 
-Once per review date: an execution's dedupe key is `deadline:<trigger>:<policy>:<date>`, so
-running the schedule again on the same day (or every day until the date) finds the rows
-already there; moving the review date makes the policy due for a reminder again.
+Once per date: an execution's dedupe key is `deadline:<trigger>:<id>:<date>` (with the
+entity type before the id for types other than policy), so running the schedule again on
+the same day (or every day until the date) finds the rows already there; moving the date
+makes the record due for a reminder again.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 
 from gov_pipeline.config import Settings
 from gov_pipeline.db.bulk import insert_ignore
-from gov_pipeline.db.models import Policy, Workflow, WorkflowExecution
+from gov_pipeline.db.models import ENTITY_MODELS, Record, Workflow, WorkflowExecution
+from gov_pipeline.domain.entities import EntityKind, kind_of
 from gov_pipeline.domain.errors import TransientExecutionError
 from gov_pipeline.domain.retry import RetryPolicy
 from gov_pipeline.domain.statuses import EntityType, ExecutionStatus, Trigger, WorkflowStatus
@@ -52,9 +56,16 @@ class ReminderReport:
     by_workflow: dict[str, int] = field(default_factory=dict)
 
 
-def dedupe_key(trigger: str, policy: Policy) -> str:
-    assert policy.next_review_date is not None  # selected by due_policies
-    return f"deadline:{trigger}:{policy.id}:{policy.next_review_date.isoformat()}"
+def dedupe_key(trigger: str, kind: EntityKind, record: Record) -> str:
+    assert kind.deadline_field is not None  # only kinds with a deadline are selected
+    day: date = getattr(record, kind.deadline_field)
+    # Policies keep the key of the policy-only form, so a reminder is never sent twice.
+    which = (
+        str(record.id)
+        if kind.entity_type is EntityType.POLICY
+        else f"{kind.entity_type}:{record.id}"
+    )
+    return f"deadline:{trigger}:{which}:{day.isoformat()}"
 
 
 def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -62,22 +73,20 @@ def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def due_policies_query(loaded: LoadedWorkflow, today: date) -> Select[Policy]:
-    """The workflow's tenant's live policies whose review date its trigger covers on `today`:
-    approaching, `today <= next_review_date <= today + days_before_deadline`; passed,
-    `next_review_date < today`."""
-    review = Policy.next_review_date
-    query = (
-        select(Policy)
-        # Conditions and facts never see the content; a policy may hold megabytes of it.
-        .options(defer(Policy.content))
-        .where(
-            Policy.tenant_id == loaded.tenant_id,
-            Policy.deleted_at.is_(None),
-            review.is_not(None),
-        )
-        .order_by(Policy.id)
+def due_records_query(kind: EntityKind, loaded: LoadedWorkflow, today: date) -> Select[Any]:
+    """The workflow's tenant's live records whose deadline date its trigger covers on
+    `today`: approaching, `today <= date <= today + days_before_deadline`; passed,
+    `date < today`."""
+    assert kind.deadline_field is not None
+    model = ENTITY_MODELS[kind.entity_type]
+    review = getattr(model, kind.deadline_field)
+    query = select(model).where(
+        model.tenant_id == loaded.tenant_id, model.deleted_at.is_(None), review.is_not(None)
     )
+    if "content" in kind.columns:
+        # Conditions and facts never see the content; a policy may hold megabytes of it.
+        query = query.options(defer(model.content))  # type: ignore[union-attr]
+    query = query.order_by(model.id)
     if loaded.definition.trigger == Trigger.ON_DEADLINE_PASSED:
         return query.where(review < today)
     days = loaded.definition.days_before_deadline or 0
@@ -100,16 +109,17 @@ def _deadline_workflows(session: Session) -> list[Workflow]:
 def _match_workflow(
     session: Session, loaded: LoadedWorkflow, today: date, report: ReminderReport
 ) -> list[int]:
-    """Create the workflow's executions for its due policies (once per review date).
+    """Create the workflow's executions for its due records (once per deadline date).
 
     Returns:
         The ids of its pending executions among them (new, or left by an earlier run).
     """
     trigger = loaded.definition.trigger
+    kind = kind_of(loaded.definition.entity_type)
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
-    for policy in session.scalars(due_policies_query(loaded, today)):
-        facts = entity_only_facts(policy, trigger)
+    for record in session.scalars(due_records_query(kind, loaded, today)):
+        facts = entity_only_facts(record, trigger)
         status, reason = ExecutionStatus.PENDING, None
         if not loaded.condition.evaluate(facts):
             failed = loaded.condition.explain(facts)
@@ -117,9 +127,10 @@ def _match_workflow(
         rows.append(
             {
                 "tenant_id": loaded.tenant_id, "workflow_id": loaded.id,
-                "workflow_version": loaded.version, "dedupe_key": dedupe_key(trigger, policy),
-                "change_id": None, "entity_type": EntityType.POLICY,
-                "entity_id": str(policy.id), "status": status, "status_reason": reason,
+                "workflow_version": loaded.version,
+                "dedupe_key": dedupe_key(trigger, kind, record), "change_id": None,
+                "entity_type": str(kind.entity_type), "entity_id": str(record.id),
+                "status": status, "status_reason": reason,
                 "error": None, "input": facts, "caused_by_execution_id": None,
                 "chain_depth": 0, "created_at": now, "updated_at": now, "attempts": 0,
                 "finished_at": now if status is ExecutionStatus.SKIPPED else None,
@@ -165,7 +176,7 @@ def run_review_reminders(
     sleep: Callable[[float], None] = time.sleep,
 ) -> ReminderReport:
     """Remind once per review date: match every active deadline workflow (all tenants)
-    against its tenant's due policies, then run the pending executions with retries.
+    against its tenant's due records, then run the pending executions with retries.
 
     Args:
         today: the day the schedule runs for (the window is computed from it).
@@ -183,8 +194,8 @@ def run_review_reminders(
         # One transaction per workflow: its executions appear all together or not at all.
         with sessions.begin() as session:
             workflow = session.get(Workflow, workflow_id)
-            if workflow is None or workflow.entity_type != EntityType.POLICY:
-                continue  # only policies carry a review date
+            if workflow is None or kind_of(workflow.entity_type).deadline_field is None:
+                continue
             loaded = load_version(session, workflow)
             pending.extend(_match_workflow(session, loaded, today, report))
     for execution_id in pending:

@@ -129,6 +129,6 @@ def lag_verdict(state: GovernanceState) -> Verdict:
         False,
         f"{pending} change(s) are not processed; the oldest has waited {lag:.0f} s, over the "
         f"{limit} s threshold. Check that the daemon and the workers run "
-        "(gov-pipeline queue status) and look for failed process_policy_changes runs.",
+        "(gov-pipeline queue status) and look for failed process_changes runs.",
         figure,
     )

@@ -1,5 +1,6 @@
-"""Bulk import of policies from CSV or JSON: read, validate every row, then create them in
-chunks (one transaction each) through the policy service, so each insert is a change."""
+"""Bulk import of governed records (policies, risks, ...) from CSV or JSON: read, validate
+every row, then create them in chunks (one transaction each) through the record service, so
+each insert is a change."""
 
 from __future__ import annotations
 
@@ -15,20 +16,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from gov_pipeline.domain.entities import EntityKind, kind_of
 from gov_pipeline.domain.errors import InvalidInputError
-from gov_pipeline.domain.lifecycle import parse_status
-from gov_pipeline.domain.policy_fields import MAX_CONTENT_CHARS, validate_policy_fields
-from gov_pipeline.services import policies
+from gov_pipeline.domain.record_fields import MAX_CONTENT_CHARS, editable_fields, validate_fields
+from gov_pipeline.domain.statuses import EntityType
+from gov_pipeline.services import records
 from gov_pipeline.services.tenants import require_tenant
 
 log = logging.getLogger(__name__)
 
-IMPORT_COLUMNS = (
-    "title", "policy_type", "owner_id", "content", "purpose", "scope", "status", "version",
-    "effective_date", "review_frequency", "next_review_date", "tags", "business_units",
-    "requires_acknowledgment", "custom_fields",
-)  # fmt: skip
-LIST_COLUMNS = frozenset({"tags", "business_units"})
+MAPPING_COLUMNS = frozenset({"custom_fields"})  # JSON text in a CSV cell
+BOOLEAN_COLUMNS = frozenset({"requires_acknowledgment"})
 BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 FORMATS = ("csv", "json")
 # How many problems an error message lists.
@@ -47,24 +45,29 @@ class ImportReport:
     seconds: float
 
 
+def import_columns(entity_type: str) -> tuple[str, ...]:
+    """The columns an import of `entity_type` may have: its editable fields and status."""
+    return (*editable_fields(kind_of(entity_type).entity_type), "status")
+
+
 def _problems(what: str, problems: list[str], count: int) -> str:
     return f"{count} {what}: " + "; ".join(problems[:SHOWN_PROBLEMS])
 
 
-def _csv_cell(column: str, raw: str) -> Any:
-    """A CSV cell as the policy field expects it.
+def _csv_cell(kind: EntityKind, column: str, raw: str) -> Any:
+    """A CSV cell as the field expects it.
 
     Raises:
         ValueError: the cell cannot be read as its column's type.
     """
-    if column in LIST_COLUMNS:
+    if column in kind.containers - MAPPING_COLUMNS:
         return [part.strip() for part in raw.split(";") if part.strip()]
-    if column == "requires_acknowledgment":
+    if column in BOOLEAN_COLUMNS:
         try:
             return BOOLEANS[raw.strip().lower()]
         except KeyError:
             raise ValueError(f"expected true/false/yes/no/1/0, got {raw[:40]!r}") from None
-    if column == "custom_fields":
+    if column in MAPPING_COLUMNS:
         try:
             value = json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -75,7 +78,7 @@ def _csv_cell(column: str, raw: str) -> Any:
     return raw
 
 
-def _read_csv(path: Path, text: str) -> list[dict[str, Any]]:
+def _read_csv(kind: EntityKind, path: Path, text: str) -> list[dict[str, Any]]:
     csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
@@ -83,11 +86,11 @@ def _read_csv(path: Path, text: str) -> list[dict[str, Any]]:
         if header is None:
             raise InvalidInputError(str(path), "empty file: expected a header row")
         columns = [name.strip() for name in header]
+        known = import_columns(kind.entity_type)
         for name in columns:
-            if name not in IMPORT_COLUMNS:
+            if name not in known:
                 raise InvalidInputError(
-                    str(path),
-                    f"unknown column {name[:60]!r} (columns: {', '.join(IMPORT_COLUMNS)})",
+                    str(path), f"unknown column {name[:60]!r} (columns: {', '.join(known)})"
                 )
         duplicated = sorted({n for n in columns if columns.count(n) > 1})
         if duplicated:
@@ -108,7 +111,7 @@ def _read_csv(path: Path, text: str) -> list[dict[str, Any]]:
                 if not raw.strip():
                     continue  # an empty cell leaves the field unset
                 try:
-                    row[column] = _csv_cell(column, raw)
+                    row[column] = _csv_cell(kind, column, raw)
                 except ValueError as exc:
                     problems.append(f"row {number}: {column}: {exc}")
                     row_ok = False
@@ -121,16 +124,16 @@ def _read_csv(path: Path, text: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _read_json(path: Path, text: str) -> list[dict[str, Any]]:
+def _read_json(kind: EntityKind, path: Path, text: str) -> list[dict[str, Any]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(str(path), f"not valid JSON: {exc}") from None
-    if isinstance(data, dict) and "policies" in data:
-        data = data["policies"]
+    if isinstance(data, dict) and kind.command in data:
+        data = data[kind.command]
     if not isinstance(data, list):
         raise InvalidInputError(
-            str(path), 'expected a list of policy objects or {"policies": [...]}'
+            str(path), f'expected a list of {kind.noun} objects or {{"{kind.command}": [...]}}'
         )
     for number, item in enumerate(data, start=1):
         if not isinstance(item, dict):
@@ -140,12 +143,15 @@ def _read_json(path: Path, text: str) -> list[dict[str, Any]]:
     return [dict(item) for item in data]
 
 
-def read_import_file(path: Path, fmt: str | None = None) -> list[dict[str, Any]]:
-    """Read the policies of a CSV or JSON file as field dicts (not validated yet).
+def read_import_file(
+    path: Path, fmt: str | None = None, entity_type: str = EntityType.POLICY
+) -> list[dict[str, Any]]:
+    """Read the records of a CSV or JSON file as field dicts (not validated yet).
 
-    CSV: a header row of policy fields; `tags` and `business_units` `;`-separated,
-    `custom_fields` JSON text, `requires_acknowledgment` true/false/yes/no/1/0; empty cells
-    are left out. JSON: a list of objects, or `{"policies": [...]}`.
+    CSV: a header row of the entity type's fields (`import_columns`); lists (`tags`,
+    `business_units`) `;`-separated, `custom_fields` JSON text, `requires_acknowledgment`
+    true/false/yes/no/1/0; empty cells are left out. JSON: a list of objects, or
+    `{"<command>": [...]}` (`{"policies": [...]}`, `{"risks": [...]}`).
 
     Args:
         fmt: `csv` or `json`; by default taken from the file's suffix.
@@ -154,6 +160,7 @@ def read_import_file(path: Path, fmt: str | None = None) -> list[dict[str, Any]]
         InvalidInputError: unknown format, unreadable file, bad JSON, an unknown column, or
             cells that cannot be read (the message names the file, and row and column).
     """
+    entity = kind_of(entity_type)
     kind = (fmt or path.suffix.lstrip(".")).lower()
     if kind not in FORMATS:
         raise InvalidInputError(
@@ -165,17 +172,20 @@ def read_import_file(path: Path, fmt: str | None = None) -> list[dict[str, Any]]
             text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(str(path), f"cannot read the file: {exc}") from None
-    return _read_csv(path, text) if kind == "csv" else _read_json(path, text)
+    return _read_csv(entity, path, text) if kind == "csv" else _read_json(entity, path, text)
 
 
-def validate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Check every row as the fields of a new policy (status allowed) and return them
-    normalised, with the status when given.
+def validate_rows(
+    rows: Iterable[dict[str, Any]], entity_type: str = EntityType.POLICY
+) -> list[dict[str, Any]]:
+    """Check every row as the fields of a new record of `entity_type` (status allowed) and
+    return them normalised, with the status when given.
 
     Raises:
         InvalidInputError: one or more rows are invalid; the message counts them and lists
             the first problems as `row N: <field>: <message>` (N counts data rows from 1).
     """
+    kind = kind_of(entity_type)
     valid: list[dict[str, Any]] = []
     problems: list[str] = []
     bad_rows = 0
@@ -183,13 +193,13 @@ def validate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         found: list[str] = []
         values: dict[str, Any] = {}
         try:
-            values = validate_policy_fields(row, creating=True)
+            values = validate_fields(kind.entity_type, row, creating=True)
         except InvalidInputError as exc:
             found.append(f"row {number}: {exc}")
         status = row.get("status")
         if status is not None:
             try:
-                values["status"] = parse_status(str(status))
+                values["status"] = kind.lifecycle.parse(str(status))
             except InvalidInputError as exc:
                 found.append(f"row {number}: {exc}")
         problems.extend(found)
@@ -200,16 +210,18 @@ def validate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return valid
 
 
-def import_policies(
+def import_records(
     sessions: sessionmaker[Session],
     *,
     tenant_id: str,
     rows: list[dict[str, Any]],
+    entity_type: str = EntityType.POLICY,
     chunk_size: int = 500,
     actor: str = "import",
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
-    """Create one policy per row, `chunk_size` per transaction, each captured as a change.
+    """Create one record of `entity_type` per row, `chunk_size` per transaction, each
+    captured as a change.
 
     All rows are validated before anything is written. A database failure in a later chunk
     leaves the chunks before it committed (`on_progress` has said how far it got).
@@ -225,25 +237,27 @@ def import_policies(
     if chunk_size < 1:
         raise InvalidInputError("chunk_size", "must be >= 1")
     started = time.perf_counter()
-    valid = validate_rows(rows)
+    kind = kind_of(entity_type)
+    valid = validate_rows(rows, kind.entity_type)
     with sessions.begin() as session:
         require_tenant(session, tenant_id)
     total = len(valid)
-    who = policies.Actor(user_id=actor)
+    who = records.Actor(user_id=actor)
     first_id: int | None = None
     last_id: int | None = None
     done = chunks = 0
     for start in range(0, total, chunk_size):
         with sessions.begin() as session:
             for fields in valid[start : start + chunk_size]:
-                policy = policies.create_policy(
-                    session, tenant_id=tenant_id, fields=fields, actor=who, importing=True
-                )
-                first_id = policy.id if first_id is None else first_id
-                last_id = policy.id
+                record = records.create_record(
+                    session, kind.entity_type, tenant_id=tenant_id, fields=fields, actor=who,
+                    importing=True,
+                )  # fmt: skip
+                first_id = record.id if first_id is None else first_id
+                last_id = record.id
         done = min(start + chunk_size, total)
         chunks += 1
-        log.info("import into %s: %s of %s policies created", tenant_id, done, total)
+        log.info("import into %s: %s of %s %s records created", tenant_id, done, total, kind.noun)
         if on_progress is not None:
             on_progress(done, total)
     return ImportReport(done, chunks, first_id, last_id, time.perf_counter() - started)

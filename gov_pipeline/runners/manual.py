@@ -1,5 +1,5 @@
 """One workflow for one entity, by hand (the `execute_workflow` job and the launchpad):
-create the manual execution once per request and run it with the policy queue's retries."""
+create the manual execution once per request and run it with the lane's retries."""
 
 from __future__ import annotations
 
@@ -30,20 +30,21 @@ def run_manual_workflow(
     *,
     tenant_id: str,
     workflow: str,
-    policy_id: int,
+    entity_id: int,
     request_key: str,
     actor: str,
     max_attempts: int,
 ) -> ManualOutcome:
-    """Run `workflow` for the policy once per `request_key` (a replay finds it done).
+    """Run `workflow` for the record `entity_id` of its entity type, once per `request_key`
+    (a replay finds it done).
 
     Raises:
-        NotFoundError: no such tenant, workflow or policy.
+        NotFoundError: no such tenant, workflow or record.
         TransientExecutionError: the attempt failed and may be retried (still pending).
     """
     with sessions.begin() as session:
         execution = start_manual_execution(
-            session, tenant_id=tenant_id, workflow=workflow, policy_id=policy_id,
+            session, tenant_id=tenant_id, workflow=workflow, entity_id=entity_id,
             request_key=request_key, actor=actor,
         )  # fmt: skip
         execution_id, status = execution.id, execution.status

@@ -78,9 +78,10 @@ def request_runs(
             if waiting
             else ""
         )
-        reason = f"No new policy changes after change {batch.cursor.watermark}{note}."
+        reason = f"No new changes after change {batch.cursor.watermark}{note}."
         return ChangeRequests([], encoded, skip_reason=reason)
-    runs = plan_runs(pending, BatchingPolicy(settings.batch_threshold, settings.batch_size))
+    batching = BatchingPolicy(settings.batch_threshold, settings.batch_size)
+    runs = plan_runs(pending, batching, settings.routing.lane_of)
     mode = "one run per change" if len(runs) == len(pending) else "batched"
     summary = (
         f"{len(pending)} change(s) {compact_ids([c.id for c in pending], 200)} -> "

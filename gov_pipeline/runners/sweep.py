@@ -169,7 +169,8 @@ def plan_sweep(
     cursor.sweeps += 1
     for change in pending:
         cursor.tries[change.id] = cursor.tries.get(change.id, 0) + 1
-    runs = plan_runs(pending, BatchingPolicy(settings.batch_threshold, settings.batch_size))
+    batching = BatchingPolicy(settings.batch_threshold, settings.batch_size)
+    runs = plan_runs(pending, batching, settings.routing.lane_of)
     summary = (
         f"sweep {cursor.sweeps}: {len(pending)} stranded change(s) "
         f"{compact_ids([c.id for c in pending], 200)} -> {len(runs)} run(s).{note}"

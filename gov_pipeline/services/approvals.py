@@ -1,5 +1,12 @@
-"""Approval decisions: only a listed approver decides an open step, and each decision is
-recorded as an `approval_decided` change so that continuation runs like any other change."""
+"""Approval decisions: only a listed approver decides an open step.
+
+Every decision is a row of `approval_decisions`, whoever writes it (this module, or another
+application's INSERT: docs/integration.md); the database captures each row as an
+`approval_decided` change, so continuation runs like any other change. `apply_decision` is
+the one check and effect of a decision: `decide` applies it at once (the caller learns of
+a refusal as an error), processing applies a decision another writer left pending (a
+refusal is recorded on the row with its reason).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gov_pipeline.db.engine import is_postgres
-from gov_pipeline.db.models import Approval, EntityChange, User, WorkflowExecution
+from gov_pipeline.db.models import (
+    Approval,
+    ApprovalDecision,
+    EntityChange,
+    User,
+    WorkflowExecution,
+)
 from gov_pipeline.domain.errors import (
     ConflictError,
     InvalidInputError,
@@ -19,12 +32,12 @@ from gov_pipeline.domain.errors import (
 )
 from gov_pipeline.domain.statuses import (
     ApprovalStatus,
-    ChangeKind,
     ExecutionStatus,
     NotificationType,
 )
 from gov_pipeline.domain.storable import check_storable
-from gov_pipeline.services import notifications, policies
+from gov_pipeline.services import notifications, records
+from gov_pipeline.services.entities import load_entity
 from gov_pipeline.services.tenants import check_identifier, require_tenant, roles_of
 
 DECISIONS = {
@@ -33,6 +46,10 @@ DECISIONS = {
     "request_changes": ApprovalStatus.CHANGES_REQUESTED,
 }
 SIGNATURE_TYPES = ("drawn", "uploaded", "typed")
+# What may happen to a decision row: applied, refused (with its reason), or neither yet.
+DECISION_PENDING, DECISION_ACCEPTED, DECISION_REFUSED = "pending", "accepted", "refused"
+# The errors that refuse a decision (anything else is a failure to retry).
+REFUSALS = (InvalidInputError, NotFoundError, ConflictError, PermissionDeniedError)
 MAX_SIGNATURE_CHARS = 1_000_000
 
 
@@ -118,13 +135,14 @@ def decide(
     comment: str | None = None,
     signature: dict[str, Any] | None = None,
 ) -> EntityChange:
-    """Record a decision on an open approval step and the `approval_decided` change.
+    """Record a decision on an open approval step and apply it (see `apply_decision`).
 
     Args:
         decision: `approve`, `reject` or `request_changes`.
 
     Returns:
-        The change row; the engine continues the flow when it processes it.
+        The `approval_decided` change the database captured; the engine continues the flow
+        when it processes it.
 
     Raises:
         InvalidInputError: unknown decision or malformed signature.
@@ -136,25 +154,56 @@ def decide(
         raise InvalidInputError("decision", f"must be one of {', '.join(DECISIONS)}")
     check_identifier("user", user_id)
     check_storable("comment", comment)
-    approval, execution = _open_step(session, tenant_id, approval_id, user_id)
+    _signature(signature)
+    approval, _ = _open_step(session, tenant_id, approval_id, user_id)
     # Lock the entity first: its changes must get ids in commit order.
-    policies.get_policy(
-        session,
-        tenant_id=tenant_id,
-        policy_id=approval.entity_id,
-        include_deleted=True,
-        for_update=True,
-    )
-    status = DECISIONS[decision]
-    approval.status = status
-    approval.decided_by = user_id
-    approval.decided_at = datetime.now(UTC)
-    approval.comment = comment
-    approval.signature = _signature(signature)
-    change = _decision_change(approval, execution, status, decision, user_id)
-    session.add(change)
-    session.flush()
+    if load_entity(session, tenant_id, approval.entity_type, approval.entity_id) is not None:
+        records.get_record(
+            session, approval.entity_type, tenant_id=tenant_id, record_id=approval.entity_id,
+            include_deleted=True, for_update=True,
+        )  # fmt: skip
+    row = ApprovalDecision(
+        tenant_id=tenant_id, approval_id=approval.id, decided_by=user_id, decision=decision,
+        comment=comment, signature=signature,
+    )  # fmt: skip
+    session.add(row)
+    session.flush()  # the capture trigger writes the change and its id on the row
+    apply_decision(session, row)
+    session.refresh(row, ["change_id"])
+    change = session.get(EntityChange, row.change_id) if row.change_id else None
+    assert change is not None  # the capture trigger wrote it
     return change
+
+
+def apply_decision(session: Session, row: ApprovalDecision) -> Approval:
+    """Check a recorded decision as `decide` does and apply it to its approval step: the
+    decider is a listed approver, the step is open, its execution waits for it, all in the
+    row's tenant. The row becomes `accepted`.
+
+    Raises:
+        InvalidInputError, NotFoundError, ConflictError, PermissionDeniedError: as `decide`;
+            nothing is changed (the caller refuses the row, see `refuse_decision`).
+    """
+    if row.decision not in DECISIONS:
+        raise InvalidInputError("decision", f"must be one of {', '.join(DECISIONS)}")
+    approval, _ = _open_step(session, row.tenant_id, row.approval_id, row.decided_by)
+    signed = _signature(row.signature)
+    approval.status = DECISIONS[row.decision]
+    approval.decided_by = row.decided_by
+    approval.decided_at = datetime.now(UTC)
+    approval.comment = row.comment
+    approval.signature = signed
+    row.outcome = DECISION_ACCEPTED
+    row.settled_at = approval.decided_at
+    session.flush()
+    return approval
+
+
+def refuse_decision(row: ApprovalDecision, reason: str) -> None:
+    """Record why a decision was not applied; nothing else changes."""
+    row.outcome = DECISION_REFUSED
+    row.reason = reason
+    row.settled_at = datetime.now(UTC)
 
 
 def _open_step(
@@ -185,36 +234,6 @@ def _open_step(
             f"{approval.approver_users or '-'}, roles {approval.approver_roles or '-'})"
         )
     return approval, execution
-
-
-def _decision_change(
-    approval: Approval,
-    execution: WorkflowExecution,
-    status: ApprovalStatus,
-    decision: str,
-    user_id: str,
-) -> EntityChange:
-    """The `approval_decided` change recording `user_id`'s decision on `approval`."""
-    # The values are plain strings, as read back: they become condition facts (`old`, `new`).
-    return EntityChange(
-        tenant_id=approval.tenant_id,
-        entity_type=approval.entity_type,
-        entity_id=approval.entity_id,
-        kind=ChangeKind.APPROVAL_DECIDED,
-        old_values={"approval_status": ApprovalStatus.PENDING.value},
-        new_values={
-            "approval_id": approval.id,
-            "execution_id": approval.execution_id,
-            "step_index": approval.step_index,
-            "approval_status": status.value,
-            "decision": decision,
-            "decided_by": user_id,
-        },
-        changed_fields=["approval_status"],
-        actor=user_id,
-        caused_by_execution_id=approval.execution_id,
-        chain_depth=execution.chain_depth,
-    )
 
 
 def list_approvals(

@@ -54,10 +54,11 @@ def list_executions(
     *,
     status: str | None = None,
     workflow: str | None = None,
-    policy_id: str | None = None,
+    entity: tuple[str, str] | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Newest first, with the workflow's name.
+    """Newest first, with the workflow's name (`entity`: only those about this (entity type,
+    id)).
 
     Raises:
         InvalidInputError: bad limit or status.
@@ -78,8 +79,10 @@ def list_executions(
         query = query.where(WorkflowExecution.status == status)
     if workflow is not None:
         query = query.where(Workflow.name == workflow)
-    if policy_id is not None:
-        query = query.where(WorkflowExecution.entity_id == str(policy_id))
+    if entity is not None:
+        query = query.where(
+            WorkflowExecution.entity_type == entity[0], WorkflowExecution.entity_id == entity[1]
+        )
     rows = session.execute(query.order_by(WorkflowExecution.id.desc()).limit(limit)).all()
     return [{**row_to_dict(e), "workflow": name} for e, name in rows]
 

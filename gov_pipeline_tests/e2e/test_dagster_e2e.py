@@ -110,7 +110,7 @@ def test_the_ui_shows_the_demo_runs_tags_metadata_and_sensor_ticks(
         runs = [
             r
             for r in instance.get_runs()
-            if r.job_name == "process_policy_changes" and r.status.value == "SUCCESS"
+            if r.job_name == "process_changes" and r.status.value == "SUCCESS"
         ]
     assert runs
     run = runs[0]
@@ -135,8 +135,8 @@ def test_the_ui_shows_the_demo_runs_tags_metadata_and_sensor_ticks(
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         base = f"http://127.0.0.1:{port}"
         runs_page = _page(f"{base}/runs", tmp_path / "profile", ARTIFACTS / "runs.png")
-        assert "process_policy_changes" in runs_page and run.run_id[:8] in runs_page
-        assert f"gov/policy_id: {run.tags['gov/policy_id']}" in runs_page
+        assert "process_changes" in runs_page and run.run_id[:8] in runs_page
+        assert f"gov/entity: {run.tags['gov/entity']}" in runs_page
         run_page = _page(f"{base}/runs/{run.run_id}", tmp_path / "profile", ARTIFACTS / "run.png")
         for shown in (
             "load_changes",
@@ -150,7 +150,7 @@ def test_the_ui_shows_the_demo_runs_tags_metadata_and_sensor_ticks(
         ):
             assert shown in run_page, shown  # fmt: skip
         sensor_page = _page(
-            f"{base}/locations/gov_pipeline/sensors/policy_change_sensor", tmp_path / "profile",
+            f"{base}/locations/gov_pipeline/sensors/entity_change_sensor", tmp_path / "profile",
             ARTIFACTS / "sensor.png",
         )  # fmt: skip
         assert "Latest tick" in sensor_page and "run requested" in sensor_page
@@ -201,14 +201,14 @@ def test_job_launch_and_an_import_burst_through_the_daemon(tmp_path: Path) -> No
                                 "config": {
                                     "tenant_id": "acme",
                                     "workflow": "review notice",
-                                    "policy_id": pid,
+                                    "entity_id": pid,
                                 }
                             }
                         }
                     },
                 ),
                 (
-                    "import_policies",
+                    "import_records",
                     {
                         "ops": {
                             "import_file": {
@@ -260,7 +260,7 @@ def test_job_launch_and_an_import_burst_through_the_daemon(tmp_path: Path) -> No
 
     with DagsterInstance.get() as instance:
         runs = instance.get_runs(limit=500)
-        processing = [r for r in runs if r.job_name == "process_policy_changes"]
+        processing = [r for r in runs if r.job_name == "process_changes"]
         assert {r.status.value for r in runs} == {"SUCCESS"}
         # 121 created changes, batched: far fewer runs than changes, each batch <= 50.
         sizes = [int(r.tags["gov/changes"]) for r in processing]
@@ -372,9 +372,7 @@ def test_sensor_and_webserver_runs_go_through_the_redis_coordinator(
                     180,
                     "the sensor's runs to end",
                 )
-                sensor_runs = [
-                    r for r in c.instance.get_runs() if r.job_name == "process_policy_changes"
-                ]
+                sensor_runs = [r for r in c.instance.get_runs() if r.job_name == "process_changes"]
                 assert sensor_runs and {r.status.value for r in sensor_runs} == {"SUCCESS"}
                 # The worker writes a run's outcome to Redis just after the run's last event.
                 _wait(

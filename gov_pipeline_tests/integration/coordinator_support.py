@@ -53,7 +53,7 @@ class Coordinated:
 
     def config(self, policy_id: int | None = None) -> dict[str, Any]:
         return {"ops": {"run_workflow": {"config": {
-            "tenant_id": "acme", "workflow": "review notice", "policy_id": policy_id or self.policy_id,
+            "tenant_id": "acme", "workflow": "review notice", "entity_id": policy_id or self.policy_id,
         }}}}  # fmt: skip
 
     @contextmanager

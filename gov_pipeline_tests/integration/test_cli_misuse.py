@@ -164,7 +164,7 @@ USAGE_GROUPS: dict[str, list[tuple[list[str], str]]] = {
     "workflows": [
         (["workflows", "apply"], "Missing argument 'FILES...'"),
         (["workflows", "dry-run"], "Missing argument 'FILE'"),
-        (["workflows", "dry-run", "wf.yaml"], "Missing option '--policy'"),
+        (["workflows", "dry-run", "wf.yaml"], "Missing option '--entity'"),
         (
             ["workflows", "dry-run", "wf.yaml", "--policy", "1", "--change", "x"],
             "not a valid integer",
@@ -195,6 +195,71 @@ USAGE_GROUPS: dict[str, list[tuple[list[str], str]]] = {
     "tasks": [
         (["tasks", "list"], "tenant: is required"),
         (["tasks", "list", "-t"], "requires an argument"),
+        (["tasks", "show"], "Missing argument 'TASK_ID'"),
+        (["tasks", "create", "-t", "acme", "--title", "x", "--priority", "soon"], "priority:"),
+        (["tasks", "set-status", "1", "-t", "acme"], "Missing argument 'STATUS'"),
+    ],
+    "risks": [
+        (["risks", "show"], "Missing argument 'RISK_ID'"),
+        (["risks", "show", "x1", "-t", "acme"], "not a risk id"),
+        (["risks", "create", "-t", "acme", "--title", "x"], "--category"),
+        (
+            ["risks", "create", "-t", "acme", "--title", "x", "--category", "c", "--impact", "9"],
+            "impact: Input should be less than or equal to 5",
+        ),
+        (
+            [
+                "risks",
+                "create",
+                "-t",
+                "acme",
+                "--title",
+                "x",
+                "--category",
+                "c",
+                "--status",
+                "closed",
+            ],
+            "a new risk starts as identified, not closed",
+        ),
+        (["risks", "list", "-t", "acme", "--status", "gone"], "unknown status 'gone'"),
+    ],
+    "requirements": [
+        (["requirements", "show"], "Missing argument 'COMPLIANCE_REQUIREMENT_ID'"),
+        (["requirements", "create", "-t", "acme", "--title", "x"], "--framework"),
+        (
+            [
+                "requirements",
+                "create",
+                "-t",
+                "acme",
+                "--title",
+                "x",
+                "--framework",
+                "f",
+                "--due",
+                "soon",
+            ],
+            "due_date:",
+        ),
+    ],
+    "sops": [
+        (["sops", "show"], "Missing argument 'SOP_ID'"),
+        (["sops", "create", "-t", "acme", "--title", "x"], "--area"),
+        (["sops", "import", "/no/such/file.csv", "-t", "acme"], "does not exist"),
+    ],
+    "exceptions": [
+        (["exceptions", "show"], "Missing argument 'POLICY_EXCEPTION_ID'"),
+        (["exceptions", "create", "-t", "acme", "--title", "x"], "--policy"),
+        (
+            ["exceptions", "create", "-t", "acme", "--title", "x", "--policy", "0"],
+            "policy_id: Input should be greater than or equal to 1",
+        ),
+        # A reference to a policy that is not the tenant's is bad input.
+        (
+            ["exceptions", "create", "-t", "acme", "--title", "x", "--policy", "999"],
+            "policy_id: no policy 999 in tenant 'acme'",
+        ),
     ],
     "process": [
         (["process"], "--sync: is required"),
@@ -260,6 +325,14 @@ BAD_DATA: dict[tuple[str, ...], str] = {
     ("approvals", "list", "-t", "acme", "--user", "zed"): "user 'zed' not found in tenant 'acme'",
     ("notifications", "list", "-t", "ghost"): "tenant 'ghost' not found",
     ("tasks", "list", "-t", "ghost"): "tenant 'ghost' not found",
+    ("tasks", "set-status", "999", "done", "-t", "acme"): "task 999 not found",
+    ("risks", "show", "999", "-t", "acme"): "risk 999 not found",
+    ("risks", "create", "-t", "ghost", "--title", "x", "--category", "c"): "tenant 'ghost'",
+    ("requirements", "update", "999", "-t", "acme", "--set", "reference=A.1"): (
+        "compliance requirement 999 not found"
+    ),
+    ("sops", "delete", "999", "-t", "acme"): "SOP 999 not found",
+    ("exceptions", "show", "999", "-t", "acme"): "policy exception 999 not found",
     ("process", "--sync", "--quiet"): "database unavailable",
     ("queue", "requeue", "no-such-run"): "run 'no-such-run' not found",
     ("verify", "--no-dagster"): "database unavailable",

@@ -60,7 +60,7 @@ def wait_for(predicate, timeout_s: float = 60, what: str = "condition") -> None:
 
 def test_submit_queues_in_redis_and_a_worker_runs_it(make_coordinated) -> None:  # type: ignore[no-untyped-def]
     c = make_coordinated()
-    ids = c.submit([("execute_workflow", c.config(), {"gov/policy_id": "1"})] * 2)
+    ids = c.submit([("execute_workflow", c.config(), {"gov/entity": "1"})] * 2)
     assert statuses(c, ids) == ["QUEUED", "QUEUED"]
     queue = c.instance.run_coordinator.queue
     assert queue.queued("policy") == ids
@@ -116,7 +116,7 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 def test_never_more_running_than_the_limits_allow(make_coordinated) -> None:  # type: ignore[no-untyped-def]
     c = make_coordinated(max_concurrent_runs=2)
-    ids = c.submit([("execute_workflow", c.config(), {"gov/policy_id": str(i)}) for i in range(8)])
+    ids = c.submit([("execute_workflow", c.config(), {"gov/entity": str(i)}) for i in range(8)])
     c.run_workers([c.worker(mode="launch", concurrency=3, worker_id=f"w{i}") for i in range(2)])
     assert set(statuses(c, ids)) == {"SUCCESS"}
     intervals = _intervals(c, ids)
@@ -125,7 +125,7 @@ def test_never_more_running_than_the_limits_allow(make_coordinated) -> None:  # 
     c2 = make_coordinated(max_concurrent_runs=-1, lanes={"audit": 1})
     ids2 = c2.submit(
         [
-            ("execute_workflow", c2.config(), {"gov/queue": "audit", "gov/policy_id": str(i)})
+            ("execute_workflow", c2.config(), {"gov/queue": "audit", "gov/entity": str(i)})
             for i in range(4)
         ]
     )
@@ -136,7 +136,7 @@ def test_never_more_running_than_the_limits_allow(make_coordinated) -> None:  # 
 
 def test_priority_order_then_submit_order(make_coordinated) -> None:  # type: ignore[no-untyped-def]
     c = make_coordinated(max_concurrent_runs=1)
-    jobs = [("execute_workflow", c.config(), {"dagster/priority": p, "gov/policy_id": str(i)})
+    jobs = [("execute_workflow", c.config(), {"dagster/priority": p, "gov/entity": str(i)})
             for i, p in enumerate(["0", "0", "5", "-3", "5"])]  # fmt: skip
     ids = c.submit(jobs)
     c.worker(mode="execute").run(install_signals=False)
@@ -146,14 +146,14 @@ def test_priority_order_then_submit_order(make_coordinated) -> None:  # type: ig
 
 def test_per_policy_runs_go_one_at_a_time_in_submit_order(make_coordinated) -> None:  # type: ignore[no-untyped-def]
     c = make_coordinated(max_concurrent_runs=-1)
-    jobs = [("execute_workflow", c.config(), {"gov/policy_id": "A" if i % 2 == 0 else "B", "dagster/priority": str(i % 3)})
+    jobs = [("execute_workflow", c.config(), {"gov/entity": "A" if i % 2 == 0 else "B", "dagster/priority": str(i % 3)})
             for i in range(8)]  # fmt: skip
     ids = c.submit(jobs)
     c.run_workers([c.worker(mode="launch", concurrency=2, worker_id=f"w{i}") for i in range(2)])
     assert set(statuses(c, ids)) == {"SUCCESS"}
     for policy in ("A", "B"):
         mine = [
-            i for i, (_, _, tags) in zip(ids, jobs, strict=True) if tags["gov/policy_id"] == policy
+            i for i, (_, _, tags) in zip(ids, jobs, strict=True) if tags["gov/entity"] == policy
         ]
         intervals = _intervals(c, mine)
         assert _max_overlap(intervals) == 1, policy
@@ -164,7 +164,7 @@ def test_per_policy_runs_go_one_at_a_time_in_submit_order(make_coordinated) -> N
 
 def test_cancel_a_queued_run(make_coordinated) -> None:  # type: ignore[no-untyped-def]
     c = make_coordinated()
-    keep, drop = c.submit([("execute_workflow", c.config(), {"gov/policy_id": "P"})] * 2)
+    keep, drop = c.submit([("execute_workflow", c.config(), {"gov/entity": "P"})] * 2)
     assert c.instance.run_coordinator.cancel_run(drop) is True
     assert statuses(c, [drop]) == ["CANCELED"]
     queue = c.instance.run_coordinator.queue
@@ -184,7 +184,7 @@ def _slow_import(
             "import_file": {"config": {"path": str(path), "tenant_id": "acme", "chunk_size": 500}}
         }
     }
-    return ("import_policies", config, {})
+    return ("import_records", config, {})
 
 
 def test_terminate_a_running_run(make_coordinated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -349,7 +349,7 @@ def test_runs_queued_when_redis_is_flushed_still_complete(
     make_coordinated, private_redis: str
 ) -> None:  # type: ignore[no-untyped-def]
     c = make_coordinated(redis_url=private_redis)
-    ids = c.submit([("execute_workflow", c.config(), {"gov/policy_id": str(i)}) for i in range(3)])
+    ids = c.submit([("execute_workflow", c.config(), {"gov/entity": str(i)}) for i in range(3)])
     redis.Redis.from_url(private_redis).flushall()
     stats = c.worker(mode="execute").run(install_signals=False)
     assert (stats.reconciled, stats.requeued, stats.lost, stats.released) == (3, 3, 3, 0)
@@ -367,7 +367,7 @@ def test_reconciliation_rebuilds_a_flushed_queue_in_submit_order_page_by_page(
 
     monkeypatch.setattr(worker_module, "RECONCILE_PAGE", 2)
     c = make_coordinated(redis_url=private_redis)
-    ids = c.submit([("execute_workflow", c.config(), {"gov/policy_id": str(i)}) for i in range(5)])
+    ids = c.submit([("execute_workflow", c.config(), {"gov/entity": str(i)}) for i in range(5)])
     redis.Redis.from_url(private_redis).flushall()
     worker = c.worker(mode="execute")
     assert worker.reconcile() == 5

@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import load_settings
@@ -15,7 +15,7 @@ from gov_pipeline.db.models import EntityChange, Notification, ProcessedChange, 
 from gov_pipeline.definitions import defs
 from gov_pipeline.domain.errors import CursorMismatchError
 from gov_pipeline.orchestration.manual import execute_workflow
-from gov_pipeline.orchestration.processing import process_policy_changes
+from gov_pipeline.orchestration.processing import process_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.orchestration.sensors import change_sensor, run_failure_sensor
 from gov_pipeline.services.changes import ChangeCursor
@@ -78,18 +78,18 @@ def tick(database: DatabaseResource, cursor: str | None) -> dg.SensorResult:
 def test_the_definitions_load() -> None:
     repo = defs.get_repository_def()
     assert {j.name for j in repo.get_all_jobs()} >= {
-        "process_policy_changes", "execute_workflow", "deliver_notifications",
-        "escalate_overdue_approvals", "policy_review_reminders", "import_policies",
+        "process_changes", "execute_workflow", "deliver_notifications",
+        "escalate_overdue_approvals", "policy_review_reminders", "import_records",
         "decide_approval", "retry_executions", "cancel_execution", "refresh_governance",
     }  # fmt: skip
     assert {s.name for s in repo.sensor_defs} == {
-        "policy_change_sensor",
-        "policy_run_failure_sensor",
+        "entity_change_sensor",
+        "processing_failure_sensor",
         "unprocessed_change_sweeper",
         "governance_refresh_sensor",
     }
     assert (
-        repo.get_sensor_def("policy_change_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+        repo.get_sensor_def("entity_change_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     )
 
 
@@ -97,9 +97,7 @@ def test_sensor_scenarios(database: DatabaseResource, sessions: sessionmaker[Ses
     # First tick, empty table: a sentence, and a cursor.
     first = tick(database, None)
     assert first.run_requests == [] or first.run_requests is None
-    assert (
-        first.skip_reason is not None and "No new policy changes" in first.skip_reason.skip_message
-    )
+    assert first.skip_reason is not None and "No new changes" in first.skip_reason.skip_message
     # Some new: one run per change while the backlog is small, with the tags the UI shows.
     pid = new_policy(sessions)
     move(sessions, pid, "in_review")
@@ -107,8 +105,8 @@ def test_sensor_scenarios(database: DatabaseResource, sessions: sessionmaker[Ses
     requests = some.run_requests or []
     assert [r.run_key for r in requests] == ["change-1", "change-2"]
     tags = requests[1].tags
-    assert (tags["gov/policy_id"], tags["gov/change_ids"], tags["gov/queue"]) == (
-        str(pid),
+    assert (tags["gov/entity"], tags["gov/change_ids"], tags["gov/queue"]) == (
+        f"policy:{pid}",
         "2",
         "policy",
     )
@@ -189,12 +187,12 @@ def test_a_sensor_cursor_that_outlived_the_database_fails_the_tick(
         tick(database, read.cursor)
 
 
-def test_process_policy_changes_runs_the_engine_with_metadata(
+def test_process_changes_runs_the_engine_with_metadata(
     database: DatabaseResource, sessions: sessionmaker[Session]
 ) -> None:
     pid = new_policy(sessions)
     move(sessions, pid, "in_review")
-    result = process_policy_changes.execute_in_process(
+    result = process_changes.execute_in_process(
         run_config={"ops": {"load_changes": {"config": {"change_ids": [2]}}}},
         resources={"database": database},
     )
@@ -215,7 +213,7 @@ def test_process_policy_changes_runs_the_engine_with_metadata(
         (execution,) = session.scalars(select(WorkflowExecution)).all()
         assert execution.dagster_run_id == result.run_id
     # The same run again changes nothing.
-    again = process_policy_changes.execute_in_process(
+    again = process_changes.execute_in_process(
         run_config={"ops": {"load_changes": {"config": {"change_ids": [1, 2]}}}},
         resources={"database": database},
     )
@@ -223,7 +221,7 @@ def test_process_policy_changes_runs_the_engine_with_metadata(
 
 
 def test_unknown_changes_fail_the_run_clearly(database: DatabaseResource) -> None:
-    result = process_policy_changes.execute_in_process(
+    result = process_changes.execute_in_process(
         run_config={"ops": {"load_changes": {"config": {"change_ids": [999]}}}},
         resources={"database": database},
         raise_on_error=False,
@@ -240,7 +238,7 @@ def test_execute_workflow_by_hand(
     config = {
         "ops": {
             "run_workflow": {
-                "config": {"tenant_id": "acme", "workflow": "review notice", "policy_id": pid}
+                "config": {"tenant_id": "acme", "workflow": "review notice", "entity_id": pid}
             }
         }
     }
@@ -254,7 +252,7 @@ def test_execute_workflow_by_hand(
     assert execution.status == "skipped" and execution.dedupe_key == f"manual:{result.run_id}"
     bad = {
         "ops": {
-            "run_workflow": {"config": {"tenant_id": "acme", "workflow": "nope", "policy_id": pid}}
+            "run_workflow": {"config": {"tenant_id": "acme", "workflow": "nope", "entity_id": pid}}
         }
     }
     failed = execute_workflow.execute_in_process(
@@ -278,7 +276,7 @@ def test_a_run_that_fails_for_good_fails_its_pending_executions(
         assert change is not None
         match_change(session, change, database.settings())  # pending, as a dead run leaves it
     with dg.instance_for_test() as instance:
-        result = process_policy_changes.execute_in_process(
+        result = process_changes.execute_in_process(
             run_config={"ops": {"load_changes": {"config": {"change_ids": [2, 999]}}}},
             resources={"database": database},
             instance=instance,
@@ -288,7 +286,7 @@ def test_a_run_that_fails_for_good_fails_its_pending_executions(
             instance.add_run_tags(result.run_id, {WORKER_DIED_TAG: result.run_id})
         assert not result.success
         with dg.build_run_status_sensor_context(
-            sensor_name="policy_run_failure_sensor",
+            sensor_name="processing_failure_sensor",
             dagster_event=result.get_run_failure_event(),
             dagster_instance=instance,
             dagster_run=instance.get_run_by_id(result.run_id),
@@ -314,7 +312,7 @@ def test_the_import_reminder_and_escalation_jobs(
     from pathlib import Path
 
     from gov_pipeline.db.models import Approval, Policy
-    from gov_pipeline.orchestration.imports import import_policies
+    from gov_pipeline.orchestration.imports import import_records
     from gov_pipeline.orchestration.scheduled import (
         escalate_overdue_approvals,
         policy_review_reminders,
@@ -330,7 +328,7 @@ def test_the_import_reminder_and_escalation_jobs(
         "Backup,Operations,paul,draft,\n"
         "Privacy notice,Privacy,olivia,draft,\n"
     )
-    imported = import_policies.execute_in_process(
+    imported = import_records.execute_in_process(
         run_config={
             "ops": {
                 "import_file": {
@@ -344,7 +342,7 @@ def test_the_import_reminder_and_escalation_jobs(
     meta = output_metadata(imported, "import_file")
     assert (meta["created"].value, meta["chunks"].value) == (3, 2)
     assert count(sessions, Policy) == 3
-    bad = import_policies.execute_in_process(
+    bad = import_records.execute_in_process(
         run_config={
             "ops": {
                 "import_file": {
@@ -368,8 +366,12 @@ def test_the_import_reminder_and_escalation_jobs(
     with sessions.begin() as session:
         privacy = session.scalars(select(Policy).where(Policy.title == "Privacy notice")).one().id
     move(sessions, privacy, "in_review")
-    process_policy_changes.execute_in_process(
-        run_config={"ops": {"load_changes": {"config": {"change_ids": [4]}}}},
+    with sessions.begin() as session:
+        moved = session.scalar(
+            select(func.max(EntityChange.id)).where(EntityChange.entity_id == str(privacy))
+        )
+    process_changes.execute_in_process(
+        run_config={"ops": {"load_changes": {"config": {"change_ids": [moved]}}}},
         resources={"database": database},
     )
     with sessions.begin() as session:

@@ -34,7 +34,7 @@ from gov_pipeline.orchestration.operator_jobs import (
     decide_approval,
     retry_executions_job,
 )
-from gov_pipeline.orchestration.processing import process_policy_changes
+from gov_pipeline.orchestration.processing import process_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.services.tenants import upsert_user
 from gov_pipeline_tests.integration.engine_support import (
@@ -83,7 +83,7 @@ def people(sessions: sessionmaker[Session], tenant: str) -> None:
 
 
 def _process(db_url: str, instance: dg.DagsterInstance, change_ids: list[int]) -> Any:
-    return process_policy_changes.execute_in_process(
+    return process_changes.execute_in_process(
         run_config={"ops": {"load_changes": {"config": {"change_ids": change_ids}}}},
         resources={"database": DatabaseResource(url=db_url)},
         instance=instance,
@@ -312,7 +312,7 @@ def test_cancelling_from_the_launchpad_withdraws_the_waiting_steps(
 def test_the_refresh_sensor_follows_the_runs_that_change_the_state(
     db_url: str, sessions: sessionmaker[Session], env: dict[str, str], tenant: str
 ) -> None:
-    sensor = refresh_sensor(load_settings(), [process_policy_changes.name])
+    sensor = refresh_sensor(load_settings(), [process_changes.name])
     with dg.instance_for_test() as instance:
 
         def tick(cursor: str | None) -> dg.SensorResult:
@@ -325,7 +325,7 @@ def test_the_refresh_sensor_follows_the_runs_that_change_the_state(
         assert len(first.run_requests or []) == 1
         idle = tick(first.cursor)
         assert not idle.run_requests and idle.skip_reason is not None
-        assert "No run of process_policy_changes ended since" in idle.skip_reason.skip_message
+        assert "No run of process_changes ended since" in idle.skip_reason.skip_message
         new_policy(sessions)
         assert _process(db_url, instance, _changes(sessions)).success
         after = tick(first.cursor)

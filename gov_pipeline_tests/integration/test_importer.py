@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.models import EntityChange, Policy
 from gov_pipeline.domain.errors import InvalidInputError, NotFoundError
-from gov_pipeline.runners.importer import import_policies, read_import_file, validate_rows
+from gov_pipeline.runners.importer import import_records, read_import_file, validate_rows
 from gov_pipeline_tests.integration.engine_support import count
 
 HEADER = ["title", "policy_type", "owner_id", "status", "tags", "next_review_date"]
@@ -50,7 +50,7 @@ def test_a_large_csv_is_imported_in_chunks_with_progress(
     ]
     rows = read_import_file(write_csv(tmp_path / "policies.csv", HEADER, cells))
     progress: list[tuple[int, int]] = []
-    report = import_policies(
+    report = import_records(
         sessions, tenant_id=tenant, rows=rows, chunk_size=500,
         on_progress=lambda done, total: progress.append((done, total)),
     )  # fmt: skip
@@ -87,7 +87,7 @@ def test_csv_cells_are_read_as_their_fields(
     assert rows[0]["custom_fields"] == {"risk": "high", "n": 2}
     assert "purpose" not in rows[0]  # an empty cell leaves the field unset
     assert rows[1] == {"title": "B", "policy_type": "Privacy", "requires_acknowledgment": False}
-    report = import_policies(sessions, tenant_id=tenant, rows=rows, actor="alice")
+    report = import_records(sessions, tenant_id=tenant, rows=rows, actor="alice")
     a, b = load(sessions, report.first_id), load(sessions, report.last_id)
     assert (a.status, a.published_date, a.version, a.review_frequency) == (
         "published", date.today(), "2.0", "annual",
@@ -107,7 +107,7 @@ def test_json_files_as_a_list_or_under_policies(
     (tmp_path / "wrapped.data").write_text(json.dumps({"policies": items}), encoding="utf-8")
     assert read_import_file(tmp_path / "list.json") == items
     rows = read_import_file(tmp_path / "wrapped.data", fmt="json")
-    report = import_policies(sessions, tenant_id=tenant, rows=rows, chunk_size=1)
+    report = import_records(sessions, tenant_id=tenant, rows=rows, chunk_size=1)
     assert (report.created, report.chunks) == (2, 2)
     first = load(sessions, report.first_id)
     assert (first.tags, first.custom_fields, first.effective_date) == (
@@ -127,7 +127,7 @@ def test_bad_rows_name_every_row_and_write_nothing(
     rows = read_import_file(path)
     before = written(sessions)
     with pytest.raises(InvalidInputError) as caught:
-        import_policies(sessions, tenant_id=tenant, rows=rows, chunk_size=2)
+        import_records(sessions, tenant_id=tenant, rows=rows, chunk_size=2)
     message = str(caught.value)
     assert message.startswith("rows: 2 invalid row(s): row 2: title: is required; row 4: ")
     assert (
@@ -182,11 +182,11 @@ def test_file_errors_name_the_file_and_column(tmp_path: Path) -> None:
 def test_an_unknown_tenant_writes_nothing(sessions: sessionmaker[Session], tenant: str) -> None:
     before = written(sessions)
     with pytest.raises(NotFoundError, match="nowhere"):
-        import_policies(sessions, tenant_id="nowhere", rows=[{"title": "a", "policy_type": "b"}])
+        import_records(sessions, tenant_id="nowhere", rows=[{"title": "a", "policy_type": "b"}])
     with pytest.raises(InvalidInputError, match="chunk_size"):
-        import_policies(sessions, tenant_id=tenant, rows=[], chunk_size=0)
+        import_records(sessions, tenant_id=tenant, rows=[], chunk_size=0)
     assert written(sessions) == before
-    assert import_policies(sessions, tenant_id=tenant, rows=[]).created == 0
+    assert import_records(sessions, tenant_id=tenant, rows=[]).created == 0
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
@@ -205,7 +205,7 @@ def test_odd_unicode_and_a_megabyte_of_content_survive(
         path.write_text(json.dumps({"policies": [item]}, ensure_ascii=False), encoding="utf-8")
     rows = read_import_file(path)
     assert rows == [item]
-    report = import_policies(sessions, tenant_id=tenant, rows=rows)
+    report = import_records(sessions, tenant_id=tenant, rows=rows)
     policy = load(sessions, report.first_id)
     assert (policy.title, policy.content, policy.tags) == (
         ODD_TITLE,

@@ -17,7 +17,7 @@ from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.integrity import ALL_TENANTS
 from gov_pipeline.db.models import Base, EntityChange, WebhookDelivery
 from gov_pipeline.orchestration.manual import execute_workflow
-from gov_pipeline.orchestration.processing import process_policy_changes
+from gov_pipeline.orchestration.processing import process_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.orchestration.scheduled import deliver_notifications
 from gov_pipeline.services.tenants import create_tenant, upsert_user
@@ -101,13 +101,13 @@ def test_secrets_appear_in_no_log_run_tag_run_config_event_or_row(
         with sessions.begin() as session:
             last = max(session.scalars(select(EntityChange.id)))
         with dg.instance_for_test() as instance:
-            ok = process_policy_changes.execute_in_process(
+            ok = process_changes.execute_in_process(
                 run_config={"ops": {"load_changes": {"config": {"change_ids": [last]}}}},
                 resources={"database": DatabaseResource()},
                 instance=instance,
-                tags={"gov/policy_id": "2"},
+                tags={"gov/entity": "2"},
             )
-            failed = process_policy_changes.execute_in_process(
+            failed = process_changes.execute_in_process(
                 run_config={"ops": {"load_changes": {"config": {"change_ids": [10_000]}}}},
                 resources={"database": DatabaseResource()},
                 instance=instance,
@@ -120,7 +120,7 @@ def test_secrets_appear_in_no_log_run_tag_run_config_event_or_row(
                             "config": {
                                 "tenant_id": "acme",
                                 "workflow": "by hand",
-                                "policy_id": 1,
+                                "entity_id": 1,
                             }
                         }
                     }

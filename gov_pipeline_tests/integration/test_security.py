@@ -52,6 +52,7 @@ from gov_pipeline.services import (
     executions,
     notifications,
     policies,
+    records,
     tenants,
     workflows,
 )
@@ -152,7 +153,7 @@ def test_the_receiver_rejects_a_wrong_key_and_a_tampered_request(
         tampered = [
             (body.replace(b"acme", b"evil"), good),
             (body, {**good, signing.TIMESTAMP_HEADER: f"{float(stamp) + 1:.3f}"}),
-            (body, {**good, signing.SIGNATURE_HEADER: good[signing.SIGNATURE_HEADER][:-1] + "0"}),
+            (body, {**good, signing.SIGNATURE_HEADER: _flip_last(good[signing.SIGNATURE_HEADER])}),
             (body, {signing.TIMESTAMP_HEADER: stamp}),
             (body, {**good, signing.SIGNATURE_HEADER: "sha1=" + "0" * 40}),
         ]
@@ -160,6 +161,11 @@ def test_the_receiver_rejects_a_wrong_key_and_a_tampered_request(
             assert _post(url, sent_body, headers) == 401
         assert received.bad_signatures == 2 + len(tampered)
         assert received.bodies == [{"version": 1, "tenant_id": "acme"}]
+
+
+def _flip_last(signature: str) -> str:
+    """The signature with its last hex digit changed (to another digit, always)."""
+    return signature[:-1] + ("1" if signature.endswith("0") else "0")
 
 
 def _all_deliveries(sessions: sessionmaker[Session]) -> list[WebhookDelivery]:
@@ -295,15 +301,18 @@ SERVICE_READS = {
     "approvals.get_approval", "approvals.list_approvals", "entities.load_entity",
     "executions.describe_execution", "executions.get_execution", "executions.list_executions",
     "notifications.list_notifications", "notifications.resolve_recipients",
-    "policies.get_policy", "policies.list_policies", "tenants.list_users",
+    "policies.get_policy", "policies.list_policies", "records.get_record",
+    "records.list_records", "tenants.list_users",
     "tenants.require_tenant", "tenants.roles_of", "tenants.users_with_roles",
     "workflows.active_workflows", "workflows.get_workflow", "workflows.list_workflows",
 }  # fmt: skip
 SERVICE_WRITES = {
-    "approvals.decide", "executions.retry_execution", "importer.import_policies",
+    "approvals.decide", "executions.retry_execution", "importer.import_records",
     "manual.run_manual_workflow", "manual.start_manual_execution", "notifications.send",
     "policies.create_policy", "policies.soft_delete_policy", "policies.transition_status",
-    "policies.update_policy", "tenants.create_tenant", "tenants.upsert_user",
+    "policies.update_policy", "records.create_record", "records.soft_delete_record",
+    "records.transition_record", "records.update_record", "tenants.create_tenant",
+    "tenants.upsert_user",
     "executions.cancel_execution", "operations.cancel_execution",
     "operations.decide_and_continue", "operations.retry_executions",
 }  # fmt: skip
@@ -346,6 +355,7 @@ def test_no_service_read_path_returns_another_tenants_data(
     def reads(
         tenant_id: str, mark: str, policy: int, execution: int, approval: int
     ) -> dict[str, Any]:
+        task = _ids(sessions, Task, tenant_id)
         """Each read path, asked as `tenant_id` about that tenant's own rows."""
         with sessions.begin() as s:
             return {
@@ -368,6 +378,10 @@ def test_no_service_read_path_returns_another_tenants_data(
                     s, tenant_id=tenant_id, policy_id=policy
                 ),
                 "policies.list_policies": policies.list_policies(s, tenant_id=tenant_id),
+                "records.get_record": records.get_record(
+                    s, "task", tenant_id=tenant_id, record_id=task
+                ),
+                "records.list_records": records.list_records(s, "task", tenant_id=tenant_id),
                 "tenants.list_users": tenants.list_users(s, tenant_id),
                 "tenants.require_tenant": tenants.require_tenant(s, tenant_id),
                 "tenants.roles_of": tenants.roles_of(s, tenant_id, f"{mark}-approver"),
@@ -452,13 +466,44 @@ def _tenant_commands() -> set[str]:
 
 CLI_WRITES = {
     "approvals approve", "approvals reject", "approvals request-changes", "executions retry",
-    "executions cancel",
-    "policies create", "policies delete", "policies import", "policies set-status",
-    "policies update", "users create",
+    "executions cancel", "users create",
+    *(f"{group} {command}" for group in ("policies", "risks", "requirements", "tasks", "sops",
+                                        "exceptions")
+      for command in ("create", "delete", "import", "set-status", "update")),
 }  # fmt: skip
 
 
-def cli_reads(pid: int, execution: int, workflow_file: Path) -> dict[str, list[str]]:
+# One record of each other entity type per tenant, with the tenant's mark in its title.
+OTHER_RECORDS = {
+    "risks": ("risk", {"category": "operational"}),
+    "requirements": ("compliance_requirement", {"framework": "ISO 27001"}),
+    "sops": ("sop", {"process_area": "HR"}),
+    "exceptions": ("policy_exception", {}),
+}
+
+
+def _other_records(
+    sessions: sessionmaker[Session], tenant_id: str, mark: str, pid: int
+) -> dict[str, int]:
+    """Create OTHER_RECORDS in `tenant_id` (an exception of its policy `pid`); their ids."""
+    ids: dict[str, int] = {}
+    with sessions.begin() as session:
+        for group, (entity_type, fields) in OTHER_RECORDS.items():
+            extra = {"policy_id": pid} if entity_type == "policy_exception" else {}
+            record = records.create_record(
+                session, entity_type, tenant_id=tenant_id,
+                fields={"title": f"{mark} {group}", **fields, **extra},
+            )  # fmt: skip
+            ids[group] = record.id
+        ids["tasks"] = int(
+            session.scalars(select(Task.id).where(Task.tenant_id == tenant_id)).one()
+        )
+    return ids
+
+
+def cli_reads(
+    pid: int, execution: int, workflow_file: Path, others: dict[str, int]
+) -> dict[str, list[str]]:
     return {
         "approvals list": ["approvals", "list", "-t", "acme", "--json"],
         "executions list": ["executions", "list", "-t", "acme", "--json"],
@@ -467,6 +512,11 @@ def cli_reads(pid: int, execution: int, workflow_file: Path) -> dict[str, list[s
         "policies list": ["policies", "list", "-t", "acme", "--json"],
         "policies show": ["policies", "show", str(pid), "-t", "acme", "--json"],
         "tasks list": ["tasks", "list", "-t", "acme", "--json"],
+        **{
+            f"{group} {command}": [group, command, *args, "-t", "acme", "--json"]
+            for group, record_id in others.items()
+            for command, args in (("list", []), ("show", [str(record_id)]))
+        },
         "users list": ["users", "list", "-t", "acme", "--json"],
         "workflows list": ["workflows", "list", "-t", "acme", "--json"],
         "verify": ["verify", "-t", "acme", "--no-dagster", "--json"],
@@ -492,7 +542,9 @@ def test_no_cli_read_command_prints_another_tenants_data(
     workflow_file = tmp_path / "acme.json"
     workflow_file.write_text(json.dumps(apply_ready(EVERYTHING, "ACME", "acme")))
 
-    mine = cli_reads(pids["ACME"], _ids(sessions, WorkflowExecution, "acme"), workflow_file)
+    acme = _other_records(sessions, "acme", "ACME", pids["ACME"])
+    globex = _other_records(sessions, "globex", "GLOBEX", pids["GLOBEX"])
+    mine = cli_reads(pids["ACME"], _ids(sessions, WorkflowExecution, "acme"), workflow_file, acme)
     assert set(mine) | CLI_WRITES >= _tenant_commands() | {"workflows dry-run"}
     for name, args in mine.items():
         code, out, err = run(*args)
@@ -502,8 +554,11 @@ def test_no_cli_read_command_prints_another_tenants_data(
             assert code == 0 and "ACME" in out, (name, out, err)
 
     # The other tenant's ids, asked as acme: not found (exit 1), nothing of theirs printed.
-    theirs = cli_reads(pids["GLOBEX"], _ids(sessions, WorkflowExecution, "globex"), workflow_file)
-    for name in ("policies show", "executions show", "workflows dry-run"):
+    theirs = cli_reads(
+        pids["GLOBEX"], _ids(sessions, WorkflowExecution, "globex"), workflow_file, globex
+    )
+    for name in ("policies show", "executions show", "workflows dry-run", "risks show",
+                 "requirements show", "tasks show", "sops show", "exceptions show"):  # fmt: skip
         code, out, err = run(*theirs[name])
         assert code == 1 and "not found" in err and "GLOBEX" not in out + err, name
     code, out, err = run("approvals", "approve", str(_ids(sessions, Approval, "globex")),

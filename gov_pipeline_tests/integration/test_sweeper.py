@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import load_settings
 from gov_pipeline.db.models import EntityChange, ProcessedChange
-from gov_pipeline.orchestration.processing import process_policy_changes
+from gov_pipeline.orchestration.processing import process_changes
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.orchestration.sweeper import SWEEP_TAG, sweeper_sensor
 from gov_pipeline.runners.sweep import MAX_SWEEPS, SweepCursor
@@ -100,7 +100,7 @@ def test_sweeper_scenarios(
     assert SweepCursor.decode(first.cursor).tries == {1: 1, 2: 1}
     # A run still running holds change 2; only change 1 is swept again.
     instance.create_run_for_job(
-        job_def=process_policy_changes,
+        job_def=process_changes,
         run_config={"ops": {"load_changes": {"config": {"change_ids": [2]}}}},
         status=dg.DagsterRunStatus.STARTED,
     )
@@ -109,7 +109,7 @@ def test_sweeper_scenarios(
     assert [r.run_key for r in second.run_requests or []] == ["sweep-2-change-1"]
     # Change 1 processed by a swept run: the engine runs it, the sweeper forgets it.
     request = (second.run_requests or [])[0]
-    result = process_policy_changes.execute_in_process(
+    result = process_changes.execute_in_process(
         run_config=request.run_config, resources={"database": database}
     )
     assert result.success
@@ -148,7 +148,7 @@ def test_the_sweeper_starts_over_when_the_database_went_back(
     pid = new_policy(sessions)
     move(sessions, pid, "in_review")  # changes 1, 2
     age(sessions, [1, 2])
-    result = process_policy_changes.execute_in_process(
+    result = process_changes.execute_in_process(
         run_config={"ops": {"load_changes": {"config": {"change_ids": [1, 2]}}}},
         resources={"database": database},
     )

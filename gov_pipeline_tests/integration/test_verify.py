@@ -85,20 +85,26 @@ def done(db_url: str, sessions: sessionmaker[Session], tenant: str) -> sessionma
     report = _check(sessions)
     assert report.ok, report.summary()
     f = report.figures
-    # 2 created + 2x(in_review, approved) x2 = 10 changes; 4 completed executions.
-    assert f["changes"] == 10 and f["processed"] == 10
+    # 2 created + 2x(in_review, approved) x2 = 10 policy changes, and the 4 tasks the
+    # executions created (a task is a governed entity); 4 completed executions.
+    assert f["changes"] == 14 and f["processed"] == 14
+    assert f["changes_by_entity_type"] == {
+        "policy": 10, "risk": 0, "compliance_requirement": 0, "task": 4, "sop": 0,
+        "policy_exception": 0,
+    }  # fmt: skip
+    assert f["records_by_entity_type"]["policy"] == 2 and f["records_by_entity_type"]["task"] == 4
     assert (
         f["executions_by_status"]["completed"] == 4 and f["notifications"] == 8
     )  # notice + task_assigned
-    assert f["tasks"] == 4 and report.get("per_policy_order").checked == 4
+    assert f["tasks"] == 4 and report.get("per_entity_order").checked == 4
     return sessions
 
 
 def test_all_invariants_hold_after_normal_processing(done: sessionmaker[Session]) -> None:
     report = _check(done)
     assert [i.name for i in report.invariants] == [
-        "changes_processed", "one_execution_per_change", "effects_once", "per_policy_order",
-        "no_stuck_executions",
+        "changes_processed", "one_execution_per_change", "effects_once", "per_entity_order",
+        "lifecycle_followed", "no_stuck_executions",
     ]  # fmt: skip
     assert all(i.checked > 0 for i in report.invariants)
     assert lost_and_duplicated(report) == (0, 0)
@@ -161,6 +167,31 @@ def test_an_effect_whose_action_run_vanished_and_an_extra_status_change(
     assert lost_and_duplicated(report) == (0, 1)
 
 
+@pytest.mark.parametrize(
+    ("entity_type", "source", "target"),
+    [("risk", "identified", "monitored"), ("task", "cancelled", "todo"),
+     ("policy_exception", "rejected", "approved"), ("policy", "draft", "published")],
+)  # fmt: skip
+def test_a_status_change_the_lifecycle_forbids_is_caught_unless_overridden(
+    done: sessionmaker[Session], entity_type: str, source: str, target: str
+) -> None:
+    def move(override: str | None) -> EntityChange:
+        return EntityChange(
+            tenant_id="acme", entity_type=entity_type, entity_id="99", kind="status_changed",
+            old_values={"status": source}, new_values={"status": target},
+            changed_fields=["status"], lifecycle_override=override,
+        )  # fmt: skip
+
+    with done.begin() as session:
+        session.add_all([move(None), move("data repair: ticket 12")])
+    result = _check(done, grace_s=3600).get("lifecycle_followed")
+    assert result.violations == 1
+    (example,) = result.examples
+    assert (example["kind"], example["entity_type"], example["from"], example["to"]) == (
+        "illegal_move", entity_type, source, target,
+    )  # fmt: skip
+
+
 def test_started_out_of_change_order(done: sessionmaker[Session]) -> None:
     with done.begin() as session:
         earlier = session.scalars(
@@ -170,7 +201,7 @@ def test_started_out_of_change_order(done: sessionmaker[Session]) -> None:
         ).first()
         assert earlier is not None and earlier.started_at is not None
         earlier.started_at = earlier.started_at + timedelta(hours=1)
-    result = _check(done).get("per_policy_order")
+    result = _check(done).get("per_entity_order")
     assert result.violations == 1 and result.examples[0]["entity_id"] == "1"
 
 
@@ -258,7 +289,8 @@ def test_a_duplicated_effect_is_caught_even_without_its_unique_key(
             session.add(ActionRun(tenant_id="acme", execution_id=execution.id,
                                   step_key=run.step_key, action_type=run.action_type))  # fmt: skip
         session.flush()
-        report = verify(session, grace_s=0)
+        # (A task's insert is a change: within the grace window, not yet lost.)
+        report = verify(session, grace_s=60)
         assert report.get("effects_once").by_kind == {kind: 1}
         assert lost_and_duplicated(report) == (0, 1)
     finally:
@@ -281,9 +313,11 @@ def test_gov_pipeline_verify_exit_codes_json_and_one_line_errors(
     assert code == 0, err
     data = json.loads(out)
     assert data["ok"] is True and (data["lost"], data["duplicated"]) == (0, 0)
-    assert data["figures"]["changes"] == 10
+    assert data["figures"]["changes"] == 14
     code, out, _ = run("verify", "--grace", "0")
     assert code == 0 and "changes_processed" in out and "lost 0, duplicated 0" in out
+    assert "records (changes) by entity type: policy 2 (10), risk 0 (0)" in out
+    assert "task 4 (4)" in out
     with done.begin() as session:
         session.execute(delete(ProcessedChange).where(ProcessedChange.change_id.in_([3, 4])))
     code, out, err = run("verify", "--grace", "0", "-t", "acme")

@@ -181,9 +181,7 @@ def test_the_same_sensor_cursor_evaluated_twice(bench: Bench) -> None:
     effects_before = (_scalar(s, select(func.count()).select_from(Notification)),
                       _scalar(s, select(func.count()).select_from(Task)))  # fmt: skip
     replayed_at = time.monotonic()
-    s.c.submit(
-        [("process_policy_changes", r.run_config, r.tags) for r in second.run_requests or []]
-    )
+    s.c.submit([("process_changes", r.run_config, r.tags) for r in second.run_requests or []])
     _settle_and_check(s, "test_the_same_sensor_cursor_evaluated_twice",
                       "the same sensor cursor evaluated twice", replayed_at,
                       replayed_runs=len(keys))  # fmt: skip

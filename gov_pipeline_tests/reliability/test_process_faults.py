@@ -39,7 +39,7 @@ def test_worker_sigkill_mid_run(
             started[:] = [
                 r.run_id
                 for r in s.c.instance.get_runs()
-                if r.status.value == "STARTED" and r.job_name == "process_policy_changes"
+                if r.status.value == "STARTED" and r.job_name == "process_changes"
             ]
             return bool(started)
 

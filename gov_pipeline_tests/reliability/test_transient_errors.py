@@ -1,5 +1,5 @@
 """A transient database error (the server restarting, a cut connection) in any step of
-`process_policy_changes` is retried with backoff, as the op retry policy promises; a run
+`process_changes` is retried with backoff, as the op retry policy promises; a run
 must not end in FAILURE for a blip once its work is done."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_a_connection_cut_in_record_outcome_is_retried(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(batch, "deliver_pending", cut_once)
-    result = processing.process_policy_changes.execute_in_process(
+    result = processing.process_changes.execute_in_process(
         run_config={"ops": {"load_changes": {"config": {"change_ids": [1]}}}},
         resources={"database": DatabaseResource(url=db_url)},
         raise_on_error=False,

@@ -10,15 +10,17 @@ from typing import Any
 import pytest
 from sqlalchemy import JSON
 
-from gov_pipeline.db.models import Policy
+from gov_pipeline.db.models import ENTITY_MODELS
 from gov_pipeline.domain.conditions import validate_condition
 from gov_pipeline.domain.definitions import load_definition_file, parse_definition
+from gov_pipeline.domain.entities import KINDS
 from gov_pipeline.domain.entity_fields import (
     APPROVAL_DECISION_NEW,
     APPROVAL_DECISION_OLD,
     ENTITY_FIELDS,
     readable_fields,
 )
+from gov_pipeline.domain.record_fields import editable_fields
 from gov_pipeline.domain.statuses import EntityType, Trigger
 from gov_pipeline_tests.unit.test_definitions import issues_of, with_
 
@@ -34,19 +36,36 @@ def with_conditions(conditions: object, **changes: Any) -> dict[str, Any]:
 # -- the field names live in one domain module, and match the table ---------------------------
 
 
-def test_the_policy_fields_are_the_columns_of_the_policies_table() -> None:
-    policy = ENTITY_FIELDS[EntityType.POLICY]
-    columns = Policy.__table__.columns
-    assert set(policy.names) == {column.name for column in columns}
-    assert len(policy.names) == len(set(policy.names))
+@pytest.mark.parametrize("entity_type", list(EntityType))
+def test_each_entity_types_fields_are_the_columns_of_its_table(entity_type: EntityType) -> None:
+    fields = ENTITY_FIELDS[entity_type]
+    model = ENTITY_MODELS[entity_type]
+    assert model.__tablename__ == KINDS[entity_type].table
+    columns = model.__table__.columns
+    assert set(fields.names) == {column.name for column in columns}
+    assert len(fields.names) == len(set(fields.names))
     # The fields a path may go below: exactly the JSON columns.
-    assert policy.containers == {c.name for c in columns if isinstance(c.type, JSON)}
-    assert policy.containers == {"custom_fields", "tags", "business_units"}
+    assert fields.containers == {c.name for c in columns if isinstance(c.type, JSON)}
+    kind = KINDS[entity_type]
+    # What the kind names are columns of its table.
+    named = {*kind.required, *kind.always, kind.owner_field, *kind.system_fields}
+    named |= {kind.deadline_field} if kind.deadline_field else set()
+    named |= set(kind.stamps.values())
+    assert named <= set(fields.names)
+    assert set(editable_fields(entity_type)) <= set(fields.names) - kind.read_only
+
+
+def test_the_policy_fields_hold_the_original_json_columns() -> None:
+    assert ENTITY_FIELDS[EntityType.POLICY].containers == {
+        "custom_fields",
+        "tags",
+        "business_units",
+    }
 
 
 def test_the_approval_decision_fields_are_what_decide_records() -> None:
     assert set(APPROVAL_DECISION_NEW.names) == {
-        *("approval_id", "execution_id", "step_index"),
+        *("decision_id", "approval_id", "execution_id", "step_index"),
         *("approval_status", "decision", "decided_by"),
     }
     assert APPROVAL_DECISION_OLD.names == ("approval_status",)
@@ -187,8 +206,8 @@ def test_on_approval_decided_reads_the_decision_in_old_and_new(field: str) -> No
         ),
         (
             "new.status",
-            "unknown field 'status' of the approval decision (one of: approval_id, "
-            "execution_id, step_index, approval_status, decision, decided_by)",
+            "unknown field 'status' of the approval decision (one of: decision_id, "
+            "approval_id, execution_id, step_index, approval_status, decision, decided_by)",
         ),
         (
             "old.decision",
@@ -243,14 +262,32 @@ def test_only_a_string_value_of_changed_contains_is_checked() -> None:
 # -- other entity types, stored definitions, the condition API, the examples ------------------
 
 
-def test_an_entity_type_without_known_fields_refuses_reading_its_fields() -> None:
-    data = with_conditions({"field": "entity.status", "op": "eq", "value": "x"}, entity_type="risk")
-    assert issues_of(data) == [
-        ("conditions.field", "unknown field 'status' of risk (no fields of risk are known yet)")
-    ]
+@pytest.mark.parametrize(
+    ("entity_type", "field", "typo", "nearest"),
+    [
+        ("risk", "risk_score", "risk_scor", "risk_score"),
+        ("compliance_requirement", "framework", "framwork", "framework"),
+        ("task", "assignee_id", "asignee_id", "assignee_id"),
+        ("sop", "process_area", "proces_area", "process_area"),
+        ("policy_exception", "expiry_date", "expiry_dat", "expiry_date"),
+    ],
+)
+def test_every_entity_type_reads_its_own_fields(
+    entity_type: str, field: str, typo: str, nearest: str
+) -> None:
     parse_definition(
-        with_conditions({"field": "actor", "op": "eq", "value": "u"}, entity_type="risk")
+        with_conditions({"field": f"entity.{field}", "op": "exists"}, entity_type=entity_type)
     )
+    data = with_conditions({"field": f"new.{typo}", "op": "exists"}, entity_type=entity_type)
+    ((path, message),) = issues_of(data)
+    noun = KINDS[EntityType(entity_type)].noun
+    assert (path, message) == (
+        "conditions.field",
+        f"unknown field {typo!r} of {noun} (did you mean {nearest!r}?)",
+    )
+    # A policy's field is not a field of the others.
+    data = with_conditions({"field": "entity.policy_type", "op": "exists"}, entity_type=entity_type)
+    assert issues_of(data)[0][1].startswith(f"unknown field 'policy_type' of {noun}")
 
 
 def test_a_stored_definition_is_loaded_without_the_field_check() -> None:

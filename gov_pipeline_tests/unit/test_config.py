@@ -47,13 +47,13 @@ def test_sensor_intervals_land_on_the_daemon_loop() -> None:
     _SETTINGS = load_settings(
         {"GOV_PIPELINE_SENSOR_INTERVAL": "7", "GOV_PIPELINE_SWEEP_INTERVAL": "30"}
     )
-    policy_change_sensor = change_sensor(_SETTINGS)
-    policy_run_failure_sensor = run_failure_sensor(_SETTINGS)
+    entity_change_sensor = change_sensor(_SETTINGS)
+    processing_failure_sensor = run_failure_sensor(_SETTINGS)
     unprocessed_change_sweeper = sweeper_sensor(_SETTINGS)
 
     assert [daemon_interval(s) for s in (1, 2, 5, 60)] == [1, 1, 4, 59]
-    assert policy_change_sensor.minimum_interval_seconds == _SETTINGS.sensor_interval_s - 1
-    assert policy_run_failure_sensor.minimum_interval_seconds == _SETTINGS.sensor_interval_s - 1
+    assert entity_change_sensor.minimum_interval_seconds == _SETTINGS.sensor_interval_s - 1
+    assert processing_failure_sensor.minimum_interval_seconds == _SETTINGS.sensor_interval_s - 1
     assert unprocessed_change_sweeper.minimum_interval_seconds == _SETTINGS.sweep_interval_s - 1
 
 

@@ -7,8 +7,10 @@ import itertools
 import pytest
 
 from gov_pipeline.domain.errors import IllegalTransitionError, InvalidInputError
-from gov_pipeline.domain.lifecycle import check_transition
+from gov_pipeline.domain.lifecycle import POLICY_LIFECYCLE
 from gov_pipeline.domain.statuses import PolicyStatus
+
+check_transition = POLICY_LIFECYCLE.check
 
 ALLOWED = {
     ("draft", "in_review"), ("draft", "archived"),

@@ -1,13 +1,15 @@
-"""`assign`: set the policy owner (a captured change) or the execution's assignee."""
+"""`assign`: set the entity's owner (a captured change; a task's owner is its assignee) or
+the execution's assignee."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from gov_pipeline.domain.definitions import AssignAction
+from gov_pipeline.domain.entities import kind_of
 from gov_pipeline.domain.errors import InvalidInputError
 from gov_pipeline.engine.actions.base import ActionContext
-from gov_pipeline.services import policies
+from gov_pipeline.services import records
 
 
 def assign(ctx: ActionContext, action: AssignAction) -> dict[str, Any]:
@@ -17,12 +19,13 @@ def assign(ctx: ActionContext, action: AssignAction) -> dict[str, Any]:
         return {"target": "assignee", "from": previous, "to": action.user}
     if ctx.entity is None:
         raise InvalidInputError("entity", "assign to owner needs an entity")
-    previous = ctx.entity.owner_id
-    policies.update_policy(
+    previous = records.owner_of(ctx.entity)
+    records.update_record(
         ctx.session,
+        ctx.execution.entity_type,
         tenant_id=ctx.execution.tenant_id,
-        policy_id=ctx.entity.id,
-        fields={"owner_id": action.user},
-        actor=policies.Actor(ctx.actor, ctx.execution.id, ctx.execution.chain_depth + 1),
+        record_id=ctx.entity.id,
+        fields={kind_of(ctx.execution.entity_type).owner_field: action.user},
+        actor=ctx.writer(),
     )
     return {"target": "owner", "from": previous, "to": action.user}

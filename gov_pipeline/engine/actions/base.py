@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from gov_pipeline.config import Settings
-from gov_pipeline.db.models import ActionRun, EntityChange, Policy, WorkflowExecution
+from gov_pipeline.db.models import ActionRun, EntityChange, Record, WorkflowExecution
+from gov_pipeline.services.records import Actor
 from gov_pipeline.services.workflows import LoadedWorkflow
 
 
@@ -27,7 +28,7 @@ class ActionContext:
     settings: Settings
     workflow: LoadedWorkflow
     execution: WorkflowExecution
-    entity: Policy | None
+    entity: Record | None
     change: EntityChange | None
     action_run: ActionRun
     # The condition context (old/new/changed/entity/actor/trigger), for templates.
@@ -36,6 +37,11 @@ class ActionContext:
     @property
     def actor(self) -> str:
         return f"workflow:{self.workflow.name}"
+
+    def writer(self) -> Actor:
+        """Who an action's write is made by: this execution, one more level of chaining
+        (the resulting change records both)."""
+        return Actor(self.actor, self.execution.id, self.execution.chain_depth + 1)
 
     def render(self, template: str) -> str:
         """Fill `{entity.title}`-style placeholders from the facts; unknown ones stay as written."""

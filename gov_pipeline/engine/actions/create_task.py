@@ -1,4 +1,5 @@
-"""`create_task`: a `todo` task, assigned to a user or the policy owner."""
+"""`create_task`: a `todo` task, assigned to a user or the entity's owner; the task is a
+governed entity, so its creation is itself a change."""
 
 from __future__ import annotations
 
@@ -9,18 +10,21 @@ from gov_pipeline.db.models import Task
 from gov_pipeline.domain.definitions import CreateTaskAction
 from gov_pipeline.domain.statuses import NotificationType, TaskStatus
 from gov_pipeline.engine.actions.base import ActionContext
-from gov_pipeline.services import notifications
+from gov_pipeline.services import notifications, records
 
 
 def create_task(ctx: ActionContext, action: CreateTaskAction) -> dict[str, Any]:
     assignee = action.assignee
     if assignee == "owner":
-        assignee = ctx.entity.owner_id if ctx.entity is not None else None
+        assignee = records.owner_of(ctx.entity) if ctx.entity is not None else None
     due = action.due_date
     if action.due_in_days is not None:
         due = date.today() + timedelta(days=action.due_in_days)
+    records.write_as(ctx.session, ctx.writer())
     task = Task(
         tenant_id=ctx.execution.tenant_id,
+        created_by=ctx.actor,
+        updated_by=ctx.actor,
         title=ctx.render(action.title)[:500],
         description=ctx.render(action.description),
         priority=action.priority,

@@ -6,11 +6,11 @@ from typing import Any
 
 from gov_pipeline.domain.definitions import NotifyAction
 from gov_pipeline.engine.actions.base import ActionContext
-from gov_pipeline.services import notifications
+from gov_pipeline.services import notifications, records
 
 
 def notify(ctx: ActionContext, action: NotifyAction) -> dict[str, Any]:
-    owner = ctx.entity.owner_id if (action.include_owner and ctx.entity is not None) else None
+    owner = records.owner_of(ctx.entity) if (action.include_owner and ctx.entity) else None
     recipients = notifications.resolve_recipients(
         ctx.session,
         ctx.execution.tenant_id,

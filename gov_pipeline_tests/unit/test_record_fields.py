@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from gov_pipeline.domain.errors import InvalidInputError
-from gov_pipeline.domain.policy_fields import validate_policy_fields
+from gov_pipeline.domain.record_fields import validate_policy_fields
 
 
 def test_create_requires_title_and_type() -> None:
