@@ -151,3 +151,51 @@ def test_the_application_role_sees_one_tenant_or_all_when_it_says_so(
             assert sorted(session.execute(text("SELECT title FROM policies")).scalars()) == ["A"]
     finally:
         engine.dispose()
+
+
+def test_another_application_records_a_decision_with_one_insert_and_reads_its_outcome(
+    app_sessions: sessionmaker[Session], acme_app: Engine, pg: str
+) -> None:
+    """The statements of docs/integration.md, as another application's login role."""
+    from gov_pipeline_tests.integration.engine_support import make_settings, process
+    from gov_pipeline_tests.integration.test_decisions import DECIDE, start_risk_flow
+
+    start_risk_flow(app_sessions, pg)
+    with acme_app.begin() as conn:
+        _as(conn, "acme")
+        approval = conn.execute(
+            text("SELECT id FROM approvals WHERE status = 'pending'")
+        ).scalar_one()
+        decided = conn.execute(
+            text(DECIDE + " RETURNING id"),
+            {"tenant": "acme", "approval": approval, "user": "dave", "decision": "approve",
+             "comment": "ok"},
+        ).scalar_one()  # fmt: skip
+    for forbidden in (
+        # Its outcome is the engine's to say; an approval row is not its to write.
+        "INSERT INTO approval_decisions (tenant_id, approval_id, decided_by, decision, "
+        "outcome) VALUES ('acme', 1, 'dave', 'approve', 'accepted')",
+        "UPDATE approval_decisions SET outcome = 'accepted'",
+        "UPDATE approvals SET status = 'approved'",
+    ):
+        with pytest.raises(DBAPIError, match="permission denied"), acme_app.begin() as conn:
+            _as(conn, "acme")
+            conn.execute(text(forbidden))
+    with pytest.raises(DBAPIError, match="row-level security"), acme_app.begin() as conn:
+        _as(conn, "acme")  # a decision in a tenant it was not granted
+        conn.execute(text(DECIDE), {"tenant": "globex", "approval": approval, "user": "dave",
+                                    "decision": "approve", "comment": None})  # fmt: skip
+    process(app_sessions, make_settings(pg))
+    with acme_app.begin() as conn:
+        _as(conn, "acme")
+        outcome = conn.execute(
+            text("SELECT outcome, reason FROM approval_decisions WHERE id = :i"), {"i": decided}
+        ).one()
+        waiting = conn.execute(
+            text(
+                "SELECT e.status, a.step_index FROM workflow_executions e "
+                "JOIN approvals a ON a.execution_id = e.id WHERE a.status = 'pending'"
+            )
+        ).one()
+    assert tuple(outcome) == ("accepted", None)
+    assert tuple(waiting) == ("awaiting_approval", 1)  # the second step is asked now
