@@ -2,7 +2,9 @@
 
 Applies the example workflows, creates a handful of policies, walks one through the
 lifecycle with its two-step approval (draft -> in_review -> approved -> published), has
-another rejected and a third sent back with changes requested. A real `dagster-daemon` on
+another rejected and a third sent back with changes requested; then a high risk is assessed
+and accepted by a risk manager, its runs on the `assessment` lane, the decision recorded
+the way another application would: one INSERT into `approval_decisions`. A real `dagster-daemon` on
 the embedded instance (SQLite, no server) runs the change sensor and launches the
 `process_changes` runs; the demo waits for them and prints what happened.
 `--sync` processes in this process instead (no Dagster).
@@ -21,7 +23,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import click
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings, load_settings
@@ -34,6 +36,7 @@ from gov_pipeline.db.models import (
     Notification,
     Policy,
     ProcessedChange,
+    Risk,
     Task,
     WebhookDelivery,
     WorkflowExecution,
@@ -44,7 +47,7 @@ from gov_pipeline.embedded.instance import dagster_env, embedded_dagster_home
 from gov_pipeline.embedded.processes import running_daemon, running_worker
 from gov_pipeline.embedded.webhook_receiver import Received, webhook_receiver
 from gov_pipeline.runners.sync import process_pending
-from gov_pipeline.services import approvals, policies, tenants, workflows
+from gov_pipeline.services import approvals, policies, records, tenants, workflows
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "workflows"
 TENANT = "acme"
@@ -114,6 +117,54 @@ class Demo:
             )  # fmt: skip
         _say(f"  {user} decides '{decision}' on step {step.step_index + 1} ({step.name})")
 
+    def risk(self, title: str, likelihood: int, impact: int, owner: str) -> int:
+        with self.sessions.begin() as session:
+            risk = records.create_record(
+                session, "risk", tenant_id=TENANT,
+                fields={"title": title, "category": "operational", "owner_id": owner,
+                        "likelihood": likelihood, "impact": impact},
+                actor=records.Actor(owner),
+            )  # fmt: skip
+            assert isinstance(risk, Risk)
+            rid, score = risk.id, risk.risk_score
+        _say(f"  created risk {rid} '{title}', likelihood {likelihood} x impact {impact}: "
+             f"score {score}, owner {owner}")  # fmt: skip
+        return rid
+
+    def assess(self, rid: int, actor: str) -> None:
+        with self.sessions.begin() as session:
+            risk = records.transition_record(
+                session, "risk", tenant_id=TENANT, record_id=rid, to_status="assessed",
+                actor=records.Actor(actor),
+            )  # fmt: skip
+            _say(f"  {actor} moves risk {rid} to {risk.status}")
+
+    def decide_by_sql(self, rid: int, user: str, decision: str, comment: str) -> None:
+        """The decision as another application sharing the database records it
+        (docs/integration.md): one INSERT; processing applies it with the same checks."""
+        with self.sessions.begin() as session:
+            step = session.scalars(
+                select(Approval).where(
+                    Approval.entity_type == "risk", Approval.entity_id == str(rid),
+                    Approval.status == "pending",
+                )
+            ).one()  # fmt: skip
+            session.execute(
+                text(
+                    "INSERT INTO approval_decisions (tenant_id, approval_id, decided_by, "
+                    "decision, comment) VALUES (:t, :a, :u, :d, :c)"
+                ),
+                {"t": TENANT, "a": step.id, "u": user, "d": decision, "c": comment},
+            )
+        _say(f"  the risk register records {user}'s '{decision}' with one INSERT into "
+             "approval_decisions")  # fmt: skip
+
+    def risk_status(self, rid: int) -> str:
+        with self.sessions.begin() as session:
+            risk = session.get(Risk, rid)
+            assert risk is not None
+            return risk.status
+
     def status(self, pid: int) -> str:
         with self.sessions.begin() as session:
             policy = session.get(Policy, pid)
@@ -127,7 +178,7 @@ def setup(sessions: sessionmaker[Session], receiver_url: str, webhook_secret: st
         people = {
             "olivia": ["policy_owner"], "paul": ["policy_owner"],
             "carol": ["compliance_officer"], "ciso": ["admin"], "avery": ["auditor"],
-            "compliance-lead": ["compliance_officer"],
+            "compliance-lead": ["compliance_officer"], "dave": ["risk_manager"],
         }  # fmt: skip
         for user, roles in people.items():
             tenants.upsert_user(session, tenant_id=TENANT, user_id=user, roles=roles)
@@ -168,7 +219,18 @@ def story(demo: Demo, step: Callable[[str], None]) -> dict[str, int]:
     _say(f"    policy {access} is {demo.status(access)}")
     demo.move(access, "published", "olivia")
     demo.process()
-    return {"access": access, "retention": retention, "crypto": crypto}
+
+    step("A high risk is assessed; a risk manager accepts it (the assessment lane)")
+    outage = demo.risk("Cloud provider outage", likelihood=4, impact=5, owner="olivia")
+    demo.assess(outage, "olivia")
+    demo.process()
+    _say(
+        f"    risk {outage} is {demo.risk_status(outage)}: the acceptance waits for a risk manager"
+    )
+    demo.decide_by_sql(outage, "dave", "approve", "Covered by the exit plan")
+    demo.process()
+    _say(f"    risk {outage} is {demo.risk_status(outage)}")
+    return {"access": access, "retention": retention, "crypto": crypto, "outage": outage}
 
 
 def unprocessed_changes(sessions: sessionmaker[Session]) -> int:
@@ -217,14 +279,17 @@ def wait_for_runs_to_end(dagster_home: Path, timeout_s: float = 180.0) -> None:
     raise RuntimeError(f"Dagster runs still going after {timeout_s:.0f}s; see daemon.log")
 
 
-def dagster_runs(dagster_home: Path) -> list[tuple[str, str, str]]:
-    """(run id, job, status) of the runs on the embedded instance, oldest first."""
+def dagster_runs(dagster_home: Path) -> list[tuple[str, str, str, str]]:
+    """(run id, job, status, lane) of the runs on the embedded instance, oldest first."""
     from dagster import DagsterInstance
 
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     with DagsterInstance.get() as instance:
         runs = instance.get_runs(limit=200)
-        return [(r.run_id, r.job_name, r.status.value) for r in reversed(runs)]
+        return [
+            (r.run_id, r.job_name, r.status.value, r.tags.get("gov/queue", "-"))
+            for r in reversed(runs)
+        ]
 
 
 def summary(sessions: sessionmaker[Session]) -> str:
@@ -234,6 +299,7 @@ def summary(sessions: sessionmaker[Session]) -> str:
         notes = Counter(session.scalars(select(Notification.type)))
         tasks = session.scalars(select(Task)).all()
         states = session.execute(select(Policy.id, Policy.title, Policy.status)).all()
+        risks = session.execute(select(Risk.id, Risk.title, Risk.status, Risk.risk_score)).all()
     lines = ["", "Summary", "-------"]
     lines.append("executions:    " + ", ".join(f"{k} {v}" for k, v in sorted(executions.items())))
     lines.append("approvals:     " + ", ".join(f"{k} {v}" for k, v in sorted(steps.items())))
@@ -249,6 +315,12 @@ def summary(sessions: sessionmaker[Session]) -> str:
     )
     lines.append(
         "policies:      " + "; ".join(f"{pid} {title}: {status}" for pid, title, status in states)
+    )
+    lines.append(
+        "risks:         "
+        + "; ".join(
+            f"{rid} {title}: {status} (score {score})" for rid, title, status, score in risks
+        )
     )
     return "\n".join(lines)
 
@@ -353,14 +425,17 @@ def _report(sessions: sessionmaker[Session], received: Received, dagster_home: P
     if dagster_home is None:
         return
     runs = dagster_runs(dagster_home)
-    statuses = Counter(status for _, _, status in runs)
+    statuses = Counter(status for _, _, status, _ in runs)
+    lanes = Counter(lane for _, _, _, lane in runs)
     _say(
         f"dagster runs:  {len(runs)} ("
         + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+        + "; by lane: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(lanes.items()))
         + ")"
     )
-    for run_id, job, status in runs:
-        _say(f"               {run_id}  {job}  {status}")
+    for run_id, job, status, lane in runs:
+        _say(f"               {run_id}  {job}  {status}  lane {lane}")
 
 
 def _forget_redis_demo(settings: Settings, dagster_home: Path, prefix: str) -> None:

@@ -68,7 +68,11 @@ def test_make_demo_goes_through_the_sensor_and_real_runs(demo: tuple[str, Path])
     out, _ = demo
     assert "the sensor and its runs processed them" in out
     assert "1 Access control: published" in out and "3 Cryptography standard: draft" in out
-    assert "approvals:     approved 2, changes_requested 1, rejected 1, skipped 2" in out
+    assert "approvals:     approved 3, changes_requested 1, rejected 1, skipped 2" in out
+    # The risk's acceptance, decided by one INSERT, ran on the assessment lane.
+    assert "risks:         1 Cloud provider outage: accepted (score 20)" in out
+    assessment = [line for line in out.splitlines() if line.endswith("lane assessment")]
+    assert len(assessment) >= 2 and all("process_changes  SUCCESS" in line for line in assessment)
     assert "1 delivered to the local receiver, signatures checked (0 bad)" in out
     runs_line = next(line for line in out.splitlines() if line.startswith("dagster runs:"))
     assert "SUCCESS" in runs_line and "FAILURE" not in runs_line
