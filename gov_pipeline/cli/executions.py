@@ -201,7 +201,8 @@ def list_approvals(
     with app.transaction(app.tenant(tenant)) as session:
         rows = [
             {
-                "id": a.id, "execution_id": a.execution_id, "policy": a.entity_id,
+                "id": a.id, "execution_id": a.execution_id, "entity_type": a.entity_type,
+                "entity_id": a.entity_id, "entity": f"{a.entity_type}:{a.entity_id}",
                 "step": a.step_index + 1, "name": a.name, "status": a.status,
                 "approvers": a.approver_users + a.approver_roles, "due_at": a.due_at,
                 "decided_by": a.decided_by,
@@ -213,7 +214,7 @@ def list_approvals(
     if as_json:
         emit_json(rows)
     else:
-        columns = ["id", "policy", "step", "name", "status", "approvers", "due_at", "decided_by"]
+        columns = ["id", "entity", "step", "name", "status", "approvers", "due_at", "decided_by"]
         emit_table(rows, columns, empty="no approvals")
 
 

@@ -41,7 +41,7 @@ def load_changes(
     context: dg.OpExecutionContext, config: ChangesConfig, database: DatabaseResource
 ) -> list[int]:
     """The run's changes not yet processed, preceded by any earlier unprocessed change of the
-    same policies (catch-up), in commit order."""
+    same records (catch-up), in commit order."""
     with permanent_errors():
         plan = plan_run(database.sessions(), config.change_ids)
     context.add_output_metadata(
@@ -50,7 +50,7 @@ def load_changes(
             "change_ids": compact_ids(plan.todo),
             "catch_up": dg.MetadataValue.text(compact_ids(plan.catch_up) or "none"),
             "already_processed": dg.MetadataValue.text(compact_ids(plan.already) or "none"),
-            "policies": dg.MetadataValue.text(", ".join(plan.entities[:50])),
+            "entities": dg.MetadataValue.text(", ".join(plan.entities[:50])),
         }
     )
     return plan.todo
@@ -138,7 +138,8 @@ def record_outcome(
 @dg.job(
     executor_def=dg.in_process_executor,
     tags={LANE_TAG: "policy"},
-    description="Process captured policy changes: load → match workflows → run actions → record.",
+    description="Process captured changes of the governed records: load → match workflows → "
+    "run actions → record.",
 )
 def process_changes() -> None:
     record_outcome(execute_actions(match_workflows(load_changes())))

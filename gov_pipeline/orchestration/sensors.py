@@ -49,7 +49,8 @@ def change_sensor(settings: Settings) -> dg.SensorDefinition:
         "entity_change_sensor",
         settings.sensor_interval_s,
         "Reads the change table with the commit-safe reader and requests runs: one per "
-        "change while the backlog is small, batches (a policy's changes together, in order) "
+        "change while the backlog is small, batches (a record's changes together, in order; "
+        "one lane per run) "
         "when it grows.",
     )
     def entity_change_sensor(

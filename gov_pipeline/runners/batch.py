@@ -1,6 +1,6 @@
 """Processing many changes at once: the path of every run and of `process --sync`.
 
-A batch's changes, with the earlier unprocessed changes of their policies (catch-up), are
+A batch's changes, with the earlier unprocessed changes of their records (catch-up), are
 matched in bulk and then executed in chunks. One transaction per chunk runs each change's
 approval continuation and executions (each change in a savepoint) and marks the chunk's
 changes processed, so a change's effects commit with its processed marker and a chunk
@@ -10,7 +10,7 @@ The guarantees are those of one change at a time: claims and unique keys make a 
 nothing twice. The first change whose work fails ends its chunk: the changes before it
 commit, the failed attempt is counted on its execution (`record_failure`: failed for good
 when the error is permanent or the attempts are used up), and the next chunk starts at that
-change again, after the caller's wait (or the caller raises to retry later). So a policy's
+change again, after the caller's wait (or the caller raises to retry later). So a record's
 changes still complete in commit order, and a change that cannot succeed fails alone
 without blocking the ones behind it.
 """
@@ -277,7 +277,7 @@ class BatchPlan:
     todo: list[int]
     catch_up: list[int]
     already: list[int]
-    entities: list[str]  # tenant/entity of the given changes, for the run's metadata
+    entities: list[str]  # tenant/type:id of the given changes, for the run's metadata
 
 
 def plan_run(sessions: sessionmaker[Session], change_ids: Sequence[int]) -> BatchPlan:
@@ -290,15 +290,15 @@ def plan_run(sessions: sessionmaker[Session], change_ids: Sequence[int]) -> Batc
         raise InvalidInputError("change_ids", "a run needs at least one change")
     with sessions.begin() as session:
         rows = session.execute(
-            select(EntityChange.id, EntityChange.tenant_id, EntityChange.entity_id).where(
-                EntityChange.id.in_(list(change_ids))
-            )
+            select(*_ENTITY)
+            .add_columns(EntityChange.id)
+            .where(EntityChange.id.in_(list(change_ids)))
         ).all()
-        missing = sorted(set(change_ids) - {r[0] for r in rows})
+        missing = sorted(set(change_ids) - {r[3] for r in rows})
         if missing:
             raise InvalidInputError("change_ids", f"unknown change(s): {compact_ids(missing)}")
         todo, catch_up, already = plan_batch(session, change_ids)
-    entities = sorted({f"{tenant}/{entity}" for _, tenant, entity in rows})
+    entities = sorted({f"{tenant}/{kind}:{entity}" for tenant, kind, entity, _ in rows})
     return BatchPlan(todo, catch_up, already, entities)
 
 

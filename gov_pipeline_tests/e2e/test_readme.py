@@ -145,7 +145,7 @@ def test_a_console_command_exits_0_unless_the_transcript_shows_its_status(
 def test_the_quick_start_and_the_workflows_run_as_written(tmp_path: Path) -> None:
     _require_free(RECEIVER_PORT, "example webhook receiver")
     blocks = runnable(QUICK_START) + runnable(WORKFLOWS)
-    assert [b.language for b in blocks] == ["bash", "console", "bash", "console", "bash"], (
+    assert [b.language for b in blocks] == ["bash", "console", "bash", "console", "bash", "bash"], (
         "the README's Quick start and Workflows blocks changed: update the checks below"
     )
     home = tmp_path / "home"
@@ -153,16 +153,27 @@ def test_the_quick_start_and_the_workflows_run_as_written(tmp_path: Path) -> Non
     session = run_session(blocks, env, tmp_path / "session.log", timeout_s=300)
     assert session.returncode == 0, session.where()
     assert session.transcript_problems() == []
-    quick, _, flow, _, retry = (session.text(i) for i in range(len(blocks)))
+    quick, _, flow, _, retry, others = (session.text(i) for i in range(len(blocks)))
 
     assert "created policy 1 (draft): Access control" in quick
     shown = json.loads(quick[quick.index("\n{") :])
     assert (shown["id"], shown["status"], shown["updated_by"]) == (1, "in_review", "alice")
-    assert re.search(r"^1\s+1\s+1\s+Compliance review\s+pending\s+compliance_officer", flow, re.M)
-    assert re.search(r"^2\s+1\s+2\s+CISO sign-off\s+pending\s+ciso", flow, re.M)
+    assert re.search(
+        r"^1\s+policy:1\s+1\s+Compliance review\s+pending\s+compliance_officer", flow, re.M
+    )
+    assert re.search(r"^2\s+policy:1\s+2\s+CISO sign-off\s+pending\s+ciso", flow, re.M)
     assert re.search(r"^1\s+Access control\s+Information Security\s+approved\s", flow, re.M)
     assert "execution 6: retried" in retry and "now completed" in retry
     assert "receiver: POST /policy-events -> 200: Publication notice, execution 6" in retry
+    assert "created risk 1 (identified): Vendor outage" in others
+    assert "risk 1: identified -> assessed" in others
+    assert "created compliance requirement 1 (not_started): Access reviews" in others
+    assert "created policy exception 1 (requested): Legacy VPN" in others
+    assert re.search(r"^3\s+risk:1\s+1\s+Risk manager\s+pending\s+risk_manager", others, re.M)
+    risks = json.loads(others[others.index("\n{") :])
+    assert [(r["id"], r["risk_score"], r["status"]) for r in risks["items"]] == [
+        (1, 20, "assessed")
+    ]
     # (The receiver says so as it stops, maybe after the session's last line.)
     assert "receiver: stopped; 1 accepted, 0 with a bad signature" in session.output
 
@@ -176,16 +187,21 @@ def test_the_quick_start_and_the_workflows_run_as_written(tmp_path: Path) -> Non
 def _check_the_story_s_data(engine: Engine) -> None:
     with Session(engine) as session:
         roles = {(r.user_id, r.role) for r in session.scalars(select(UserRole))}
-        assert roles == {("carol", "compliance_officer"), ("ciso", "admin")}
+        assert roles == {
+            ("carol", "compliance_officer"),
+            ("ciso", "admin"),
+            ("dave", "risk_manager"),
+        }
         steps = session.scalars(select(Approval).order_by(Approval.id)).all()
         assert [(a.id, a.status, a.decided_by) for a in steps] == [
             (1, "approved", "carol"),
             (2, "approved", "ciso"),
+            (3, "pending", None),  # the risk's acceptance
         ]
         moves = [
             (c.old_values["status"], c.new_values["status"])  # type: ignore[index]
             for c in session.scalars(select(EntityChange).order_by(EntityChange.id))
-            if c.kind == "status_changed"
+            if c.kind == "status_changed" and c.entity_type == "policy"
         ]
         # The refused in_review -> published wrote nothing.
         assert moves == [
@@ -214,9 +230,14 @@ def test_the_change_capture_sql_is_enough_for_another_writer(engine: Engine, ten
             if statement.strip():
                 conn.execute(text(statement))
     with engine.connect() as conn:
-        kinds = conn.execute(text("SELECT kind FROM entity_changes ORDER BY id")).scalars().all()
+        kinds = conn.execute(text("SELECT entity_type, kind FROM entity_changes ORDER BY id")).all()
         status = conn.execute(text("SELECT status FROM policies")).scalar_one()
-    assert kinds == ["created", "status_changed"] and status == "in_review"
+        risk = conn.execute(text("SELECT status, risk_score FROM risks")).one()
+    assert [tuple(k) for k in kinds] == [
+        ("policy", "created"), ("policy", "status_changed"),
+        ("risk", "created"), ("risk", "status_changed"),
+    ]  # fmt: skip
+    assert status == "in_review" and tuple(risk) == ("assessed", 12)
 
 
 # -- Running the stack, and the Redis run coordinator's commands ---------------------------
