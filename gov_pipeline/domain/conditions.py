@@ -299,9 +299,9 @@ class _BadValueError(Exception):
 
 def _unknown_field(name: str, fields: FieldSet) -> str:
     shown = _repr.repr(name)
-    if not fields.names:
+    if name in fields.withheld:
         return (
-            f"unknown field {shown} of {fields.owner} (no fields of {fields.owner} are known yet)"
+            f"field {shown} of {fields.owner} is not given to conditions: {fields.withheld[name]}"
         )
     close = difflib.get_close_matches(name, fields.names, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(fields.names)}"
@@ -467,6 +467,8 @@ class _Compiler:
         else:
             return field  # `changed`, `actor`, `trigger`: not fields of anything
         name = sub[0] if sub else None  # no name: the whole mapping
+        if field.bare and name in fields.withheld:
+            return field  # a bare name reads `new` first, which holds it when it changed
         if name is not None and (not isinstance(name, str) or name not in fields.names):
             self.issue(path, _unknown_field(str(name), fields))
         elif len(sub) > 1 and name not in fields.containers:

@@ -84,9 +84,30 @@ class ChangeStatusAction(_Action):
     """Move the entity through the lifecycle (validated by the engine)."""
 
     type: Literal["change_status"] = "change_status"
-    # A status of the workflow's entity type (checked against its lifecycle, see
-    # WorkflowDefinition._statuses_of_its_lifecycle).
+    # A status of the workflow's entity type: checked against its lifecycle when the
+    # definition is parsed (`parse_definition` passes the entity type in the context).
     to: Annotated[str, Field(strict=True, min_length=1, max_length=50)]
+
+    @field_validator("to")
+    @classmethod
+    def _a_status_of_the_lifecycle(cls, to: str, info: ValidationInfo) -> str:
+        context = info.context or {}
+        entity_type = context.get("entity_type")
+        if entity_type is None or not context.get("check_fields", True):
+            return to
+        lifecycle = LIFECYCLES[entity_type]
+        if to not in lifecycle.transitions:
+            raise PydanticCustomError(
+                "unknown_status",
+                "'{to}' is not a {entity_type} status (one of: {allowed})",
+                {
+                    "to": to,
+                    "entity_type": str(entity_type),
+                    "allowed": ", ".join(lifecycle.statuses),
+                },
+            )
+        return to
+
     reason: Text | None = None
 
 
@@ -294,25 +315,6 @@ class WorkflowDefinition(BaseModel):
 
     @field_validator("actions")
     @classmethod
-    def _statuses_of_its_lifecycle(
-        cls, actions: list[_Action], info: ValidationInfo
-    ) -> list[_Action]:
-        entity_type = info.data.get("entity_type")
-        if entity_type is None:
-            return actions  # reported as the entity_type's own error
-        lifecycle = LIFECYCLES[entity_type]
-        for path, action in _actions_with_paths(actions):
-            if isinstance(action, ChangeStatusAction) and action.to not in lifecycle.transitions:
-                raise PydanticCustomError(
-                    "unknown_status",
-                    "{path}.to: '{to}' is not a {entity_type} status (one of: {allowed})",
-                    {"path": path, "to": action.to, "entity_type": str(entity_type),
-                     "allowed": ", ".join(lifecycle.statuses)},
-                )  # fmt: skip
-        return actions
-
-    @field_validator("actions")
-    @classmethod
     def _approval_last(cls, actions: list[_Action]) -> list[_Action]:
         # Actions after an approval would run before anyone approved: put them in on_approved.
         approvals = [i for i, a in enumerate(actions) if isinstance(a, RequestApprovalAction)]
@@ -412,6 +414,15 @@ def _message(detail: ErrorDetails) -> str:
     return detail["msg"]
 
 
+def _entity_type_of(data: dict[Any, Any]) -> EntityType | None:
+    """The definition's entity type (policy when not given); None when it is invalid (then
+    its own error is reported, and statuses are not checked)."""
+    try:
+        return EntityType(data.get("entity_type", EntityType.POLICY))
+    except (ValueError, TypeError):
+        return None
+
+
 def parse_definition(
     data: object, source: str | None = None, *, check_fields: bool = True
 ) -> WorkflowDefinition:
@@ -436,7 +447,8 @@ def parse_definition(
         )
     nul = _unstorable_issues(data)
     try:
-        definition = WorkflowDefinition.model_validate(data, context={"check_fields": check_fields})
+        context = {"check_fields": check_fields, "entity_type": _entity_type_of(data)}
+        definition = WorkflowDefinition.model_validate(data, context=context)
     except ValidationError as exc:
         raise DefinitionError(nul + _issues(exc), source) from None
     if nul:

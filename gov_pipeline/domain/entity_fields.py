@@ -19,6 +19,8 @@ class FieldSet:
     owner: str  # what holds these fields, for messages: "policy", "the approval decision"
     names: tuple[str, ...]
     containers: frozenset[str] = field(default_factory=frozenset)
+    # Fields of the owner a condition cannot read here, with why (refused with that reason).
+    withheld: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.containers <= set(self.names):
@@ -62,9 +64,29 @@ class ReadableFields:
     changed: FieldSet
 
 
+# The current row a condition reads as `entity.*` leaves these out (execution inputs keep the
+# facts; a document's content may hold megabytes).
+WITHHELD_FROM_ENTITY: Final = {
+    "content": "it may hold megabytes; test `changed` (contains content) or `new.content`",
+}
+
+
 def entity_field_set(entity_type: EntityType) -> FieldSet:
     """The fields of `entity_type`."""
     return ENTITY_FIELDS[entity_type]
+
+
+def current_row_fields(entity_type: EntityType) -> FieldSet:
+    """What `entity.*` (and a bare name) can read of `entity_type`: its fields but the
+    withheld ones."""
+    fields = ENTITY_FIELDS[entity_type]
+    withheld = {k: v for k, v in WITHHELD_FROM_ENTITY.items() if k in fields.names}
+    return FieldSet(
+        owner=fields.owner,
+        names=tuple(n for n in fields.names if n not in withheld),
+        containers=fields.containers - set(withheld),
+        withheld=withheld,
+    )
 
 
 def readable_fields(entity_type: EntityType, trigger: Trigger) -> ReadableFields:
@@ -77,9 +99,10 @@ def readable_fields(entity_type: EntityType, trigger: Trigger) -> ReadableFields
     Returns:
         The field names per condition root.
     """
-    entity = entity_field_set(entity_type)
+    entity = current_row_fields(entity_type)
     if trigger is Trigger.ON_APPROVAL_DECIDED:
         return ReadableFields(
             entity, APPROVAL_DECISION_OLD, APPROVAL_DECISION_NEW, APPROVAL_DECISION_CHANGED
         )
-    return ReadableFields(entity, entity, entity, entity)
+    every = entity_field_set(entity_type)
+    return ReadableFields(entity, every, every, every)

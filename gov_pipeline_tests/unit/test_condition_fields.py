@@ -18,6 +18,7 @@ from gov_pipeline.domain.entity_fields import (
     APPROVAL_DECISION_NEW,
     APPROVAL_DECISION_OLD,
     ENTITY_FIELDS,
+    current_row_fields,
     readable_fields,
 )
 from gov_pipeline.domain.record_fields import editable_fields
@@ -71,11 +72,16 @@ def test_the_approval_decision_fields_are_what_decide_records() -> None:
     assert APPROVAL_DECISION_OLD.names == ("approval_status",)
     decided = readable_fields(EntityType.POLICY, Trigger.ON_APPROVAL_DECIDED)
     assert (decided.old, decided.new) == (APPROVAL_DECISION_OLD, APPROVAL_DECISION_NEW)
-    assert decided.entity == ENTITY_FIELDS[EntityType.POLICY]
+    # entity.* is the current row, without what conditions are not given (content).
+    assert decided.entity == current_row_fields(EntityType.POLICY)
+    assert set(decided.entity.names) == set(ENTITY_FIELDS[EntityType.POLICY].names) - {"content"}
     for trigger in Trigger:
         if trigger is not Trigger.ON_APPROVAL_DECIDED:
             readable = readable_fields(EntityType.POLICY, trigger)
-            assert readable.old == readable.new == readable.entity == readable.changed
+            assert (
+                readable.old == readable.new == readable.changed == ENTITY_FIELDS[EntityType.POLICY]
+            )
+            assert readable.entity == current_row_fields(EntityType.POLICY)
 
 
 # -- typos --------------------------------------------------------------------------------------
@@ -126,6 +132,18 @@ def test_a_name_like_no_field_lists_the_fields() -> None:
     assert path == "conditions.field"
     assert message.startswith("unknown field 'zzz' of policy (one of: id, tenant_id, title, ")
     assert "custom_fields" in message and "did you mean" not in message
+
+
+def test_the_content_of_the_current_row_is_withheld_with_what_to_read_instead() -> None:
+    ((path, message),) = issues_of(with_conditions({"field": "entity.content", "op": "exists"}))
+    assert path == "conditions.field"
+    assert message == (
+        "field 'content' of policy is not given to conditions: it may hold megabytes; "
+        "test `changed` (contains content) or `new.content`"
+    )
+    # What the change carries is readable: new.content, and the bare name (new first).
+    for field in ("new.content", "content"):
+        parse_definition(with_conditions({"field": field, "op": "contains", "value": "x"}))
 
 
 def test_the_field_check_reports_together_with_the_other_issues() -> None:

@@ -139,7 +139,7 @@ def test_full_definition_parses_every_action_type() -> None:
     assert approval.steps[1].approvers.users == ["u-ciso"]
     change, hook = approval.on_approved
     assert isinstance(change, ChangeStatusAction)
-    assert change.to is PolicyStatus.APPROVED
+    assert change.to == PolicyStatus.APPROVED
     assert isinstance(hook, WebhookAction)
     assert (hook.secret_env, hook.timeout_seconds, hook.max_attempts) == (
         "POLICY_HOOK_SECRET",
@@ -190,7 +190,7 @@ def test_defaults() -> None:
         (with_(actions=[{"to": "draft"}]), [("actions[0].type", "missing action 'type'")]),
         (
             with_(actions=[{"type": "change_status", "to": "published_x"}]),
-            [("actions[0].to", "Input should be 'draft'")],
+            [("actions[0].to", "'published_x' is not a policy status (one of: draft, ")],
         ),
         (
             with_(actions=[{"type": "webhook", "url": "ftp://example.com/x"}]),
