@@ -53,7 +53,12 @@ def dry_run(
         raise NotFoundError(kind_of(definition.entity_type).noun, shown, tenant)
     if change_id is not None:
         change = session.get(EntityChange, change_id)
-        if change is None or change.tenant_id != tenant or change.entity_id != str(entity.id):
+        if (
+            change is None
+            or change.tenant_id != tenant
+            or change.entity_type != definition.entity_type
+            or change.entity_id != str(entity.id)
+        ):
             raise NotFoundError("change", change_id, tenant)
     else:
         facts_entity = entity_facts(entity)

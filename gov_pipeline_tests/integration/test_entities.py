@@ -351,3 +351,28 @@ def test_each_entity_type_has_its_commands(
     assert run(group, "delete", rid, "-t", "acme")[0] == 0
     code, _, err = run(group, "show", rid, "-t", "acme")
     assert code == 1 and f"{kind.noun} {rid} not found" in err
+
+
+def test_dry_run_refuses_the_change_of_another_entity_type_with_the_same_id(
+    engine: Engine, sessions: sessionmaker[Session], tenant: str
+) -> None:
+    from gov_pipeline.domain.definitions import parse_definition
+    from gov_pipeline.domain.errors import NotFoundError
+    from gov_pipeline.engine.dry_run import dry_run
+
+    pid = new_policy(sessions, title="Same id")
+    _raw(engine, CASES[1].insert)  # risk 1, as policy 1
+    definition = parse_definition(
+        {"name": "p", "tenant_id": "acme", "entity_type": "policy", "type": "notification",
+         "trigger": "on_create",
+         "actions": [{"type": "notify", "users": ["x"], "title": "t"}]}
+    )  # fmt: skip
+    with sessions.begin() as session:
+        risk_change, policy_change = (
+            session.scalar(select(EntityChange.id).where(EntityChange.entity_type == kind))
+            for kind in ("risk", "policy")
+        )
+        assert risk_change is not None and pid == 1
+        with pytest.raises(NotFoundError, match=f"change {risk_change} not found"):
+            dry_run(session, definition, entity_id=pid, change_id=risk_change)
+        assert dry_run(session, definition, entity_id=pid, change_id=policy_change)["would_run"]

@@ -398,7 +398,7 @@ def test_no_service_read_path_returns_another_tenants_data(
                 "dry_run.dry_run": preview.dry_run(
                     s,
                     parse_definition(apply_ready(EVERYTHING, mark, tenant_id)),
-                    policy_id=policy,
+                    entity_id=policy,
                 ),
             }
 
@@ -427,7 +427,7 @@ def test_no_service_read_path_returns_another_tenants_data(
             lambda: approvals.get_approval(s, "acme", their_approval),
             lambda: workflows.get_workflow(s, "acme", their_workflow),
             lambda: preview.dry_run(
-                s, parse_definition(apply_ready(EVERYTHING, "ACME", "acme")), policy_id=theirs
+                s, parse_definition(apply_ready(EVERYTHING, "ACME", "acme")), entity_id=theirs
             ),
             lambda: executions.retry_execution(s, "acme", their_execution),
         ):
