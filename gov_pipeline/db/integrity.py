@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from gov_pipeline.domain.entities import KINDS
 from gov_pipeline.domain.lifecycle import Lifecycle
 
 ALL_TENANTS = "*"
@@ -185,6 +186,108 @@ def touch_ddl(table: str, postgres: bool) -> list[str]:
     ]
 
 
+# -- references to policies ------------------------------------------------------------------
+
+REFERENCE_FUNCTION_POSTGRES = """
+CREATE OR REPLACE FUNCTION gov_check_policy_reference() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_policy bigint := (to_jsonb(NEW) ->> TG_ARGV[0])::bigint;
+BEGIN
+    IF v_policy IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM policies p
+         WHERE p.id = v_policy AND p.tenant_id = NEW.tenant_id AND p.deleted_at IS NULL
+    ) THEN
+        RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation', MESSAGE = format(
+            '%s: no policy %s in tenant %L', TG_ARGV[0], v_policy, NEW.tenant_id);
+    END IF;
+    RETURN NEW;
+END $$
+"""
+
+
+def reference_ddl(table: str, columns: Sequence[str], postgres: bool) -> list[str]:
+    """Each column of `columns` (naming a policy) must name a live policy of the row's own
+    tenant: a foreign key alone would accept another tenant's policy."""
+    statements = [REFERENCE_FUNCTION_POSTGRES] if postgres and columns else []
+    for column in columns:
+        trigger = f"gov_{table}_{column}_tenant"
+        if postgres:
+            statements += [
+                f"DROP TRIGGER IF EXISTS {trigger} ON {table}",
+                f"CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE OF {column}, tenant_id "
+                f"ON {table} FOR EACH ROW EXECUTE FUNCTION gov_check_policy_reference('{column}')",
+            ]
+            continue
+        for event in ("INSERT", f"UPDATE OF {column}, tenant_id"):
+            name = f"{trigger}_{event.split()[0].lower()}"
+            statements += [
+                f"DROP TRIGGER IF EXISTS {name}",
+                f"""
+                CREATE TRIGGER {name} BEFORE {event} ON {table}
+                WHEN NEW.{column} IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM policies p WHERE p.id = NEW.{column}
+                       AND p.tenant_id = NEW.tenant_id AND p.deleted_at IS NULL)
+                BEGIN
+                    SELECT RAISE(ABORT, '{column}: no such policy in the record''s tenant');
+                END
+                """,
+            ]
+    return statements
+
+
+def _reference_triggers(table: str, columns: Sequence[str], postgres: bool) -> list[str]:
+    if postgres:
+        return [f"DROP TRIGGER IF EXISTS gov_{table}_{c}_tenant ON {table}" for c in columns]
+    return [
+        f"DROP TRIGGER IF EXISTS gov_{table}_{c}_tenant_{event}"
+        for c in columns
+        for event in ("insert", "update")
+    ]
+
+
+# -- settings reserved to this project's processes (PostgreSQL) -------------------------------
+
+# Transaction settings the triggers obey: a lifecycle override, an import's statuses, and
+# which execution (at which chain depth) a write belongs to. Only `gov_app` may give them.
+RESERVED_SETTINGS = (
+    "gov.lifecycle_override",
+    "gov.importing",
+    "gov.execution_id",
+    "gov.chain_depth",
+)
+
+RESERVED_FUNCTION_POSTGRES = f"""
+CREATE OR REPLACE FUNCTION gov_guard_reserved_settings() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_name text;
+BEGIN
+    IF pg_has_role(current_user, '{APP_ROLE}', 'MEMBER') THEN
+        RETURN NULL;
+    END IF;
+    FOREACH v_name IN ARRAY ARRAY[{_quoted(RESERVED_SETTINGS)}] LOOP
+        IF coalesce(current_setting(v_name, true), '') <> '' THEN
+            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+                '%s is reserved to gov_pipeline''s own processes (role {APP_ROLE}); '
+                'role %s may not set it', v_name, current_user);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$
+"""
+
+
+def reserved_ddl(table: str) -> list[str]:
+    """A statement trigger refusing a write to `table` by a role outside `gov_app` while a
+    reserved setting is set (an override of the lifecycle, say)."""
+    return [
+        RESERVED_FUNCTION_POSTGRES,
+        f"DROP TRIGGER IF EXISTS gov_{table}_reserved ON {table}",
+        f"CREATE TRIGGER gov_{table}_reserved BEFORE INSERT OR UPDATE OR DELETE ON {table} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION gov_guard_reserved_settings()",
+    ]
+
+
 # -- row-level security (PostgreSQL) ----------------------------------------------------------
 
 
@@ -323,14 +426,17 @@ def install_integrity(
     statements: list[str] = []
     for table, lifecycle in lifecycles.items():
         if postgres:
-            statements += lifecycle_ddl_postgres(table, lifecycle)
+            statements += lifecycle_ddl_postgres(table, lifecycle) + reserved_ddl(table)
         else:
             statements += lifecycle_ddl_sqlite(table, lifecycle)
         statements += touch_ddl(table, postgres)
+        statements += reference_ddl(table, _references(lifecycle), postgres)
     if postgres:
         statements += _with_schema(
             bind, rls_ddl(tenant_tables, app_tables, list(lifecycles), decisions)
         )
+        if decisions:
+            statements += reserved_ddl("approval_decisions")
     for statement in statements:
         bind.execute(text(statement))
 
@@ -339,10 +445,12 @@ def table_triggers_drop_ddl(lifecycles: dict[str, Lifecycle], postgres: bool) ->
     """Drop the lifecycle and touch triggers of the tables of `lifecycles`."""
     statements: list[str] = []
     for table, lifecycle in lifecycles.items():
+        statements += _reference_triggers(table, _references(lifecycle), postgres)
         if postgres:
             statements += [
                 f"DROP TRIGGER IF EXISTS gov_{table}_lifecycle ON {table}",
                 f"DROP TRIGGER IF EXISTS gov_{table}_touch ON {table}",
+                f"DROP TRIGGER IF EXISTS gov_{table}_reserved ON {table}",
                 f"DROP FUNCTION IF EXISTS gov_lifecycle_{lifecycle.entity_type}()",
             ]
         else:
@@ -351,6 +459,10 @@ def table_triggers_drop_ddl(lifecycles: dict[str, Lifecycle], postgres: bool) ->
                 for suffix in ("lifecycle_insert", "lifecycle_update", "touch")
             ]
     return statements
+
+
+def _references(lifecycle: Lifecycle) -> tuple[str, ...]:
+    return KINDS[lifecycle.entity_type].policy_references
 
 
 def uninstall_integrity(
@@ -370,6 +482,8 @@ def uninstall_integrity(
             "DROP FUNCTION IF EXISTS gov_all_tenants()",
             "DROP TABLE IF EXISTS gov_tenant_grants",
             "DROP FUNCTION IF EXISTS gov_touch_updated_at()",
+            "DROP FUNCTION IF EXISTS gov_check_policy_reference()",
+            "DROP FUNCTION IF EXISTS gov_guard_reserved_settings()",
         ]
     for statement in statements:
         bind.execute(text(statement))

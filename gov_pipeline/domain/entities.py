@@ -25,6 +25,9 @@ COMMON_READ_ONLY: Final = frozenset(
      "updated_by"}
 )  # fmt: skip
 _AUDIT = ("created_by", "updated_by", "deleted_at", "created_at", "updated_at")
+# Columns naming a policy: it must be a live policy of the record's own tenant (checked by
+# the services and, for every writer, by the database: db/integrity.py).
+POLICY_REFERENCES: Final = ("policy_id", "parent_policy_id")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class EntityKind:
     @property
     def read_only(self) -> frozenset[str]:
         return COMMON_READ_ONLY | self.system_fields
+
+    @property
+    def policy_references(self) -> tuple[str, ...]:
+        """Its columns that name a policy."""
+        return tuple(c for c in POLICY_REFERENCES if c in self.columns)
 
 
 _DOCUMENT_TAIL = ("policy_id", "tags", "custom_fields", *_AUDIT)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from gov_pipeline.db.capture import set_change_context
 from gov_pipeline.db.engine import is_postgres
 from gov_pipeline.db.models import ENTITY_MODELS, Policy, Record, row_to_dict
-from gov_pipeline.domain.entities import EntityKind, kind_of
+from gov_pipeline.domain.entities import POLICY_REFERENCES, EntityKind, kind_of
 from gov_pipeline.domain.errors import InvalidInputError, NotFoundError
 from gov_pipeline.domain.record_fields import validate_fields
 from gov_pipeline.domain.statuses import EntityType
@@ -26,9 +26,6 @@ from gov_pipeline.services.tenants import check_identifier, require_tenant
 
 MAX_PAGE_SIZE = 1000
 # Fields that name a policy of the same tenant.
-_POLICY_REFERENCES = ("policy_id", "parent_policy_id")
-
-
 @dataclass(frozen=True)
 class Actor:
     """Who writes, and, for writes made by a workflow action, which execution and depth."""
@@ -98,7 +95,7 @@ def get_record(
 
 def _check_references(session: Session, tenant_id: str, values: dict[str, Any]) -> None:
     """A policy named by the fields must be a live policy of the same tenant."""
-    for name in _POLICY_REFERENCES:
+    for name in POLICY_REFERENCES:
         if values.get(name) is None:
             continue
         policy = session.get(Policy, values[name])

@@ -376,3 +376,43 @@ def test_dry_run_refuses_the_change_of_another_entity_type_with_the_same_id(
         with pytest.raises(NotFoundError, match=f"change {risk_change} not found"):
             dry_run(session, definition, entity_id=pid, change_id=risk_change)
         assert dry_run(session, definition, entity_id=pid, change_id=policy_change)["would_run"]
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "insert"),
+    [
+        ("policy_exceptions", "policy_id",
+         "INSERT INTO policy_exceptions (tenant_id, policy_id, title) VALUES ('acme', :p, 'E')"),
+        ("sops", "policy_id",
+         "INSERT INTO sops (tenant_id, title, process_area, policy_id) VALUES ('acme', 'S', 'HR', :p)"),
+        ("compliance_requirements", "policy_id",
+         "INSERT INTO compliance_requirements (tenant_id, title, framework, policy_id) "
+         "VALUES ('acme', 'R', 'SOC 2', :p)"),
+        ("policies", "parent_policy_id",
+         "INSERT INTO policies (tenant_id, title, policy_type, parent_policy_id) "
+         "VALUES ('acme', 'C', 'Security', :p)"),
+    ],
+    ids=lambda v: v if " " not in v else "",
+)  # fmt: skip
+def test_a_raw_writer_cannot_link_a_record_to_another_tenants_policy(
+    engine: Engine, sessions: sessionmaker[Session], tenant: str,
+    table: str, column: str, insert: str,
+) -> None:  # fmt: skip
+    ours = new_policy(sessions, title="Ours")
+    theirs = new_policy(sessions, "globex", title="Theirs")
+    gone = new_policy(sessions, title="Deleted")
+    _raw(engine, "UPDATE policies SET deleted_at = updated_at WHERE id = :p", p=gone)
+    for policy in (theirs, gone, 999):
+        with pytest.raises(
+            DBAPIError, match=f"{column}: no (policy {policy} in tenant 'acme'|such policy)"
+        ):
+            _raw(engine, insert, p=policy)
+    _raw(engine, insert, p=ours)
+    # Moved to another tenant's policy afterwards: refused the same way.
+    with pytest.raises(DBAPIError, match=f"{column}: no"):
+        _raw(engine, f"UPDATE {table} SET {column} = :p WHERE {column} = :o", p=theirs, o=ours)
+    with engine.connect() as conn:
+        linked = conn.execute(
+            text(f"SELECT count(*) FROM {table} WHERE {column} = :o"), {"o": ours}
+        )
+        assert linked.scalar_one() == 1

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
-from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE, WRITER_ROLE
+from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE, RESERVED_SETTINGS, WRITER_ROLE
 from gov_pipeline_tests.conftest import _truncate_all
 from gov_pipeline_tests.integration.engine_support import new_policy
 
@@ -130,6 +130,36 @@ def test_another_application_cannot_forge_changes_or_touch_engine_tables(
         with pytest.raises(DBAPIError, match="permission denied"), acme_app.begin() as conn:
             _as(conn, "acme")
             conn.execute(text(statement))
+
+
+@pytest.mark.parametrize("setting", RESERVED_SETTINGS)
+def test_another_application_cannot_give_the_settings_of_this_projects_processes(
+    app_sessions: sessionmaker[Session], acme_app: Engine, setting: str
+) -> None:
+    """An override of the lifecycle, an import's statuses, the execution a write belongs to:
+    only `gov_app` gives them; another writer that tries is refused, and nothing is written."""
+    acme = new_policy(app_sessions, "acme", title="Acme policy")
+    value = "on" if setting == "gov.importing" else "1"
+    for statement in (
+        "UPDATE policies SET status = 'published' WHERE id = :i",
+        "UPDATE policies SET title = 'renamed' WHERE id = :i",
+        "INSERT INTO approval_decisions (tenant_id, approval_id, decided_by, decision) "
+        "VALUES ('acme', :i, 'someone', 'approve')",
+    ):
+        with (
+            pytest.raises(DBAPIError, match=f"{setting} is reserved to gov_pipeline's own"),
+            acme_app.begin() as conn,
+        ):
+            _as(conn, "acme")
+            conn.execute(text("SELECT set_config(:s, :v, true)"), {"s": setting, "v": value})
+            conn.execute(text(statement), {"i": acme})
+    with app_sessions.begin() as session:
+        row = session.execute(text("SELECT status, title FROM policies")).one()
+    assert tuple(row) == ("draft", "Acme policy")
+    # Without the setting the same writer moves it legally.
+    with acme_app.begin() as conn:
+        _as(conn, "acme")
+        conn.execute(text("UPDATE policies SET status = 'in_review' WHERE id = :i"), {"i": acme})
 
 
 def test_the_application_role_sees_one_tenant_or_all_when_it_says_so(
