@@ -8,6 +8,7 @@ one execution per (workflow, dedupe key — `change:<id>` for a change), one act
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -35,7 +36,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from gov_pipeline.domain.statuses import EntityType
+from gov_pipeline.domain.statuses import EntityType, ReviewFrequency, RiskLevel, RiskTreatment
+
+
+def _one_of(column: str, values: type[StrEnum]) -> CheckConstraint:
+    """`column` is empty or one of `values`, for every writer."""
+    listed = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IS NULL OR {column} IN ({listed})", name=f"known_{column}")
+
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias, needed for AUTOINCREMENT) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -379,6 +387,8 @@ class Risk(Base, Timestamps):
         Index("ix_risks_tenant_review", "tenant_id", "next_review_date"),
         CheckConstraint("likelihood BETWEEN 1 AND 5", name="likelihood_1_to_5"),
         CheckConstraint("impact BETWEEN 1 AND 5", name="impact_1_to_5"),
+        _one_of("treatment", RiskTreatment),
+        _one_of("review_frequency", ReviewFrequency),
         {"sqlite_autoincrement": True},
     )
 
@@ -443,6 +453,7 @@ class Sop(Base, Timestamps):
     __table_args__ = (
         Index("ix_sops_tenant_status", "tenant_id", "status"),
         Index("ix_sops_tenant_review", "tenant_id", "next_review_date"),
+        _one_of("review_frequency", ReviewFrequency),
         {"sqlite_autoincrement": True},
     )
 
@@ -473,6 +484,7 @@ class PolicyException(Base, Timestamps):
     __table_args__ = (
         Index("ix_policy_exceptions_tenant_status", "tenant_id", "status"),
         Index("ix_policy_exceptions_tenant_expiry", "tenant_id", "expiry_date"),
+        _one_of("risk_level", RiskLevel),
         {"sqlite_autoincrement": True},
     )
 

@@ -25,6 +25,8 @@ from gov_pipeline.domain.statuses import EntityType
 from gov_pipeline.services.tenants import check_identifier, require_tenant
 
 MAX_PAGE_SIZE = 1000
+
+
 # Fields that name a policy of the same tenant.
 @dataclass(frozen=True)
 class Actor:

@@ -416,3 +416,26 @@ def test_a_raw_writer_cannot_link_a_record_to_another_tenants_policy(
             text(f"SELECT count(*) FROM {table} WHERE {column} = :o"), {"o": ours}
         )
         assert linked.scalar_one() == 1
+
+
+@pytest.mark.parametrize(
+    "insert",
+    [
+        "INSERT INTO risks (tenant_id, title, category, treatment) VALUES ('acme', 'R', 'x', 'ignore')",
+        "INSERT INTO risks (tenant_id, title, category, review_frequency) "
+        "VALUES ('acme', 'R', 'x', 'hourly')",
+        "INSERT INTO sops (tenant_id, title, process_area, review_frequency) "
+        "VALUES ('acme', 'S', 'HR', 'weekly')",
+        "INSERT INTO policy_exceptions (tenant_id, policy_id, title, risk_level) "
+        "VALUES ('acme', :p, 'E', 'extreme')",
+    ],
+    ids=["treatment", "risk-review_frequency", "sop-review_frequency", "risk_level"],
+)  # fmt: skip
+def test_a_raw_writer_cannot_store_a_value_outside_a_fields_choices(
+    engine: Engine, sessions: sessionmaker[Session], tenant: str, insert: str
+) -> None:
+    pid = new_policy(sessions)
+    with pytest.raises(DBAPIError, match=r"(?i)check constraint"):
+        _raw(engine, insert, p=pid)
+    _raw(engine, insert.replace("'ignore'", "'accept'").replace("'hourly'", "'annual'")
+         .replace("'weekly'", "'monthly'").replace("'extreme'", "'high'"), p=pid)  # fmt: skip

@@ -174,6 +174,15 @@ def _create_tables() -> None:
         ),
         sa.CheckConstraint("impact BETWEEN 1 AND 5", name=op.f("ck_risks_impact_1_to_5")),
         sa.CheckConstraint("likelihood BETWEEN 1 AND 5", name=op.f("ck_risks_likelihood_1_to_5")),
+        sa.CheckConstraint(
+            "treatment IS NULL OR treatment IN ('mitigate', 'accept', 'transfer', 'avoid')",
+            name=op.f("ck_risks_known_treatment"),
+        ),
+        sa.CheckConstraint(
+            "review_frequency IS NULL OR review_frequency IN ('annual', 'biennial', 'triennial', "
+            "'quarterly', 'monthly', 'as_needed')",
+            name=op.f("ck_risks_known_review_frequency"),
+        ),
         sa.ForeignKeyConstraint(
             ["tenant_id"], ["tenants.tenant_id"], name=op.f("fk_risks_tenant_id_tenants")
         ),
@@ -265,6 +274,10 @@ def _create_tables() -> None:
         sa.Column(
             "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
+        sa.CheckConstraint(
+            "risk_level IS NULL OR risk_level IN ('low', 'medium', 'high', 'critical')",
+            name=op.f("ck_policy_exceptions_known_risk_level"),
+        ),
         sa.ForeignKeyConstraint(
             ["policy_id"], ["policies.id"], name=op.f("fk_policy_exceptions_policy_id_policies")
         ),
@@ -316,6 +329,11 @@ def _create_tables() -> None:
         ),
         sa.Column(
             "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.CheckConstraint(
+            "review_frequency IS NULL OR review_frequency IN ('annual', 'biennial', 'triennial', "
+            "'quarterly', 'monthly', 'as_needed')",
+            name=op.f("ck_sops_known_review_frequency"),
         ),
         sa.ForeignKeyConstraint(
             ["policy_id"], ["policies.id"], name=op.f("fk_sops_policy_id_policies")
