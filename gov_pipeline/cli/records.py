@@ -1,5 +1,6 @@
 """`gov-pipeline policies|risks|requirements|tasks|sops|exceptions ...`: create, update,
-move, delete, show, list and import the records of each governed entity type.
+move, delete, show, list and import the records of each governed entity type, and complete
+a review of those with a review cycle (policies, SOPs, risks).
 
 One command group per entity type, built from the same code: `CommandSpec` says what
 differs (the options of `create`, the filters of `list`, the columns of its table).
@@ -25,8 +26,9 @@ from gov_pipeline.cli.context import (
 )
 from gov_pipeline.cli.output import emit_json, emit_record, emit_table
 from gov_pipeline.domain.entities import KINDS, EntityKind
+from gov_pipeline.domain.reviews import reviewable_text
 from gov_pipeline.domain.statuses import EntityType
-from gov_pipeline.services import records
+from gov_pipeline.services import records, reviews
 
 
 @dataclass(frozen=True)
@@ -437,6 +439,39 @@ def _import_command(spec: CommandSpec) -> click.Command:
     return import_
 
 
+def _complete_review_command(spec: CommandSpec) -> click.Command:
+    kind = spec.kind
+
+    @click.command("complete-review")
+    @click.argument("record_id", metavar=f"{kind.entity_type.upper()}_ID")
+    @tenant_option
+    @click.option("--as", "reviewed_by", required=True, metavar="USER", help="Who reviewed it.")
+    @click.option("--notes", help="What the review found (kept with it).")
+    @pass_app
+    def complete_review(
+        app: AppContext, record_id: str, tenant: str | None, reviewed_by: str, notes: str | None
+    ) -> None:
+        with app.transaction(app.tenant(tenant)) as session:
+            next_review = reviews.complete_review(
+                session, tenant_id=app.tenant(tenant), entity_type=kind.entity_type,
+                entity_id=record_id, reviewed_by=reviewed_by, notes=notes,
+            )  # fmt: skip
+        scheduled = (
+            f"next review {next_review.isoformat()}"
+            if next_review
+            else "no next review (review_frequency as_needed or not set)"
+        )
+        click.echo(f"{kind.noun} {record_id} reviewed by {reviewed_by}; {scheduled}")
+
+    complete_review.help = (
+        f"Record a completed review of a {kind.noun} "
+        f"({reviewable_text(kind)}): its next_review_date moves to today + its "
+        "review_frequency.\n\n\b\nExample:\n  "
+        + _example(spec, 'complete-review 12 -t acme --as dave --notes "Still accurate"')
+    )
+    return complete_review
+
+
 _COMMANDS: tuple[Callable[[CommandSpec], click.Command], ...] = (
     _create_command, _update_command, _set_status_command, _delete_command, _show_command,
     _list_command, _import_command,
@@ -448,6 +483,8 @@ def record_group(spec: CommandSpec) -> click.Group:
     group = click.Group(spec.name, help=spec.help)
     for build in _COMMANDS:
         group.add_command(build(spec))
+    if spec.kind.reviewable:
+        group.add_command(_complete_review_command(spec))
     return group
 
 

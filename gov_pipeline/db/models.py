@@ -332,6 +332,84 @@ class Approval(Base):
     decided_at: Mapped[datetime | None]
     escalated_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    # How many distinct listed approvers must approve (a parallel step's N of M; 1 otherwise).
+    quorum: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The definition lets an approver hand the step to another user of the tenant.
+    allow_delegation: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # [{"from": user, "to": user, "at": iso time, "comment": text}], in order.
+    delegations: Mapped[list[Any]] = mapped_column(default=list, server_default=text("'[]'"))
+    # The step's escalation, from the definition: {"users": [...], "roles": [...],
+    # "reassign_after_hours": N | null, "repeat_every_hours": M | null}; null: the default
+    # (owner, admins and approvers told once).
+    escalation: Mapped[dict[str, Any] | None]
+    reassigned_at: Mapped[datetime | None]
+
+
+class ApprovalEscalation(Base):
+    """One escalation of an overdue step: round k (0 at the due time, then every
+    `repeat_every_hours`) or its reassignment; unique, so each happens once."""
+
+    __tablename__ = "approval_escalations"
+    __table_args__ = (
+        UniqueConstraint("approval_id", "kind", "round", name="uq_approval_escalations_round"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    approval_id: Mapped[int] = mapped_column(ForeignKey("approvals.id"))
+    kind: Mapped[str] = mapped_column(String(20))  # escalated | reassigned
+    round: Mapped[int] = mapped_column(Integer, default=0)
+    notified: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class Review(Base):
+    """A completed review of a record (policy, SOP, risk), from any writer: the CLI, the
+    `complete_review` job or another application's INSERT. The database sets the record's
+    `next_review_date` from its `review_frequency` (db/reviews.py) and this row's
+    `next_review_date` to the same date."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        Index("ix_reviews_entity", "tenant_id", "entity_type", "entity_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"))
+    entity_type: Mapped[str] = mapped_column(String(50))
+    entity_id: Mapped[int] = mapped_column(BigId)
+    reviewed_by: Mapped[str] = mapped_column(String(100))
+    notes: Mapped[str] = mapped_column(Text, default="", server_default="")
+    reviewed_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    next_review_date: Mapped[date | None]
+
+
+class EmailDelivery(Base, Timestamps):
+    """The email outbox: one message per notification of a user with an address, written
+    with the notification when SMTP is configured, sent afterwards with the notification
+    lane's retries."""
+
+    __tablename__ = "email_deliveries"
+    __table_args__ = (
+        UniqueConstraint("notification_id", name="uq_email_deliveries_notification_id"),
+        Index("ix_email_deliveries_status", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    notification_id: Mapped[int] = mapped_column(BigId)
+    execution_id: Mapped[int | None] = mapped_column(BigId)
+    user_id: Mapped[str] = mapped_column(String(100))
+    to_address: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(500))
+    body: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=10)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
 
 
 class Notification(Base):

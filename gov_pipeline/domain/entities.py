@@ -17,7 +17,7 @@ from typing import Final
 
 from gov_pipeline.domain.errors import InvalidInputError
 from gov_pipeline.domain.lifecycle import LIFECYCLES, Lifecycle
-from gov_pipeline.domain.statuses import EntityType
+from gov_pipeline.domain.statuses import EntityType, PolicyStatus, RiskStatus
 
 # Columns every governed table has, set by the system or by their own operation.
 COMMON_READ_ONLY: Final = frozenset(
@@ -46,8 +46,12 @@ class EntityKind:
     owner_field: str  # who owns it (the `assign` action's owner, `include_owner`)
     # Read-only fields beyond the common ones (set by the system).
     system_fields: frozenset[str] = frozenset()
-    # Entering a status sets a date column to the day (policy `published` -> published_date).
+    # Entering a status sets a date column to the day, unless the writer gave it (policy
+    # `published` -> published_date); the database does it, for every writer (db/reviews.py).
     stamps: Mapping[str, str] = field(default_factory=dict)
+    # The statuses in which a review may be completed (a `reviews` row schedules the next
+    # one from `review_frequency`, domain/reviews.py); empty: the type has no review cycle.
+    reviewable: frozenset[str] = frozenset()
     default_lane: str = "policy"
 
     @property
@@ -84,6 +88,7 @@ KINDS: Final[Mapping[EntityType, EntityKind]] = MappingProxyType(
             owner_field="owner_id",
             system_fields=frozenset({"published_date"}),
             stamps={"published": "published_date"},
+            reviewable=frozenset({PolicyStatus.PUBLISHED}),
         ),
         EntityType.RISK: EntityKind(
             EntityType.RISK, "risks", "risk", "risks",
@@ -98,6 +103,7 @@ KINDS: Final[Mapping[EntityType, EntityKind]] = MappingProxyType(
             deadline_field="next_review_date",
             owner_field="owner_id",
             system_fields=frozenset({"risk_score"}),  # likelihood x impact, by the database
+            reviewable=frozenset(RiskStatus) - {RiskStatus.CLOSED},  # a closed risk is done
             default_lane="assessment",
         ),
         EntityType.COMPLIANCE_REQUIREMENT: EntityKind(
@@ -142,6 +148,7 @@ KINDS: Final[Mapping[EntityType, EntityKind]] = MappingProxyType(
             owner_field="owner_id",
             system_fields=frozenset({"published_date"}),
             stamps={"published": "published_date"},
+            reviewable=frozenset({PolicyStatus.PUBLISHED}),
         ),
         EntityType.POLICY_EXCEPTION: EntityKind(
             EntityType.POLICY_EXCEPTION, "policy_exceptions", "policy exception", "exceptions",

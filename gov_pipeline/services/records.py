@@ -9,7 +9,7 @@ entity types (fields, lifecycle, stamps) comes from `domain/entities.py`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import func, select
@@ -21,6 +21,7 @@ from gov_pipeline.db.models import ENTITY_MODELS, Policy, Record, row_to_dict
 from gov_pipeline.domain.entities import POLICY_REFERENCES, EntityKind, kind_of
 from gov_pipeline.domain.errors import InvalidInputError, NotFoundError
 from gov_pipeline.domain.record_fields import validate_fields
+from gov_pipeline.domain.reviews import dated_on_entering
 from gov_pipeline.domain.statuses import EntityType
 from gov_pipeline.services.tenants import check_identifier, require_tenant
 
@@ -138,17 +139,16 @@ def create_record(
             f"set-status, or load existing ones with `{kind.command} import`",
         )
     actor = write_as(session, actor, importing=importing)
-    stamp = kind.stamps.get(status)
     record = ENTITY_MODELS[kind.entity_type](
         tenant_id=tenant_id,
         status=str(status),  # a plain str, as read back: it becomes condition facts
         created_by=actor.user_id,
         updated_by=actor.user_id,
-        **({stamp: date.today()} if stamp else {}),
         **values,
     )
     session.add(record)
     session.flush()
+    _read_dates_back(session, kind, record)
     return record
 
 
@@ -213,11 +213,17 @@ def transition_record(
     actor = write_as(session, actor)
     record.status = str(target)  # a plain str, as read back: it becomes condition facts
     record.updated_by = actor.user_id
-    stamp = kind.stamps.get(target)
-    if stamp:
-        setattr(record, stamp, date.today())
     session.flush()
+    _read_dates_back(session, kind, record)
     return record
+
+
+def _read_dates_back(session: Session, kind: EntityKind, record: Record) -> None:
+    # Entering a status may date the record (a publication: published_date and the next
+    # review), which the database does for every writer (db/reviews.py).
+    dated = dated_on_entering(kind, record.status)
+    if dated:
+        session.refresh(record, list(dated))
 
 
 def soft_delete_record(
