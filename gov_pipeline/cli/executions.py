@@ -104,7 +104,10 @@ def show(app: AppContext, execution_id: str, tenant: str | None, as_json: bool) 
     if as_json:
         emit_json(data)
         return
-    nested = {k: data.pop(k) for k in ("action_runs", "approvals", "tasks", "webhook_deliveries")}
+    nested = {
+        k: data.pop(k)
+        for k in ("action_runs", "approvals", "tasks", "webhook_deliveries", "email_deliveries")
+    }
     data.pop("input", None)
     emit_record(data)
     for run in nested["action_runs"]:
@@ -121,6 +124,11 @@ def show(app: AppContext, execution_id: str, tenant: str | None, as_json: bool) 
         click.echo(
             f"  webhook {delivery['id']} {delivery['url']}: {delivery['status']}"
             f" after {delivery['attempts']} attempt(s) {delivery['last_error'] or ''}"
+        )
+    for email in nested["email_deliveries"]:
+        click.echo(
+            f"  email {email['id']} to {email['user_id']} <{email['to_address']}>: "
+            f"{email['status']} after {email['attempts']} attempt(s) {email['last_error'] or ''}"
         )
 
 
@@ -205,7 +213,8 @@ def list_approvals(
                 "entity_id": a.entity_id, "entity": f"{a.entity_type}:{a.entity_id}",
                 "step": a.step_index + 1, "name": a.name, "status": a.status,
                 "approvers": a.approver_users + a.approver_roles, "due_at": a.due_at,
-                "decided_by": a.decided_by,
+                "decided_by": a.decided_by, "quorum": a.quorum,
+                "delegated_to": [d["to"] for d in a.delegations],
             }
             for a in approval_svc.list_approvals(
                 session, app.tenant(tenant), user_id=user, status=status
@@ -265,9 +274,39 @@ _decision_command(
 )
 
 
+@approvals.command("delegate")
+@click.argument("approval_id")
+@tenant_option
+@click.option("--user", required=True, help="The approver handing the step on.")
+@click.option("--to", "to_user", required=True, help="The user of the tenant taking it over.")
+@click.option("--comment", help="Why, kept with the delegation.")
+@pass_app
+def delegate(
+    app: AppContext,
+    approval_id: str,
+    tenant: str | None,
+    user: str,
+    to_user: str,
+    comment: str | None,
+) -> None:
+    """Hand an open step to another user of the tenant (where its definition allows it:
+    allow_delegation: true). The delegate may decide it; you no longer may.
+
+    \b
+    Example:
+      gov-pipeline approvals delegate 4 --tenant acme --user carol --to dan --comment "on leave"
+    """
+    with app.transaction(app.tenant(tenant)) as session:
+        approval_svc.delegate(
+            session, tenant_id=app.tenant(tenant), approval_id=approval_id, user_id=user,
+            to_user=to_user, comment=comment,
+        )  # fmt: skip
+    click.echo(f"approval {approval_id}: delegated by {user} to {to_user}")
+
+
 @click.group()
 def notifications() -> None:
-    """In-app notifications."""
+    """In-app notifications, and their emails."""
 
 
 @notifications.command("list")

@@ -52,3 +52,19 @@ def next_move(mode: ApprovalMode, statuses: Sequence[ApprovalStatus]) -> NextMov
     if mode is ApprovalMode.SEQUENTIAL:
         return NextMove(FlowOutcome.OPEN, (waiting[0],))
     return NextMove(FlowOutcome.OPEN, tuple(waiting))
+
+
+class QuorumState(StrEnum):
+    OPEN = "open"  # more votes needed, and the quorum can still be reached
+    APPROVED = "approved"  # enough distinct approvers approved
+    UNREACHABLE = "unreachable"  # too many voted against: the quorum cannot be reached
+
+
+def quorum_state(quorum: int, eligible: int, approvals: int, against: int) -> QuorumState:
+    """Where a step needing `quorum` approvals of `eligible` approvers stands after
+    `approvals` votes for and `against` votes against (reject or request changes)."""
+    if approvals >= quorum:
+        return QuorumState.APPROVED
+    if against > eligible - quorum:
+        return QuorumState.UNREACHABLE
+    return QuorumState.OPEN

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -27,6 +28,7 @@ from gov_pipeline.domain.conditions import CompiledCondition, compile_condition,
 from gov_pipeline.domain.entity_fields import readable_fields
 from gov_pipeline.domain.errors import DefinitionError, ValidationIssue
 from gov_pipeline.domain.lifecycle import LIFECYCLES
+from gov_pipeline.domain.schedules import Schedule
 from gov_pipeline.domain.statuses import (
     ApprovalMode,
     EntityType,
@@ -229,14 +231,60 @@ class Approvers(BaseModel):
         return self
 
 
+Hours = Annotated[float, Field(strict=True, gt=0, le=24 * 365)]
+
+
+class Escalation(BaseModel):
+    """What happens to a step nobody decided by its due time: its escalation target (`to`)
+    is told; with `reassign_after_hours`, once overdue that long the step is theirs to
+    decide (and no longer the original approvers'); with `repeat_every_hours`, the
+    escalation repeats at that interval until the step is decided. Without `to`, the
+    workflow owner, the tenant's admins and the approvers are told."""
+
+    model_config = _MODEL
+
+    to: Approvers | None = None
+    reassign_after_hours: Annotated[float, Field(strict=True, ge=0, le=24 * 365)] | None = None
+    repeat_every_hours: Hours | None = None
+
+    @model_validator(mode="after")
+    def _reassign_to_someone(self) -> Escalation:
+        if self.reassign_after_hours is not None and self.to is None:
+            raise PydanticCustomError(
+                "reassign_to", "reassign_after_hours needs `to`: whom the step is reassigned to"
+            )
+        return self
+
+
 class ApprovalStep(BaseModel):
-    """One approval step; `due_in_hours` drives escalation."""
+    """One approval step: who decides, by when, how many of them (`quorum`: that many
+    distinct approvers must approve), whether an approver may hand it to another user of
+    the tenant (`allow_delegation`), and its escalation once overdue."""
 
     model_config = _MODEL
 
     approvers: Approvers
-    due_in_hours: Annotated[float, Field(strict=True, gt=0, le=24 * 365)] | None = None
+    due_in_hours: Hours | None = None
     name: Name | None = None
+    quorum: Annotated[int, Field(strict=True, ge=1, le=100)] = 1
+    allow_delegation: bool = False
+    escalation: Escalation | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ApprovalStep:
+        if self.escalation is not None and self.due_in_hours is None:
+            raise PydanticCustomError(
+                "escalation_due",
+                "escalation needs due_in_hours: a step is escalated once it is overdue",
+            )
+        listed = len(set(self.approvers.users))
+        if not self.approvers.roles and self.quorum > listed:
+            raise PydanticCustomError(
+                "quorum",
+                "quorum {quorum} needs at least {quorum} approvers; {listed} listed",
+                {"quorum": self.quorum, "listed": listed},
+            )
+        return self
 
 
 class RequestApprovalAction(_Action):
@@ -276,6 +324,8 @@ class WorkflowDefinition(BaseModel):
     conditions: Any = None
     actions: Annotated[list[Action], Field(min_length=1)]
     days_before_deadline: Days | None = Field(default=None, validate_default=True)
+    # For `trigger: scheduled`: when it fires (on every live record its conditions match).
+    schedule: Schedule | None = Field(default=None, validate_default=True)
     priority: Annotated[int, Field(strict=True, ge=-100, le=100)] = 0
     owner_id: Ident | None = None
 
@@ -337,6 +387,25 @@ class WorkflowDefinition(BaseModel):
             )
         return days
 
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_for_scheduled(
+        cls, schedule: Schedule | None, info: ValidationInfo
+    ) -> Schedule | None:
+        # A stored version may predate the field: it keeps loading (and is never due).
+        trigger = info.data.get("trigger")
+        if trigger is None or not (info.context or {}).get("check_fields", True):
+            return schedule
+        if trigger == Trigger.SCHEDULED and schedule is None:
+            raise PydanticCustomError("schedule", "required when trigger is scheduled")
+        if trigger != Trigger.SCHEDULED and schedule is not None:
+            raise PydanticCustomError(
+                "schedule",
+                "only for trigger: scheduled (this workflow's trigger is {trigger})",
+                {"trigger": str(trigger)},
+            )
+        return schedule
+
     def compiled_conditions(self) -> CompiledCondition:
         """Return `conditions` compiled; callers evaluating many changes should keep it."""
         return compile_condition(self.conditions, "conditions")
@@ -347,8 +416,27 @@ class WorkflowDefinition(BaseModel):
         Equal for equal content whatever the key order or omitted defaults; a new fingerprint
         means applying the file creates a new version.
         """
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        # Fields added since definitions were first stored are left out at their defaults:
+        # the fingerprint of a file applied before they existed stays the same, and
+        # applying it again stays "unchanged".
+        _drop_defaults(data, LATER_FIELDS)
+        for action in data.get("actions", []):
+            for step in action.get("steps") or []:
+                _drop_defaults(step, LATER_STEP_FIELDS)
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# Fields added after the first stored definitions, with their defaults.
+LATER_FIELDS: Final = {"schedule": None}
+LATER_STEP_FIELDS: Final = {"quorum": 1, "allow_delegation": False, "escalation": None}
+
+
+def _drop_defaults(data: dict[str, Any], defaults: Mapping[str, object]) -> None:
+    for key, default in defaults.items():
+        if key in data and data[key] == default:
+            del data[key]
 
 
 def _all_actions(actions: list[_Action]) -> list[_Action]:

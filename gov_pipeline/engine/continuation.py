@@ -41,12 +41,16 @@ class DecisionRefused:
     reason: str
 
 
-def check_decision(session: Session, change: EntityChange) -> str | None:
+def check_decision(
+    session: Session, change: EntityChange, row: ApprovalDecision | None = None
+) -> str | None:
     """Why the decision recorded by `change` must be refused; None when it may continue.
 
     The change, its execution and its approval must belong to one tenant and one entity,
-    the approval must be a step of that execution and be decided as the change says, and
-    the decider must be an approver of that step in that tenant.
+    and the decider must be a user of that tenant. A decision `row` that was applied
+    (`apply_decision` checked the decider and the step then) must be the one the change
+    names; without a row (a change recorded before revision 0005), the approval must be
+    decided as the change says, by an approver of that step.
     """
     data = change.new_values or {}
     execution_id, approval_id = data.get("execution_id"), data.get("approval_id")
@@ -72,6 +76,12 @@ def check_decision(session: Session, change: EntityChange) -> str | None:
             f"{approval.entity_type} {approval.entity_id}"
         )
     decider = data.get("decided_by")
+    if row is not None:
+        if row.approval_id != approval_id or row.decided_by != decider:
+            return f"decision {row.id} is not the one change {change.id} names"
+        if session.get(User, (tenant, decider)) is None:
+            return f"user {decider!r} not found in tenant {tenant!r}"
+        return None
     if not isinstance(decider, str) or approval.decided_by != decider:
         return f"approval {approval_id} was not decided by {decider!r}"
     if approval.status != data.get("approval_status"):
@@ -101,11 +111,11 @@ def settle_decision(session: Session, change: EntityChange) -> str | None:
     if row.outcome == approval_service.DECISION_REFUSED:
         return row.reason or "refused"
     if row.outcome == approval_service.DECISION_ACCEPTED:
-        return check_decision(session, change)
+        return check_decision(session, change, row)
     try:
         with session.begin_nested():
             approval_service.apply_decision(session, row)
-            reason = check_decision(session, change)
+            reason = check_decision(session, change, row)
             if reason is not None:
                 raise _Refused(reason)  # undoes the decision's effect
     except approval_service.REFUSALS as exc:
@@ -238,9 +248,8 @@ def _send_back(session: Session, execution: WorkflowExecution) -> None:
     entity = load_entity(session, execution.tenant_id, execution.entity_type, execution.entity_id)
     if entity is None:
         return
-    lifecycle = kind_of(execution.entity_type).lifecycle
-    target = lifecycle.revise_to
-    if target is None or not lifecycle.allows(entity.status, target):
+    target = kind_of(execution.entity_type).lifecycle.sent_back_from(entity.status)
+    if target is None:
         return
     records.transition_record(
         session,

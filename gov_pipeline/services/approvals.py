@@ -24,6 +24,7 @@ from gov_pipeline.db.models import (
     User,
     WorkflowExecution,
 )
+from gov_pipeline.domain.approval_flow import QuorumState, quorum_state
 from gov_pipeline.domain.errors import (
     ConflictError,
     InvalidInputError,
@@ -38,7 +39,12 @@ from gov_pipeline.domain.statuses import (
 from gov_pipeline.domain.storable import check_storable
 from gov_pipeline.services import notifications, records
 from gov_pipeline.services.entities import load_entity
-from gov_pipeline.services.tenants import check_identifier, require_tenant, roles_of
+from gov_pipeline.services.tenants import (
+    check_identifier,
+    require_tenant,
+    roles_of,
+    users_with_roles,
+)
 
 DECISIONS = {
     "approve": ApprovalStatus.APPROVED,
@@ -105,10 +111,57 @@ def _signature(signature: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _delegated(approval: Approval) -> tuple[set[str], set[str]]:
+    """Who handed the step on, and to whom (delegations a reassignment ended aside)."""
+    live = [d for d in approval.delegations if not d.get("ended")]
+    return {str(d["from"]) for d in live}, {str(d["to"]) for d in live}
+
+
+def reassign(session: Session, approval: Approval, users: list[str], roles: list[str]) -> None:
+    """The open step is now for `users` and holders of `roles` to decide: the delegations
+    end (kept, marked `ended`), and a quorum is lowered to how many may decide it now
+    (decisions made before still count)."""
+    ended = datetime.now(UTC).isoformat()
+    approval.delegations = [{**d, "ended": d.get("ended") or ended} for d in approval.delegations]
+    approval.approver_users, approval.approver_roles = users, roles
+    approval.quorum = max(1, min(approval.quorum, len(eligible_approvers(session, approval))))
+
+
 def may_decide(session: Session, approval: Approval, user_id: str) -> bool:
-    if user_id in approval.approver_users:
+    """A listed user, a holder of a listed role, or a delegate — unless they delegated."""
+    return _may(approval, user_id, roles_of(session, approval.tenant_id, user_id))
+
+
+def _may(approval: Approval, user_id: str, roles: set[str]) -> bool:
+    handed_on, delegates = _delegated(approval)
+    if user_id in handed_on:
+        return False
+    if user_id in approval.approver_users or user_id in delegates:
         return True
-    return bool(roles_of(session, approval.tenant_id, user_id) & set(approval.approver_roles))
+    return bool(roles & set(approval.approver_roles))
+
+
+def eligible_approvers(session: Session, approval: Approval) -> set[str]:
+    """Everyone who may decide `approval` now (the M of a quorum's N of M)."""
+    handed_on, delegates = _delegated(approval)
+    listed = set(approval.approver_users) | set(
+        users_with_roles(session, approval.tenant_id, approval.approver_roles)
+    )
+    return (listed | delegates) - handed_on
+
+
+def votes(session: Session, approval: Approval) -> dict[str, str]:
+    """The accepted decisions on `approval` so far, decider -> decision, in order."""
+    query = (
+        select(ApprovalDecision.decided_by, ApprovalDecision.decision)
+        .where(
+            ApprovalDecision.approval_id == approval.id,
+            ApprovalDecision.tenant_id == approval.tenant_id,
+            ApprovalDecision.outcome == DECISION_ACCEPTED,
+        )
+        .order_by(ApprovalDecision.id)
+    )
+    return {str(user): str(decision) for user, decision in session.execute(query)}
 
 
 def get_approval(session: Session, tenant_id: str, approval_id: int | str) -> Approval:
@@ -188,15 +241,114 @@ def apply_decision(session: Session, row: ApprovalDecision) -> Approval:
         raise InvalidInputError("decision", f"must be one of {', '.join(DECISIONS)}")
     approval, _ = _open_step(session, row.tenant_id, row.approval_id, row.decided_by)
     signed = _signature(row.signature)
-    approval.status = DECISIONS[row.decision]
-    approval.decided_by = row.decided_by
-    approval.decided_at = datetime.now(UTC)
-    approval.comment = row.comment
-    approval.signature = signed
+    status = _status_after(session, approval, row)
+    now = datetime.now(UTC)
     row.outcome = DECISION_ACCEPTED
-    row.settled_at = approval.decided_at
+    row.settled_at = now
+    if status is not ApprovalStatus.PENDING:  # the step is decided
+        approval.status = status
+        approval.decided_by = row.decided_by
+        approval.decided_at = now
+        approval.comment = row.comment
+        approval.signature = signed
     session.flush()
     return approval
+
+
+def _status_after(session: Session, approval: Approval, row: ApprovalDecision) -> ApprovalStatus:
+    """The step's status once `row` counts: its decision, or with a quorum, `pending`
+    until enough distinct approvers approved or the quorum cannot be reached any more
+    (then the decision that made it unreachable).
+
+    Raises:
+        ConflictError: with a quorum, the decider already voted on this step.
+    """
+    if approval.quorum <= 1:
+        return DECISIONS[row.decision]
+    cast = votes(session, approval)
+    if row.decided_by in cast:
+        raise ConflictError(
+            f"user {row.decided_by!r} already decided approval {approval.id} "
+            f"({cast[row.decided_by]}); it needs {approval.quorum} distinct approvers"
+        )
+    cast[row.decided_by] = row.decision
+    approvals = sum(1 for d in cast.values() if d == "approve")
+    state = quorum_state(
+        approval.quorum, len(eligible_approvers(session, approval)), approvals,
+        len(cast) - approvals,
+    )  # fmt: skip
+    if state is QuorumState.APPROVED:
+        return ApprovalStatus.APPROVED
+    if state is QuorumState.UNREACHABLE:
+        return DECISIONS[row.decision]
+    return ApprovalStatus.PENDING
+
+
+def delegate(
+    session: Session,
+    *,
+    tenant_id: str,
+    approval_id: int | str,
+    user_id: str,
+    to_user: str,
+    comment: str | None = None,
+) -> Approval:
+    """`user_id`, who may decide the open step, hands it to `to_user`, another active
+    user of the tenant: the delegate may decide it, `user_id` no longer may. Recorded on
+    the step (`delegations`) and told to the delegate.
+
+    Raises:
+        NotFoundError: no such approval, or `to_user` is not an active user of the tenant.
+        PermissionDeniedError: `user_id` may not decide the step, or its definition does not
+            allow delegation.
+        ConflictError: the step is not open, `to_user` may decide it already, or (with a
+            quorum) `user_id` has already voted.
+        InvalidInputError: delegating to oneself.
+    """
+    check_identifier("user", to_user)
+    check_storable("comment", comment)
+    approval, _ = _open_step(session, tenant_id, approval_id, user_id)
+    if not approval.allow_delegation:
+        raise PermissionDeniedError(
+            f"approval {approval.id} may not be delegated: its step does not allow it "
+            "(allow_delegation: true in the workflow definition)"
+        )
+    if to_user == user_id:
+        raise InvalidInputError("to", "an approver cannot delegate to themselves")
+    target = session.get(User, (tenant_id, to_user))
+    if target is None or not target.active:
+        raise NotFoundError("user", to_user, tenant_id)
+    if to_user in eligible_approvers(session, approval):
+        raise ConflictError(f"user {to_user!r} may already decide approval {approval.id}")
+    if user_id in votes(session, approval):
+        raise ConflictError(f"user {user_id!r} already decided approval {approval.id}")
+    entry = {"from": user_id, "to": to_user, "at": datetime.now(UTC).isoformat()}
+    approval.delegations = [*approval.delegations, {**entry, "comment": comment}]
+    _tell_delegate(session, approval, user_id, to_user)
+    session.flush()
+    return approval
+
+
+def _tell_delegate(session: Session, approval: Approval, by: str, to_user: str) -> None:
+    label = approval.name or f"step {approval.step_index + 1}"
+    notifications.send(
+        session,
+        tenant_id=approval.tenant_id,
+        recipients=[to_user],
+        type=NotificationType.WORKFLOW_APPROVAL_REQUIRED,
+        priority="high",
+        title=(
+            f"Approval delegated to you by {by}: {label} for "
+            f"{approval.entity_type} {approval.entity_id}"
+        ),
+        message=(
+            f"Decide with: gov-pipeline approvals approve|reject|request-changes {approval.id}"
+        ),
+        entity_type=approval.entity_type,
+        entity_id=approval.entity_id,
+        execution_id=approval.execution_id,
+        action_run_id=None,
+    )
 
 
 def refuse_decision(row: ApprovalDecision, reason: str) -> None:
@@ -261,10 +413,7 @@ def list_approvals(
     )
     if user_id is not None:
         roles = roles_of(session, tenant_id, user_id)
-        rows = [
-            a
-            for a in rows
-            if a.status == ApprovalStatus.PENDING
-            and (user_id in a.approver_users or roles & set(a.approver_roles))
-        ][:limit]
+        rows = [a for a in rows if a.status == ApprovalStatus.PENDING and _may(a, user_id, roles)][
+            :limit
+        ]
     return rows

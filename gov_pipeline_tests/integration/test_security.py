@@ -303,11 +303,11 @@ SERVICE_READS = {
     "notifications.list_notifications", "notifications.resolve_recipients",
     "policies.get_policy", "policies.list_policies", "records.get_record",
     "records.list_records", "tenants.list_users",
-    "tenants.require_tenant", "tenants.roles_of", "tenants.users_with_roles",
-    "workflows.active_workflows", "workflows.get_workflow", "workflows.list_workflows",
+    "tenants.require_tenant", "tenants.roles_of", "tenants.user_activity",
+    "tenants.users_with_roles", "workflows.active_workflows", "workflows.get_workflow", "workflows.list_workflows",
 }  # fmt: skip
 SERVICE_WRITES = {
-    "approvals.decide", "executions.retry_execution", "importer.import_records",
+    "approvals.decide", "approvals.delegate", "executions.retry_execution", "importer.import_records",
     "manual.run_manual_workflow", "manual.start_manual_execution", "notifications.send",
     "policies.create_policy", "policies.soft_delete_policy", "policies.transition_status",
     "policies.update_policy", "records.create_record", "records.soft_delete_record",
@@ -385,6 +385,9 @@ def test_no_service_read_path_returns_another_tenants_data(
                 "tenants.list_users": tenants.list_users(s, tenant_id),
                 "tenants.require_tenant": tenants.require_tenant(s, tenant_id),
                 "tenants.roles_of": tenants.roles_of(s, tenant_id, f"{mark}-approver"),
+                "tenants.user_activity": tenants.user_activity(
+                    s, tenant_id, ["ACME-approver", "GLOBEX-approver"]
+                ),
                 "tenants.users_with_roles": tenants.users_with_roles(
                     s, tenant_id, ["admin", "viewer"]
                 ),
@@ -399,6 +402,7 @@ def test_no_service_read_path_returns_another_tenants_data(
                     s,
                     parse_definition(apply_ready(EVERYTHING, mark, tenant_id)),
                     entity_id=policy,
+                    settings=settings,
                 ),
             }
 
@@ -427,7 +431,10 @@ def test_no_service_read_path_returns_another_tenants_data(
             lambda: approvals.get_approval(s, "acme", their_approval),
             lambda: workflows.get_workflow(s, "acme", their_workflow),
             lambda: preview.dry_run(
-                s, parse_definition(apply_ready(EVERYTHING, "ACME", "acme")), entity_id=theirs
+                s,
+                parse_definition(apply_ready(EVERYTHING, "ACME", "acme")),
+                entity_id=theirs,
+                settings=settings,
             ),
             lambda: executions.retry_execution(s, "acme", their_execution),
         ):

@@ -583,3 +583,22 @@ def test_request_approval_must_be_last_and_single() -> None:
         with pytest.raises(DefinitionError) as err:
             parse_definition({**base, "actions": actions})
         assert any(i.path == "actions" and needle in i.message for i in err.value.issues)
+
+
+def test_the_fields_added_later_leave_the_fingerprint_of_older_files_alone() -> None:
+    """A definition stored before `schedule` and the step rules existed: its canonical JSON
+    as the models then dumped it (without those keys) is still its fingerprint."""
+    import hashlib
+    import json
+
+    step = {"approvers": {"roles": ["admin"]}}
+    data = with_(actions=[{"type": "request_approval", "steps": [step]}])
+    definition = parse_definition(data)
+    then = definition.model_dump(mode="json")
+    del then["schedule"]
+    for key in ("quorum", "allow_delegation", "escalation"):
+        del then["actions"][0]["steps"][0][key]
+    canonical = json.dumps(then, sort_keys=True, separators=(",", ":"))
+    assert definition.fingerprint() == hashlib.sha256(canonical.encode()).hexdigest()
+    ruled = with_(actions=[{"type": "request_approval", "steps": [{**step, "quorum": 2}]}])
+    assert parse_definition(ruled).fingerprint() != definition.fingerprint()

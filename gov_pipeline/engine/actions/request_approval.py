@@ -8,6 +8,7 @@ from typing import Any
 from gov_pipeline.db.models import Approval
 from gov_pipeline.domain.approval_flow import initial_statuses
 from gov_pipeline.domain.definitions import RequestApprovalAction
+from gov_pipeline.domain.errors import InvalidInputError
 from gov_pipeline.domain.statuses import ApprovalStatus
 from gov_pipeline.engine.actions.base import ActionContext
 from gov_pipeline.services import approvals
@@ -33,6 +34,14 @@ def request_approval(ctx: ActionContext, action: RequestApprovalAction) -> dict[
                 # Plain strings: a refused decider is shown this list.
                 approver_roles=[r.value for r in step.approvers.roles],
                 status=status,
+                quorum=step.quorum,
+                allow_delegation=step.allow_delegation,
+                # Unset (SQL NULL) without one: the escalator looks for steps that have one.
+                **(
+                    {"escalation": step.escalation.model_dump(mode="json")}
+                    if step.escalation
+                    else {}
+                ),
                 requested_at=now if is_open else None,
                 due_at=now + timedelta(hours=step.due_in_hours)
                 if is_open and step.due_in_hours
@@ -41,6 +50,7 @@ def request_approval(ctx: ActionContext, action: RequestApprovalAction) -> dict[
         )
     ctx.session.add_all(rows)
     ctx.session.flush()
+    _check_quorums(ctx, rows)
     opened = [r for r in rows if r.status == ApprovalStatus.PENDING]
     asked = approvals.notify_approvers(ctx.session, opened, ctx.workflow.name, ctx.action_run.id)
     return {
@@ -49,3 +59,17 @@ def request_approval(ctx: ActionContext, action: RequestApprovalAction) -> dict[
         "asked": asked,
         "awaiting": True,
     }
+
+
+def _check_quorums(ctx: ActionContext, rows: list[Approval]) -> None:
+    """A step whose quorum more approvers must reach than may decide it would wait
+    forever: the action fails instead, naming it (the action's transaction is rolled back)."""
+    for row in rows:
+        eligible = approvals.eligible_approvers(ctx.session, row)
+        if row.quorum > len(eligible):
+            label = row.name or f"step {row.step_index + 1}"
+            raise InvalidInputError(
+                "quorum",
+                f"{label} needs {row.quorum} approvers; {len(eligible)} may decide it "
+                f"(users {row.approver_users or '-'}, roles {row.approver_roles or '-'})",
+            )
