@@ -6,11 +6,15 @@ where they are used; only what Dagster does not export is here:
 
 - `RunCoordinator`, `ConfigurableClass`, `ConfigurableClassData`: what a run coordinator
   named in dagster.yaml must be (DAGSTER_NOTES.md 1.1, 1.5);
-- `execute_run`, `ReconstructableRepository`: executing a run inside a warm worker;
+- `execute_run`, `ReconstructableRepository`: executing a run in a fork of a warm worker;
 - `WorkspaceProcessContext`, `WorkspaceFileTarget`: a launch-mode worker's code locations;
 - `StepEventStatus`: reading a run's step statistics (a rescued run's last steps);
 - `ConcurrencyConfig`, `RunQueueConfig`, `InstanceRef`: the instance class that shows the
   Redis coordinator's limits in the UI (coordinator/instance.py).
+- `is_valid_cron_string`, `has_out_of_range_cron_interval`, `cron_string_iterator`,
+  `reverse_cron_string_iterator`: the cron grammar and the DST-correct tick iteration of
+  Dagster's own schedules, so a `scheduled` workflow accepts and fires exactly what a Dagster
+  schedule would (domain/schedules.py; Dagster exports no public equivalent).
 """
 
 from __future__ import annotations
@@ -25,6 +29,12 @@ from dagster._core.run_coordinator.queued_run_coordinator import RunQueueConfig
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
+from dagster._utils.schedules import (
+    cron_string_iterator,
+    has_out_of_range_cron_interval,
+    is_valid_cron_string,
+    reverse_cron_string_iterator,
+)
 
 __all__ = [
     "ConcurrencyConfig",
@@ -37,5 +47,9 @@ __all__ = [
     "StepEventStatus",
     "WorkspaceFileTarget",
     "WorkspaceProcessContext",
+    "cron_string_iterator",
     "execute_run",
+    "has_out_of_range_cron_interval",
+    "is_valid_cron_string",
+    "reverse_cron_string_iterator",
 ]

@@ -304,7 +304,8 @@ def _unknown_field(name: str, fields: FieldSet) -> str:
             f"field {shown} of {fields.owner} is not given to conditions: {fields.withheld[name]}"
         )
     close = difflib.get_close_matches(name, fields.names, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(fields.names)}"
+    listed = f"one of: {', '.join(fields.names)}" if fields.names else "there are none"
+    hint = f"did you mean {close[0]!r}?" if close else listed
     return f"unknown field {shown} of {fields.owner} ({hint})"
 
 

@@ -105,4 +105,25 @@ def readable_fields(entity_type: EntityType, trigger: Trigger) -> ReadableFields
             entity, APPROVAL_DECISION_OLD, APPROVAL_DECISION_NEW, APPROVAL_DECISION_CHANGED
         )
     every = entity_field_set(entity_type)
+    if trigger is Trigger.SCHEDULED:
+        return ReadableFields(entity, _no_old_values(every), _scheduled_new(entity), every)
     return ReadableFields(entity, every, every, every)
+
+
+def _no_old_values(fields: FieldSet) -> FieldSet:
+    """`old.*` of a scheduled run: a tick is not a change, so there is nothing before it."""
+    reason = "nothing changed; read entity.{}"
+    return FieldSet(
+        owner="a scheduled run's old values",
+        names=(),
+        withheld={name: reason.format(name) for name in fields.names},
+    )
+
+
+def _scheduled_new(entity: FieldSet) -> FieldSet:
+    """`new.*` of a scheduled run: the current row, as `entity.*` (without the content)."""
+    reason = "a scheduled run reads the current row, which leaves it out (it may hold megabytes)"
+    return FieldSet(
+        owner=entity.owner, names=entity.names, containers=entity.containers,
+        withheld={name: reason for name in entity.withheld},
+    )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gov_pipeline.db.models import EntityChange, Record
+from gov_pipeline.domain.statuses import Trigger
 from gov_pipeline.services.records import record_to_dict
 
 
@@ -20,6 +21,14 @@ def entity_only_facts(entity: Record, trigger: str, actor: str | None = None) ->
         "old": {}, "new": {}, "changed": [], "entity": entity_facts(entity),
         "actor": actor, "trigger": trigger,
     }  # fmt: skip
+
+
+def scheduled_facts(entity: Record) -> dict[str, Any]:
+    """The condition context of a scheduled tick: nothing changed, so `old` and `changed` are
+    empty, and `new` is the current row (the same as `entity`)."""
+    facts = entity_only_facts(entity, Trigger.SCHEDULED.value)
+    facts["new"] = dict(facts["entity"])
+    return facts
 
 
 def build_facts(change: EntityChange, entity: Record | None, trigger: str) -> dict[str, Any]:
