@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -137,7 +138,9 @@ def dry_run(
     change_id: int | None,
     as_json: bool,
 ) -> None:
-    """Would it match, which condition failed, what would it do. Nothing is written.
+    """Would it match, which condition failed, what would it do and which action would
+    fail (checked with this process's settings). Nothing is written; the exit code is 0
+    whatever the report says.
 
     \b
     Examples:
@@ -147,7 +150,14 @@ def dry_run(
     definitions = _load_all((file,))
     with app.sessions() as session:  # read only, rolled back at the end
         reports = [
-            preview.dry_run(session, d, entity_id=entity_id, trigger=trigger, change_id=change_id)
+            preview.dry_run(
+                session,
+                d,
+                entity_id=entity_id,
+                settings=app.settings,
+                trigger=trigger,
+                change_id=change_id,
+            )
             for d in definitions
         ]
         session.rollback()
@@ -167,4 +177,14 @@ def dry_run(
         for failed in r["failed_conditions"]:
             click.echo(f"  failed: {failed}")
         for action in r["actions"]:
-            click.echo(f"  action {action['step']}: {action['type']}")
+            _echo_action(action)
+
+
+def _echo_action(action: dict[str, Any]) -> None:
+    """A planned action and why it would fail; after a request_approval, its follow-ups."""
+    click.echo(f"  action {action['step']}: {action['type']}")
+    for reason in action.get("would_fail", []):
+        click.echo(f"    would fail: {reason}")
+    for name in preview.FOLLOW_UPS:
+        for follow_up in action.get(name, []):
+            _echo_action(follow_up)

@@ -67,6 +67,13 @@ class Lifecycle:
     def allows(self, from_status: str, to_status: str) -> bool:
         return to_status in self.transitions.get(from_status, frozenset())
 
+    def sent_back_from(self, status: str) -> str | None:
+        """Where "changes requested" moves an entity standing at `status`: `revise_to`, when
+        the lifecycle allows that move; None when it stays where it is."""
+        if self.revise_to is None or not self.allows(status, self.revise_to):
+            return None
+        return self.revise_to
+
     def pairs(self) -> list[tuple[str, str]]:
         """Every allowed (from, to) move, in a stable order."""
         return [(f, t) for f in self.statuses for t in sorted(self.transitions[f])]

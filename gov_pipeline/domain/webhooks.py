@@ -61,6 +61,26 @@ def check_url_allowed(url: str, allowed_hosts: tuple[str, ...]) -> str:
     )
 
 
+def signing_key(
+    secret_env: str | None, default: str | None, environ: Mapping[str, str]
+) -> str | None:
+    """The key a webhook is signed with: the value of its `secret_env` in `environ`, else
+    `default` (GOV_PIPELINE_WEBHOOK_SECRET); None when neither is set or both are empty."""
+    if secret_env:
+        return environ.get(secret_env) or default
+    return default
+
+
+def no_signing_key(secret_env: str | None) -> str:
+    """Why a delivery to be signed is refused when `signing_key` finds no key for it."""
+    unset = (
+        f"{secret_env} and {GLOBAL_SECRET_ENV} are not set"
+        if secret_env
+        else f"{GLOBAL_SECRET_ENV} is not set"
+    )
+    return f"no signing secret: {unset} in this process; refusing to send unsigned"
+
+
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """The signature header value for `body` sent at `timestamp`."""
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)

@@ -25,12 +25,13 @@ from gov_pipeline.domain.errors import InvalidInputError
 from gov_pipeline.domain.statuses import DeliveryStatus
 from gov_pipeline.domain.webhooks import (
     DELIVERY_HEADER,
-    GLOBAL_SECRET_ENV,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AttemptResult,
     check_url_allowed,
+    no_signing_key,
     sign,
+    signing_key,
 )
 from gov_pipeline.engine.failures import mark_failed
 from gov_pipeline.services.webhooks import due_deliveries, record_attempt
@@ -149,21 +150,6 @@ def deliver_pending(
     return total
 
 
-def _secret_for(delivery: WebhookDelivery, settings: Settings) -> str | None:
-    if delivery.secret_env:
-        return os.environ.get(delivery.secret_env) or settings.webhook_secret
-    return settings.webhook_secret
-
-
-def _no_secret(delivery: WebhookDelivery) -> str:
-    unset = (
-        f"{delivery.secret_env} and {GLOBAL_SECRET_ENV} are not set"
-        if delivery.secret_env
-        else f"{GLOBAL_SECRET_ENV} is not set"
-    )
-    return f"no signing secret: {unset} in this process; refusing to send unsigned"
-
-
 def send_once(delivery: WebhookDelivery, settings: Settings) -> AttemptResult:
     """One HTTP POST of `delivery`; never raises.
 
@@ -175,9 +161,13 @@ def send_once(delivery: WebhookDelivery, settings: Settings) -> AttemptResult:
     except InvalidInputError as exc:
         return AttemptResult(False, None, str(exc))
     # `unsigned` is None on a row not flushed yet (the column default applies at insert).
-    secret = None if delivery.unsigned else _secret_for(delivery, settings)
+    secret = (
+        None
+        if delivery.unsigned
+        else signing_key(delivery.secret_env, settings.webhook_secret, os.environ)
+    )
     if not delivery.unsigned and not secret:
-        return AttemptResult(False, None, _no_secret(delivery))
+        return AttemptResult(False, None, no_signing_key(delivery.secret_env))
     body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
     timestamp = f"{time.time():.3f}"
     headers = {

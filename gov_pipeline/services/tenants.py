@@ -142,6 +142,18 @@ def users_with_roles(session: Session, tenant_id: str, roles: Iterable[str]) -> 
     return list(found)
 
 
+def user_activity(session: Session, tenant_id: str, user_ids: Iterable[str]) -> dict[str, bool]:
+    """Whether each of `user_ids` that is a user of the tenant is active; an id missing from
+    the answer is no user of the tenant."""
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    query = select(User.user_id, User.active).where(
+        User.tenant_id == tenant_id, User.user_id.in_(wanted)
+    )
+    return {user_id: bool(active) for user_id, active in session.execute(query)}
+
+
 def roles_of(session: Session, tenant_id: str, user_id: str) -> set[str]:
     query = select(UserRole.role).where(
         UserRole.tenant_id == tenant_id, UserRole.user_id == user_id

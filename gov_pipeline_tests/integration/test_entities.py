@@ -356,10 +356,12 @@ def test_each_entity_type_has_its_commands(
 def test_dry_run_refuses_the_change_of_another_entity_type_with_the_same_id(
     engine: Engine, sessions: sessionmaker[Session], tenant: str
 ) -> None:
+    from gov_pipeline.config import load_settings
     from gov_pipeline.domain.definitions import parse_definition
     from gov_pipeline.domain.errors import NotFoundError
     from gov_pipeline.engine.dry_run import dry_run
 
+    settings = load_settings({})
     pid = new_policy(sessions, title="Same id")
     _raw(engine, CASES[1].insert)  # risk 1, as policy 1
     definition = parse_definition(
@@ -374,8 +376,10 @@ def test_dry_run_refuses_the_change_of_another_entity_type_with_the_same_id(
         )
         assert risk_change is not None and pid == 1
         with pytest.raises(NotFoundError, match=f"change {risk_change} not found"):
-            dry_run(session, definition, entity_id=pid, change_id=risk_change)
-        assert dry_run(session, definition, entity_id=pid, change_id=policy_change)["would_run"]
+            dry_run(session, definition, entity_id=pid, settings=settings, change_id=risk_change)
+        assert dry_run(
+            session, definition, entity_id=pid, settings=settings, change_id=policy_change
+        )["would_run"]
 
 
 @pytest.mark.parametrize(
@@ -439,3 +443,33 @@ def test_a_raw_writer_cannot_store_a_value_outside_a_fields_choices(
         _raw(engine, insert, p=pid)
     _raw(engine, insert.replace("'ignore'", "'accept'").replace("'hourly'", "'annual'")
          .replace("'weekly'", "'monthly'").replace("'extreme'", "'high'"), p=pid)  # fmt: skip
+
+
+def test_dry_run_of_a_scheduled_workflow_reads_the_record_as_a_tick_does(
+    sessions: sessionmaker[Session], tenant: str, db_url: str
+) -> None:
+    from gov_pipeline.domain.definitions import parse_definition
+    from gov_pipeline.engine.dry_run import dry_run
+
+    pid = new_policy(sessions, title="Ticked")
+    definition = parse_definition(
+        {"name": "s", "tenant_id": "acme", "entity_type": "policy", "type": "notification",
+         "trigger": "scheduled", "schedule": {"cron": "0 9 * * 1"},
+         "conditions": {"any": [{"field": "changed", "op": "contains", "value": "title"},
+                                {"field": "new.title", "op": "eq", "value": "Ticked"}]},
+         "actions": [{"type": "notify", "users": ["x"], "title": "t"}]}
+    )  # fmt: skip
+    with sessions.begin() as session:
+        report = dry_run(session, definition, entity_id=pid, settings=make_settings(db_url))
+    # `changed` is empty on a tick (as if created, every field would have changed).
+    assert report["would_run"] is True
+    assert report["failed_conditions"] == []
+    changed_only = definition.model_copy(
+        update={"conditions": {"field": "changed", "op": "contains", "value": "title"}}
+    )
+    with sessions.begin() as session:
+        report = dry_run(
+            session, parse_definition(changed_only.model_dump(mode="json")), entity_id=pid,
+            settings=make_settings(db_url),
+        )  # fmt: skip
+    assert report["would_run"] is False
