@@ -8,6 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from gov_pipeline.domain.emails import (
+    DEFAULT_PORTS,
+    LOOPBACK_HOSTS,
+    SmtpSettings,
+    SmtpTls,
+    sender_problem,
+)
 from gov_pipeline.domain.entities import Routing, parse_lanes
 from gov_pipeline.domain.errors import ConfigurationError, InvalidInputError
 from gov_pipeline.domain.webhooks import host_port, parse_allowed_host
@@ -35,6 +42,8 @@ class Settings:
     webhook_allowed_hosts: tuple[str, ...] = ()
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_retry_delay_s: float = 1.0
+    # Email of notifications (GOV_PIPELINE_SMTP_*); None: email is off, nothing is queued.
+    smtp: SmtpSettings | None = None
     log_sql: bool = False
     sensor_interval_s: int = 5
     sensor_max_changes: int = 2000
@@ -42,6 +51,9 @@ class Settings:
     batch_size: int = 200
     sweep_grace_s: int = 120
     sweep_interval_s: int = 60
+    # Seconds between ticks of the sensor that fires `scheduled` workflows (cron granularity
+    # is a minute: a tick fires up to this long after its time).
+    scheduled_interval_s: int = 15
     worker_reconcile_s: int = 30
     # The governance assets (orchestration/governance.py): how often they are refreshed after
     # runs, the window of the workflow outcomes, and the change lag their check allows.
@@ -131,6 +143,52 @@ def _allowed_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(hosts)
 
 
+def _smtp_port(env: Mapping[str, str], tls: SmtpTls) -> int:
+    raw = env.get("GOV_PIPELINE_SMTP_PORT", "").strip()
+    if not raw:
+        return DEFAULT_PORTS[tls]
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ConfigurationError(f"GOV_PIPELINE_SMTP_PORT must be a port (1-65535), got {raw!r}")
+    return int(raw)
+
+
+def _smtp(env: Mapping[str, str]) -> SmtpSettings | None:
+    """The SMTP settings, or None when GOV_PIPELINE_SMTP_HOST is unset (email off)."""
+    host = env.get("GOV_PIPELINE_SMTP_HOST", "").strip()
+    if not host:
+        return None
+    if any(c.isspace() or c in "/@" for c in host):
+        raise ConfigurationError(f"GOV_PIPELINE_SMTP_HOST must be a host name, got {host[:100]!r}")
+    raw_tls = env.get("GOV_PIPELINE_SMTP_TLS", "").strip().lower() or SmtpTls.STARTTLS
+    try:
+        tls = SmtpTls(raw_tls)
+    except ValueError:
+        modes = ", ".join(SmtpTls)
+        raise ConfigurationError(
+            f"GOV_PIPELINE_SMTP_TLS must be one of {modes}, got {raw_tls[:40]!r}"
+        ) from None
+    sender = env.get("GOV_PIPELINE_SMTP_FROM", "").strip()
+    if not sender:
+        raise ConfigurationError("GOV_PIPELINE_SMTP_FROM is required with GOV_PIPELINE_SMTP_HOST")
+    problem = sender_problem(sender)
+    if problem:
+        raise ConfigurationError(f"GOV_PIPELINE_SMTP_FROM: {problem}")
+    user = env.get("GOV_PIPELINE_SMTP_USER") or None
+    password = env.get("GOV_PIPELINE_SMTP_PASSWORD") or None
+    if (user is None) != (password is None):
+        raise ConfigurationError(
+            "GOV_PIPELINE_SMTP_USER and GOV_PIPELINE_SMTP_PASSWORD go together: set both or neither"
+        )
+    if user and tls == SmtpTls.NONE and host.lower().strip("[]") not in LOOPBACK_HOSTS:
+        # The login would cross the network in clear text.
+        raise ConfigurationError(
+            "GOV_PIPELINE_SMTP_TLS=none with a login is allowed only to a server on this "
+            f"host (localhost, 127.0.0.1, ::1), not {host[:100]!r}: use starttls or ssl"
+        )
+    port = _smtp_port(env, tls)
+    return SmtpSettings(host=host, sender=sender, port=port, tls=tls, user=user, password=password)
+
+
 def _routing(env: Mapping[str, str]) -> Routing:
     try:
         return Routing(parse_lanes(env.get("GOV_PIPELINE_ENTITY_LANES", "")))
@@ -170,6 +228,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_allowed_hosts=hosts,
         webhook_secret=env.get("GOV_PIPELINE_WEBHOOK_SECRET") or None,
         webhook_retry_delay_s=_float(env, "GOV_PIPELINE_WEBHOOK_RETRY_DELAY", 1.0),
+        smtp=_smtp(env),
         log_sql=env.get("GOV_PIPELINE_LOG_SQL", "") in {"1", "true", "yes"},
         sensor_interval_s=_int(env, "GOV_PIPELINE_SENSOR_INTERVAL", 5, minimum=1),
         sensor_max_changes=_int(env, "GOV_PIPELINE_SENSOR_MAX_CHANGES", 2000, minimum=1),
@@ -177,6 +236,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         batch_size=_int(env, "GOV_PIPELINE_BATCH_SIZE", 200, minimum=1),
         sweep_grace_s=_int(env, "GOV_PIPELINE_SWEEP_GRACE", 120, minimum=1),
         sweep_interval_s=_int(env, "GOV_PIPELINE_SWEEP_INTERVAL", 60, minimum=1),
+        scheduled_interval_s=_int(env, "GOV_PIPELINE_SCHEDULED_INTERVAL", 15, minimum=1),
         worker_reconcile_s=_int(env, "GOV_PIPELINE_WORKER_RECONCILE", 30, minimum=1),
         governance_refresh_s=_int(env, "GOV_PIPELINE_GOVERNANCE_REFRESH", 30, minimum=5),
         outcomes_window_h=_int(env, "GOV_PIPELINE_OUTCOMES_WINDOW", 24, minimum=1),

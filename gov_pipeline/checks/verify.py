@@ -9,9 +9,9 @@ The invariants:
   `processed_changes` row (no change is lost);
 - `one_execution_per_change`: at most one execution per (workflow, change);
 - `effects_once`: one action run per (execution, step key); at most one notification per
-  (action run, recipient), one task and one webhook delivery per action run, every effect
-  row points at an existing action run, and no execution caused more status changes than it
-  ran `change_status` actions;
+  (action run, recipient), one task and one webhook delivery per action run, one email per
+  notification, every effect row points at an existing action run, and no execution caused
+  more status changes than it ran `change_status` actions;
 - `per_entity_order`: for each (tenant, entity, workflow), executions that started did so in
   change-id order (`started_at` never goes backwards as the change id grows);
 - `lifecycle_followed`: for every governed entity type, each record's status is one of its
@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from gov_pipeline.db.models import (
     ENTITY_MODELS,
     ActionRun,
+    EmailDelivery,
     EntityChange,
     Notification,
     ProcessedChange,
@@ -208,6 +209,7 @@ _UNIQUE_EFFECTS: tuple[tuple[str, Any, tuple[Any, ...]], ...] = (
     ("notification", Notification, (Notification.action_run_id, Notification.user_id)),
     ("task", Task, (Task.action_run_id,)),
     ("webhook_delivery", WebhookDelivery, (WebhookDelivery.action_run_id,)),
+    ("email_delivery", EmailDelivery, (EmailDelivery.notification_id,)),
 )
 # Effect rows that point at the action run that made them.
 _EFFECTS_OF_RUNS: tuple[tuple[str, Any], ...] = (
@@ -486,6 +488,15 @@ def figures(session: Session, tenant: str | None) -> dict[str, Any]:
             _scoped(
                 select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status),
                 WebhookDelivery.tenant_id,
+                tenant,
+            ),
+        ),
+        # Emails that failed for good count here (`failed`): `notifications emails` lists them.
+        "email_deliveries_by_status": _counts(
+            session,
+            _scoped(
+                select(EmailDelivery.status, func.count()).group_by(EmailDelivery.status),
+                EmailDelivery.tenant_id,
                 tenant,
             ),
         ),

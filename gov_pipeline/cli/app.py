@@ -11,12 +11,15 @@ import traceback
 import click
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from gov_pipeline.cli.audit import audit
 from gov_pipeline.cli.context import EXIT_FAILURE, EXIT_USAGE, AppContext
 from gov_pipeline.cli.db import db
+from gov_pipeline.cli.emails import EMAIL_COMMANDS
 from gov_pipeline.cli.executions import approvals, executions, notifications
 from gov_pipeline.cli.process import process
 from gov_pipeline.cli.queue import queue, worker
 from gov_pipeline.cli.records import GROUPS
+from gov_pipeline.cli.report import report
 from gov_pipeline.cli.tenants import tenants, users
 from gov_pipeline.cli.verify import verify_command
 from gov_pipeline.cli.workflows import workflows
@@ -47,10 +50,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 for _command in (
-    approvals, db, executions, notifications, process, queue, tenants, users, verify_command,
-    worker, workflows, *GROUPS.values(),
+    approvals, audit, db, executions, notifications, process, queue, report, tenants, users,
+    verify_command, worker, workflows, *GROUPS.values(),
 ):  # fmt: skip
     cli.add_command(_command)
+for _command in EMAIL_COMMANDS:
+    notifications.add_command(_command)
 
 
 def _one_line(message: str) -> str:

@@ -58,7 +58,9 @@ class AppContext:
     @property
     def sessions(self) -> sessionmaker[Session]:
         if self._factory is None:
-            self._factory = make_sessionmaker(self.engine, tenant=ALL_TENANTS)
+            self._factory = make_sessionmaker(
+                self.engine, tenant=ALL_TENANTS, queue_emails=self.settings.smtp is not None
+            )
         return self._factory
 
     @contextmanager

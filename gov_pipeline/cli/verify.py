@@ -104,3 +104,7 @@ def _print_report(report: VerifyReport, lost: int, duplicated: int) -> None:
             for t, n in f["records_by_entity_type"].items()
         )
     )
+    click.echo(
+        f"webhook deliveries by status {f['webhook_deliveries_by_status']}, "
+        f"emails by status {f['email_deliveries_by_status']}"
+    )

@@ -25,6 +25,9 @@ from gov_pipeline.domain.errors import ConfigurationError
 _RLS_ROLE = "gov_rls_role"
 # In a session's info: the tenant its transactions work in.
 _TENANT = "gov_tenant"
+# In a session's info: the process sends email (SMTP configured), so notifications written
+# through the session queue an email too (services/emails.py).
+_QUEUE_EMAILS = "gov_queue_emails"
 
 
 def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -98,11 +101,19 @@ def engine_for(settings: Settings) -> Engine:
     return make_engine(settings.database_url, echo=settings.log_sql, role=settings.db_role)
 
 
-def make_sessionmaker(engine: Engine, *, tenant: str) -> sessionmaker[Session]:
+def make_sessionmaker(
+    engine: Engine, *, tenant: str, queue_emails: bool = False
+) -> sessionmaker[Session]:
     """Sessions whose transactions work in `tenant` (`ALL_TENANTS` of db/integrity.py for
     cross-tenant work:
-    the change reader, the engine's batches, the sweeper, verify)."""
-    return sessionmaker(bind=engine, expire_on_commit=False, info={_TENANT: tenant})
+    the change reader, the engine's batches, the sweeper, verify).
+
+    Args:
+        queue_emails: the process has SMTP settings (`Settings.smtp`): every notification
+            written through these sessions also queues its email, in the same transaction.
+    """
+    info = {_TENANT: tenant, _QUEUE_EMAILS: queue_emails}
+    return sessionmaker(bind=engine, expire_on_commit=False, info=info)
 
 
 @event.listens_for(Session, "after_begin")
@@ -130,6 +141,11 @@ def tenant_of(session: Session) -> str | None:
     """The tenant the session's sessionmaker was made for (`ALL_TENANTS` for all)."""
     value = session.info.get(_TENANT)
     return None if value is None else str(value)
+
+
+def queues_emails(session: Session) -> bool:
+    """Whether notifications written through `session` queue an email (see make_sessionmaker)."""
+    return bool(session.info.get(_QUEUE_EMAILS))
 
 
 def is_postgres(bind: Engine | Session | Any) -> bool:

@@ -166,6 +166,14 @@ class DeliveryStatus(StrEnum):
     CANCELLED = "cancelled"  # its execution was cancelled before it was sent
 
 
+class EmailStatus(StrEnum):
+    """An email in the outbox (`email_deliveries`)."""
+
+    PENDING = "pending"  # to be sent (again)
+    SENT = "sent"  # the SMTP server accepted it
+    FAILED = "failed"  # its attempts ran out, or its address is unusable
+
+
 class ApprovalMode(StrEnum):
     SEQUENTIAL = "sequential"
     PARALLEL = "parallel"

@@ -46,5 +46,7 @@ class DatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     def sessions(self) -> sessionmaker[Session]:
         if self._sessions is None:
             self._engine = engine_for(self.settings())
-            self._sessions = make_sessionmaker(self._engine, tenant=ALL_TENANTS)
+            self._sessions = make_sessionmaker(
+                self._engine, tenant=ALL_TENANTS, queue_emails=self.settings().smtp is not None
+            )
         return self._sessions

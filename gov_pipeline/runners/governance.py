@@ -1,6 +1,6 @@
 """The governed state at a moment, in one read, and what an operator must hear about it: the
-three checks (no unresolved failed executions, no overdue approvals, change lag within the
-threshold), each with a sentence that says what is wrong and what to do."""
+four checks (no unresolved failed executions, no overdue approvals, change lag within the
+threshold, no failed email), each with a sentence that says what is wrong and what to do."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings
+from gov_pipeline.services.emails import Outbox, outbox
 from gov_pipeline.services.governance import (
     ChangeBacklog,
     Outcomes,
@@ -24,6 +25,7 @@ from gov_pipeline.services.governance import (
 NO_FAILED = "no_unresolved_failed_executions"
 NO_OVERDUE = "no_overdue_approvals"
 LAG_OK = "change_lag_under_threshold"
+NO_FAILED_EMAILS = "no_failed_emails"
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class GovernanceState:
     outcomes: Outcomes
     changes: ChangeBacklog
     lag_threshold_s: int
+    emails: Outbox
 
     @property
     def overdue(self) -> list[WaitingStep]:
@@ -59,6 +62,7 @@ def read_governance_state(
             outcomes=workflow_outcomes(session, now, timedelta(hours=settings.outcomes_window_h)),
             changes=change_backlog(session, after=changes_after),
             lag_threshold_s=settings.change_lag_threshold_s,
+            emails=outbox(session, since=now - timedelta(hours=settings.outcomes_window_h)),
         )
 
 
@@ -130,5 +134,25 @@ def lag_verdict(state: GovernanceState) -> Verdict:
         f"{pending} change(s) are not processed; the oldest has waited {lag:.0f} s, over the "
         f"{limit} s threshold. Check that the daemon and the workers run "
         "(gov-pipeline queue status) and look for failed process_changes runs.",
+        figure,
+    )
+
+
+def emails_verdict(state: GovernanceState) -> Verdict:
+    failed = state.emails.failed_since
+    figure = ("failed_emails", float(failed))
+    if not failed:
+        pending = state.emails.by_status.get("pending", 0)
+        sentence = f"No email failed in the outcomes window ({pending} wait to be sent)."
+        return Verdict(NO_FAILED_EMAILS, True, sentence, figure)
+    latest = state.emails.failed[0]
+    return Verdict(
+        NO_FAILED_EMAILS,
+        False,
+        f"{failed} email(s) failed for good in the outcomes window; the latest, email "
+        f"{latest.id} to user {latest.user_id} (tenant {latest.tenant_id}): "
+        f"{latest.last_error}. Fix the cause "
+        "(the SMTP server, GOV_PIPELINE_SMTP_*, the user's address), then resend them: "
+        f"gov-pipeline notifications resend-emails -t {latest.tenant_id} --all-failed.",
         figure,
     )

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from gov_pipeline.db.models import (
     ActionRun,
     Approval,
+    EmailDelivery,
     EntityChange,
     Task,
     WebhookDelivery,
@@ -115,7 +116,8 @@ def get_execution(
 
 
 def describe_execution(session: Session, tenant_id: str, execution_id: int | str) -> dict[str, Any]:
-    """An execution with its workflow, action runs, approvals, tasks and deliveries."""
+    """An execution with its workflow, action runs, approvals, tasks, webhook deliveries
+    and the emails of its notifications."""
     execution = get_execution(session, tenant_id, execution_id)
     workflow = session.get(Workflow, execution.workflow_id)
 
@@ -132,6 +134,7 @@ def describe_execution(session: Session, tenant_id: str, execution_id: int | str
         "approvals": rows(Approval),
         "tasks": rows(Task),
         "webhook_deliveries": rows(WebhookDelivery),
+        "email_deliveries": rows(EmailDelivery),
     }
 
 

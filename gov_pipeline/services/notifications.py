@@ -1,4 +1,5 @@
-"""In-app notifications: resolve recipients (users, roles, owner) and write rows once."""
+"""In-app notifications: resolve recipients (users, roles, owner) and write rows once; each
+also queues its email when the process sends email (services/emails.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gov_pipeline.db.models import Notification
+from gov_pipeline.services.emails import queue_emails
 from gov_pipeline.services.tenants import require_tenant, users_with_roles
 
 
@@ -40,7 +42,8 @@ def send(
     execution_id: int | None = None,
     action_run_id: int | None = None,
 ) -> list[int]:
-    """Write one notification per recipient; returns their ids."""
+    """Write one notification per recipient (and queue the email of each recipient with an
+    address, when the session's process sends email); returns the notifications' ids."""
     rows = [
         Notification(
             tenant_id=tenant_id,
@@ -58,6 +61,7 @@ def send(
     ]
     session.add_all(rows)
     session.flush()
+    queue_emails(session, rows)
     return [r.id for r in rows]
 
 
