@@ -41,6 +41,9 @@ CHROMIUM = [
     "--disable-sync", "--virtual-time-budget=20000",
 ]  # fmt: skip
 TALL = ("approval_backlog", "run_queue", "policy_register", "change_backlog", "run_failed")
+# The figures table, then the chart and the overdue and per-tenant tables below it; the row
+# of the report file (a path of the host) stays below the picture.
+TALLER = {"compliance_report": 1866}
 LOCATION = "gov_pipeline"  # workspace.yaml's location name
 FINANCE_HOOK = """\
 name: finance hook
@@ -59,6 +62,18 @@ actions:
 PEOPLE = (("carol", "compliance_officer"), ("ciso", "admin"), ("olivia", "policy_owner"),
           ("mallory", "viewer"))  # fmt: skip
 ENDED = ("SUCCESS", "FAILURE", "CANCELED")
+# Policies of the compliance report (type HR: no workflow runs on them), in most statuses;
+# the published one's review is overdue, the archived one's needs none.
+REPORT_POLICIES = [
+    {"title": "Onboarding", "policy_type": "HR", "status": "draft"},
+    {"title": "Travel", "policy_type": "HR", "status": "draft"},
+    {"title": "Leave", "policy_type": "HR", "status": "draft"},
+    {"title": "Remote work", "policy_type": "HR", "status": "approved"},
+    {"title": "Code of conduct", "policy_type": "HR", "status": "published",
+     "next_review_date": "2024-01-15"},
+    {"title": "Old expenses", "policy_type": "HR", "status": "archived",
+     "next_review_date": "2023-01-01"},
+]  # fmt: skip
 
 
 def free_port() -> int:
@@ -88,13 +103,18 @@ class Browser:
         )  # fmt: skip
         return done.stdout
 
-    def text(self, url: str, shot: str | None = None) -> str:
-        """The page's text once it has rendered; with `shot`, its screenshot too."""
+    def dom(self, url: str, shot: str | None = None) -> str:
+        """The page's DOM once it has rendered; with `shot`, its screenshot too."""
         if shot is not None and self.shots is not None:
             self.shots.mkdir(parents=True, exist_ok=True)
-            height = 1500 if shot in TALL else 900  # a page whose tables are what it shows
+            # A page whose tables are what it shows is taller.
+            height = TALLER.get(shot, 1500 if shot in TALL else 900)
             self._run(f"--screenshot={self.shots / (shot + '.png')}", url, height=height)
-        return page_text(self._run("--dump-dom", url))
+        return self._run("--dump-dom", url)
+
+    def text(self, url: str, shot: str | None = None) -> str:
+        """The page's text once it has rendered; with `shot`, its screenshot too."""
+        return page_text(self.dom(url, shot))
 
 
 @dataclass
@@ -298,6 +318,20 @@ def decide(stack: Stack, approval_id: int, user: str) -> tuple[str, str]:
     return run_id, stack.wait_run(run_id)
 
 
+def report_compliance(stack: Stack) -> str:
+    """Import REPORT_POLICIES into acme, then materialize `compliance_report` for acme (its
+    job launched through the webserver, on the reporting lane); returns the run id."""
+    seed = stack.home / "report_policies.json"
+    seed.write_text(json.dumps(REPORT_POLICIES))
+    stack.cli("policies", "import", str(seed), "-t", "acme", "--quiet")
+    stack.wait_idle()
+    config = {"ops": {"compliance_report": {"config": {"tenant_id": "acme"}}}}
+    run_id = stack.launch("report_compliance", config)
+    if (status := stack.wait_run(run_id)) != "SUCCESS":
+        raise RuntimeError(f"report_compliance run {run_id} ended {status}")
+    return run_id
+
+
 def failed_run(stack: Stack) -> str:
     """The processing run whose workflow failed."""
     for run in stack.runs():
@@ -315,6 +349,8 @@ PAGES = {
     "change_backlog": "/assets/change_backlog",
     "run_queue": "/assets/run_queue",
     "catalog": "/assets",
+    # The Events tab: the latest materialization's metadata, wide enough for the chart.
+    "compliance_report": "/assets/compliance_report?view=events",
     "decide_launchpad": f"/locations/{LOCATION}/jobs/decide_approval/playground/setup?"
     + urllib.parse.urlencode(
         {
@@ -352,6 +388,8 @@ def take_pictures(out: Path, redis_prefix: str) -> list[Path]:
             "tenant_id": "acme"}}}}))  # fmt: skip
         s.refreshed_after(known)
         browser.text(s.url + PAGES["outcomes_checks"], "outcomes_checks_green")
+        report_compliance(s)
+        browser.text(s.url + PAGES["compliance_report"], "compliance_report")
     return sorted(out.glob("*.png"))
 
 

@@ -1,23 +1,32 @@
 """Governance in the Dagster UI, checked in real headless Chromium against the real
 webserver, with the daemon and a worker running (gov_pipeline/embedded/ui_tour.py starts
-them): what each page shows, not only that it loads. Screenshots go to test-artifacts/ui/.
+them): what each page shows, not only that it loads. Screenshots go to test-artifacts/ui/
+(the compliance report's to test-artifacts/browser/).
 
 The tests are one story, in order, on one stack: a workflow whose webhook host is not
 allowed fails (its run failed and tagged, the ERROR event, the outcomes check red); a policy
 waits for its second approver (the backlog shows it), decided from the launchpad, refused for
 a non-approver; a paused lane shows as paused; the host allowed, a retry turns the check
-green. The assets are refreshed by the refresh sensor after each run that changes the state
-(the tests wait for it), and by hand only after pausing a lane (no run)."""
+green; last, the compliance report on more policies shows its figures and its chart. The
+assets are refreshed by the refresh sensor after each run that changes the state (the tests
+wait for it), and by hand only after pausing a lane (no run)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gov_pipeline.domain.charts import PLOT_HEIGHT
+from gov_pipeline.domain.statuses import PolicyStatus
 from gov_pipeline.embedded.instance import ROOT
 from gov_pipeline.embedded.ui_tour import (
     PAGES,
@@ -26,6 +35,8 @@ from gov_pipeline.embedded.ui_tour import (
     approvals_of,
     decide,
     failed_run,
+    page_text,
+    report_compliance,
     set_up_tenant,
     start_reviews,
     ui_stack,
@@ -35,6 +46,8 @@ from gov_pipeline_tests.conftest import own_redis_prefix
 pytestmark = pytest.mark.e2e
 
 SHOTS = ROOT / "test-artifacts" / "ui"
+BROWSER_SHOTS = ROOT / "test-artifacts" / "browser"  # the compliance report's picture
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +163,58 @@ def test_after_a_retry_that_succeeds_the_check_is_green(tour: dict[str, Any]) ->
     stack.refreshed_after(known)
     page = _page(tour, PAGES["outcomes_checks"], "outcomes_checks_green")
     assert "No execution is failed and unresolved." in page and "Passed" in page
+
+
+def _chart_of(dom: str) -> ET.Element:
+    """The SVG of the page's "Policies by status" image (its data URI), parsed."""
+    images = [tag for tag in re.findall(r"<img [^>]*>", dom) if 'alt="Policies by status"' in tag]
+    assert len(images) == 1, images
+    found = re.search(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', images[0])
+    assert found, images[0][:200]
+    return ET.fromstring(base64.b64decode(found.group(1)))
+
+
+def test_the_compliance_report_shows_its_figures_and_its_chart(tour: dict[str, Any]) -> None:
+    """Its latest materialization (the asset's Events tab): the figures table, the overdue
+    review, and the chart shown inline (not behind "Show Markdown"), one bar per status."""
+    stack: Stack = tour["stack"]
+    report_compliance(stack)
+    # What to expect, from the records as the CLI lists them (not from the report).
+    listed = stack.cli("policies", "list", "-t", "acme", "--json", "--limit", "1000")
+    policies = json.loads(listed.stdout)["items"]
+    counts = Counter(p["status"] for p in policies)
+    by_status = [(str(s), counts[s]) for s in PolicyStatus]
+    assert counts["draft"] == 3  # the seed is there
+    today = datetime.now(UTC).date()
+    overdue = [p for p in policies if p["status"] != "archived" and p["next_review_date"]
+               and date.fromisoformat(p["next_review_date"]) < today]  # fmt: skip
+    assert [p["title"] for p in overdue] == ["Code of conduct"]
+    made = json.loads(stack.cli("report", "compliance", "-t", "acme", "--json").stdout)
+    decided = made["approval_turnaround_hours"]["decided"]
+    browser = Browser(tour["browser"].profile, BROWSER_SHOTS)
+    dom = browser.dom(stack.url + PAGES["compliance_report"], "compliance_report")
+    page = page_text(dom)
+    assert "Materialized in run" in page and "scope acme" in page
+    figures = " ".join(f"policies {s} {n}" for s, n in by_status)
+    assert (
+        f"figure value policies {len(policies)} {figures} overdue reviews 1 "
+        f"overdue reviews policy 1 overdue reviews sop 0 overdue reviews risk 0 "
+        f"approvals decided {decided} "
+    ) in page
+    assert f"SLA breaches {made['sla_breaches']['total']} " in page
+    (late,) = overdue
+    days = (today - date.fromisoformat(late["next_review_date"])).days
+    assert f"acme policy {late['id']} Code of conduct published 2024-01-15 {days}" in page
+    # The chart: inline, its bars proportional to the counts, each labelled.
+    assert "Show Markdown" not in page
+    chart = _chart_of(dom)
+    (bars,) = [g for g in chart.iter(f"{SVG}g") if g.get("id") == "bars"]
+    top = max(n for _, n in by_status)
+    heights = [int(r.get("height", "-1")) for r in bars.iter(f"{SVG}rect")]
+    assert heights == [round(PLOT_HEIGHT * n / top) for _, n in by_status]
+    assert [t.text for t in chart.iter(f"{SVG}text")] == [f"{s}: {n}" for s, n in by_status]
+    shot = BROWSER_SHOTS / "compliance_report.png"
+    assert shot.is_file() and shot.stat().st_size > 10_000
 
 
 def test_every_screenshot_was_written() -> None:
