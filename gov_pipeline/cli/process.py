@@ -22,7 +22,7 @@ from gov_pipeline.services.executions import FailedExecution
 @click.option("--max-changes", type=click.IntRange(1), help="Stop after this many changes.")
 @click.option("--consumer", default="sync", show_default=True, help="Name of the stored cursor.")
 @click.option("--retry-delay", default=2.0, show_default=True, type=float,
-              help="First retry wait in seconds (doubles; 5 attempts).")  # fmt: skip
+              help="First retry wait in seconds (then 3x, 7x, 15x it; 5 attempts).")  # fmt: skip
 @click.option(
     "--follow",
     is_flag=True,

@@ -174,18 +174,27 @@ def queue() -> None:
 @queue.command("status")
 @json_option
 def status(as_json: bool) -> None:
-    """Per lane: queued, running, oldest wait, limit; workers with their last heartbeat.
+    """Per lane: queued, running, oldest wait, limit, retries and timeout; workers with
+    their last heartbeat.
 
     \b
     Example:
       gov-pipeline queue status --json
     """
-    data = _instance().run_coordinator.queue.status()
+    from gov_pipeline.domain.lanes import lane_rule
+    from gov_pipeline.domain.retry import backoff_text
+
+    coordinator = _instance().run_coordinator
+    data = coordinator.queue.status()
+    for lane in data["lanes"]:  # what a run of the lane gets (its tags may say otherwise)
+        rule = lane_rule(lane["lane"], coordinator.rules)
+        lane.update(attempts=rule.retry.max_attempts, backoff=backoff_text(rule.retry),
+                    timeout_s=rule.timeout_s)  # fmt: skip
     if as_json:
         emit_json(data)
         return
-    emit_table(data["lanes"], ["lane", "queued", "running", "oldest_wait_s", "limit", "paused"],
-               empty="no lanes")  # fmt: skip
+    emit_table(data["lanes"], ["lane", "queued", "running", "oldest_wait_s", "limit", "paused",
+                               "attempts", "backoff", "timeout_s"], empty="no lanes")  # fmt: skip
     click.echo(f"running {data['running']} of at most {data['max_concurrent_runs']}")
     now = time.time()
     workers = [

@@ -20,23 +20,17 @@ import redis
 from gov_pipeline.coordinator import scripts
 from gov_pipeline.coordinator.keys import Keys
 from gov_pipeline.coordinator.states import Outcome, RunState
+from gov_pipeline.domain.lanes import DEFAULT_LIMITS
+from gov_pipeline.domain.lanes import LANE_TAG as LANE_TAG  # re-exported: the coordinator's tag
+from gov_pipeline.domain.lanes import lane_of as lane_of
 
-# The eight queues of the original system and their planned concurrency.
-DEFAULT_LANES: dict[str, int] = {
-    "policy": 5, "assessment": 3, "reporting": 2, "evidence": 4,
-    "notification": 10, "export": 2, "audit": 1, "import": 2,
-}  # fmt: skip
-LANE_TAG = "gov/queue"
+# The eight queues of the original system and their planned concurrency (the table, with
+# each lane's retries and timeout, is domain/lanes.py).
+DEFAULT_LANES: dict[str, int] = dict(DEFAULT_LIMITS)
 # Set on a run failed because the worker executing it died. Its value is that run's id: run
 # retries copy their parent's tags, and the tag must not speak for the retry.
 WORKER_DIED_TAG = "gov/worker_died"
 PRIORITY_TAG = "dagster/priority"
-
-
-def lane_of(tags: Mapping[str, str], default: str = "policy") -> str:
-    """`gov/queue` without the original `governance:` prefix; `default` when absent."""
-    value = (tags.get(LANE_TAG) or default).strip()
-    return value.removeprefix("governance:") or default
 
 
 def priority_of(tags: Mapping[str, str]) -> int:

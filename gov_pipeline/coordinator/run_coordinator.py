@@ -36,12 +36,14 @@ from gov_pipeline.coordinator.queue import (
     lane_of,
     priority_of,
 )
+from gov_pipeline.coordinator.states import RunState
 from gov_pipeline.dagster_internals import (
     ConfigurableClass,
     ConfigurableClassData,
     RunCoordinator,
     RunQueueConfig,
 )
+from gov_pipeline.domain import lanes as lane_table
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
         lease_seconds: int = 30,
         fallback: str = "launch",
         retention_seconds: int = 86_400,
+        lane_rules: Mapping[str, Any] | None = None,
     ) -> None:
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
@@ -88,6 +91,8 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
             lanes={**DEFAULT_LANES, **dict(lanes or {})},
             tag_limits=tuple(TagLimit.parse(t) for t in tag_concurrency_limits or []),
         )
+        # Retries and timeouts per lane: the table of domain/lanes.py with these overrides.
+        self.rules = lane_table.lane_rules(lane_rules)
         self._queue: RunQueue | None = None
         super().__init__()  # type: ignore[no-untyped-call]
 
@@ -109,6 +114,7 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
             "lease_seconds": Field(IntSource, is_required=False, default_value=30),
             "fallback": Field(str, is_required=False, default_value="launch"),
             "retention_seconds": Field(IntSource, is_required=False, default_value=86_400),
+            "lane_rules": Field(Permissive(), is_required=False),  # type: ignore[no-untyped-call]
         }
 
     @classmethod
@@ -122,6 +128,7 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
         Raises:
             ConfigurationError: a GOV_PIPELINE_* variable is malformed.
             ValueError: `fallback` is neither `launch` nor `fail`.
+            InvalidInputError: a `lane_rules` entry is malformed.
         """
         settings = load_settings()
         values = dict(config_value)
@@ -161,6 +168,11 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
             explicitly_enabled_concurrency_run_blocking=False,
         )
 
+    def rule_of(self, tags: Mapping[str, str]) -> lane_table.LaneRule:
+        """The retries and timeout a run with these tags goes by: its own rule tags, else its
+        lane's rule as configured here."""
+        return lane_table.rule_of_run(tags, self.rules, self.default_lane)
+
     def order_of(self, tags: Mapping[str, str]) -> str | None:
         value = tags.get(self.ordering_tag)
         return None if value is None or value in self.unordered_values else value
@@ -186,6 +198,7 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
         if run.status != DagsterRunStatus.NOT_STARTED:
             log.warning("submit_run for run %s in status %s: nothing to do", run.run_id, run.status)
             return self._reload(run.run_id)
+        self._stamp_rule(run)
         # The enqueue event comes first: a worker must never see a run that is not QUEUED.
         self._instance.report_dagster_event(DagsterEvent.job_enqueue(run), run_id=run.run_id)
         try:
@@ -202,10 +215,30 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
             self._instance.launch_run(run.run_id, context.workspace)
         return self._reload(run.run_id)
 
+    def _stamp_rule(self, run: DagsterRun) -> None:
+        """Give the run its lane's rule as tags (those it does not carry already: set by
+        whoever launched it, or copied from the run a retry re-executes), so that its ops
+        and its worker go by the rule configured where it was submitted."""
+        rule = lane_table.lane_rule(lane_of(run.tags, self.default_lane), self.rules)
+        missing = {k: v for k, v in rule.tags().items() if k not in run.tags}
+        if missing:
+            self._instance.add_run_tags(run.run_id, missing)
+
     def cancel_run(self, run_id: str) -> bool:
+        """Cancel a queued run, or terminate a started one: the run launcher terminates a
+        launched run; a run executing inside an execute-mode worker is marked CANCELING,
+        which that worker watches for, and it stops the run's process (True).
+        """
         run = self._instance.get_run_by_id(run_id)
         if run is None:
             return False
+        started = run.status == DagsterRunStatus.STARTED
+        worker = self._executing_worker(run_id) if started else None
+        if worker is not None:
+            self._instance.report_run_canceling(
+                run, message=f"Terminating: worker {worker}, executing this run, stops it."
+            )
+            return True
         if run.status == DagsterRunStatus.QUEUED:
             try:
                 self.queue.remove_queued(run_id, self.retention_seconds)
@@ -215,6 +248,18 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
             self._instance.report_run_canceled(run)
             return True
         return bool(self._instance.run_launcher.terminate(run_id))
+
+    def _executing_worker(self, run_id: str) -> str | None:
+        """The execute-mode worker holding the run, from its Redis record (None: launched by
+        a run launcher, or not known to Redis)."""
+        try:
+            record = self.queue.record(run_id)
+        except redis.RedisError as exc:  # the launcher's terminate marks it CANCELING too
+            log.warning("could not read run %s from Redis: %s", run_id, exc)
+            return None
+        if record.get("mode") == "execute" and record.get("state") == RunState.STARTED:
+            return record.get("worker") or "?"
+        return None
 
     def _reload(self, run_id: str) -> DagsterRun:
         run = self._instance.get_run_by_id(run_id)

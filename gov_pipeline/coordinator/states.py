@@ -39,6 +39,8 @@ class Outcome(StrEnum):
     WORKER_DIED_FAILURE = "FAILURE:worker-died"
     # ... or succeeded, every step having succeeded before the worker died.
     WORKER_DIED_SUCCESS = "SUCCESS:worker-died"
+    # The run ran longer than its lane allows: stopped and failed (gov/timed_out).
+    TIMED_OUT = "FAILURE:timed-out"
 
 
 def status_of(run: DagsterRun | None) -> str:

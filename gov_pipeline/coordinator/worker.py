@@ -8,7 +8,12 @@ Modes:
 - `launch`: hand the run to the instance's run launcher (a new process per run with the
   default launcher; a container with a Docker or Kubernetes launcher) and hold its slot
   until the run ends;
-- `execute`: execute the run inside this warm process (no process start per run).
+- `execute`: execute the run in a fork of this warm process (no interpreter start, no
+  imports per run), which the worker stops when the run is terminated (coordinator/
+  run_process.py).
+
+A run over its lane's time (`gov/timeout_s`) is stopped and failed by its worker, in both
+modes (coordinator/stopping.py).
 
 Recovery: a run whose lease expired belonged to a dead worker. It is checked in Dagster's
 run storage: still QUEUED -> put back in line; ended -> slot released; started by a
@@ -22,6 +27,7 @@ restarted, or down at submit) are queued again; runs holding slots that have end
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -43,23 +49,25 @@ from dagster import (
     RunsFilter,
 )
 
+from gov_pipeline.coordinator import run_process
 from gov_pipeline.coordinator.queue import WORKER_DIED_TAG, default_worker_id
 from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
 from gov_pipeline.coordinator.states import ENDED, Outcome, RunState, errored, skipped, status_of
+from gov_pipeline.coordinator.stopping import POLL_S, Stopper, over_time
 from gov_pipeline.dagster_internals import (
     ReconstructableRepository,
     StepEventStatus,
     WorkspaceFileTarget,
     WorkspaceProcessContext,
-    execute_run,
 )
+from gov_pipeline.domain.lanes import LaneRule
 
 log = logging.getLogger(__name__)
 
-# Dagster's execute_run is not safe in two threads of one process (its log-handler setup and
-# the PostgreSQL event store deadlock on logging locks): one execution at a time per process.
-# `gov-pipeline worker --mode execute --concurrency N` therefore runs N processes.
-_EXECUTE_LOCK = threading.Lock()
+# Held while a worker's main loop talks to Redis or Dagster's storage. The fork that starts
+# an execute-mode run takes it, so a run's process is never a copy of this process made in
+# the middle of such a call (a lock taken, a connection half-way through a reply).
+_QUIET = threading.RLock()
 MODES = ("launch", "execute")
 RECONCILE_PAGE = 500  # QUEUED runs read from Dagster's run storage at a time
 
@@ -184,6 +192,7 @@ class Worker:
         self._signals = 0
         self._workspace_context: Any = None
         self._recon_repo: Any = None
+        self._stopper = Stopper(instance, coordinator, self.worker_id, self._orphan_ended)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -207,22 +216,24 @@ class Worker:
         last_beat = 0.0
         try:
             self._open_code()
-            self._heartbeat()
-            self.reconcile()
+            with _QUIET:
+                self._heartbeat()
+                self.reconcile()
             last_reconcile = time.monotonic()
             while not self._stopping.is_set():
                 now = time.monotonic()
                 try:
-                    if now - last_beat >= self.lease_s / 3:
-                        self._heartbeat()
-                        last_beat = now
-                    self.recover_expired()
-                    if now - last_reconcile >= self.reconcile_every_s:
-                        self.reconcile()
-                        last_reconcile = now
-                    # Reap first: a finished run's slot is free for this very claim.
-                    self._reap()
-                    claimed = self._claim_free_slots()
+                    with _QUIET:
+                        if now - last_beat >= self.lease_s / 3:
+                            self._heartbeat()
+                            last_beat = now
+                        self.recover_expired()
+                        if now - last_reconcile >= self.reconcile_every_s:
+                            self.reconcile()
+                            last_reconcile = now
+                        # Reap first: a finished run's slot is free for this very claim.
+                        self._reap()
+                        claimed = self._claim_free_slots()
                 except redis.RedisError as exc:
                     # Redis coordinates, it does not own: wait for it; runs in hand go on.
                     log.warning("worker %s: Redis unavailable (%s); retrying", self.worker_id, exc)
@@ -249,6 +260,12 @@ class Worker:
             self._recon_repo = ReconstructableRepository.for_module(
                 "gov_pipeline.definitions", "defs", working_directory=str(self.workspace.parent)
             )
+            # Load the definitions here, once: each run's process is a fork of this one. What
+            # is loaded by now lives as long as the worker: frozen, the garbage collector of a
+            # run's process leaves it alone, so its pages stay shared with this process.
+            self._recon_repo.get_definition()
+            gc.collect()
+            gc.freeze()
 
     def _teardown(self) -> None:
         try:
@@ -305,7 +322,8 @@ class Worker:
             if not self._inflight:
                 return
             try:
-                self._heartbeat()
+                with _QUIET:
+                    self._heartbeat()
             except redis.RedisError as exc:
                 log.warning("worker %s: Redis unavailable while draining: %s", self.worker_id, exc)
             time.sleep(min(1.0, self.lease_s / 3))
@@ -344,17 +362,27 @@ class Worker:
         self.instance.report_dagster_event(starting, run_id=run_id)
         run = self.instance.get_run_by_id(run_id)
         assert run is not None
-        job = self._recon_repo.get_reconstructable_job(run.job_name)
-        with _EXECUTE_LOCK:
-            execute_run(job, run, self.instance)
-        return self._status(run_id)
+        with _QUIET:
+            pid = run_process.start(self.instance, self._recon_repo, run_id)
+        log.info("worker %s: run %s executing in process %s", self.worker_id, run_id, pid)
+        return self._stopper.supervise(run, pid)
 
     def _wait_until_ended(self, run_id: str) -> str:
+        """Hold a launched run's slot until it ends; time it out when it runs too long."""
+        rule: LaneRule | None = None
         while True:
-            run = self.instance.get_run_by_id(run_id)
-            if run is None or run.status in ENDED:  # (deleted from run storage meanwhile)
-                return status_of(run)
-            time.sleep(0.25)
+            record = self.instance.get_run_record_by_id(run_id)
+            if record is None or record.dagster_run.status in ENDED:  # (or deleted)
+                return status_of(None if record is None else record.dagster_run)
+            rule = rule or self.coordinator.rule_of(record.dagster_run.tags)
+            if over_time(record, rule):
+                self._stopper.time_out_launched(record.dagster_run, rule, self._pid_here(run_id))
+                return Outcome.TIMED_OUT
+            time.sleep(POLL_S)
+
+    def _pid_here(self, run_id: str) -> int | None:
+        """The launched run's process, if it runs on this host."""
+        return local_run_pid(self.instance, run_id, self.queue.record(run_id))
 
     def _status(self, run_id: str) -> str:
         return status_of(self.instance.get_run_by_id(run_id))
@@ -415,7 +443,11 @@ class Worker:
             log.warning("run %s: adopted from a dead worker; watching it", run_id)
 
     def _end_orphan(self, run: DagsterRun, what: str) -> None:
-        """End a started run that nothing executes any more (its worker died with it).
+        self._finish(run.run_id, self._orphan_ended(run, what))
+
+    def _orphan_ended(self, run: DagsterRun, what: str) -> str:
+        """End a started run that nothing executes any more (its worker, or the process
+        executing it, died); returns the outcome.
 
         Killed after its last step, before Dagster recorded the run's end, the work is done
         (a retry from failure would have nothing to run): the run succeeded. Otherwise it
@@ -439,15 +471,23 @@ class Worker:
             self.instance.add_run_tags(run_id, {WORKER_DIED_TAG: run_id})
             self.instance.report_run_failed(run)
             outcome = Outcome.WORKER_DIED_FAILURE
-        self._finish(run_id, outcome)
         log.warning("run %s: %s", run_id, message)
+        return outcome
 
     def _watch_adopted(self, run_id: str, record: dict[str, str], pid: int | None) -> None:
-        """Wait for an adopted run to end; end it if its process dies before it does."""
+        """Wait for an adopted run to end; end it if its process dies before it does, and
+        time it out if it runs too long."""
         while True:
-            run = self.instance.get_run_by_id(run_id)
-            if run is None or run.status in ENDED:
+            with _QUIET:  # an execute-mode worker may adopt a launched run, and fork
+                run_record = self.instance.get_run_record_by_id(run_id)
+            run = None if run_record is None else run_record.dagster_run
+            if run_record is None or run is None or run.status in ENDED:
                 self._finish(run_id, status_of(run))
+                return
+            rule = self.coordinator.rule_of(run.tags)
+            if over_time(run_record, rule):
+                self._stopper.time_out_launched(run, rule, pid or self._pid_here(run_id))
+                self._finish(run_id, Outcome.TIMED_OUT)
                 return
             if pid is None:  # not started when adopted (or on another host: stays None)
                 pid = local_run_pid(self.instance, run_id, record)

@@ -19,14 +19,16 @@ import dagster as dg
 from gov_pipeline.config import Settings
 from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
 from gov_pipeline.domain.statuses import ExecutionStatus, PolicyStatus
-from gov_pipeline.orchestration.common import LANE_TAG, daemon_interval
+from gov_pipeline.orchestration.common import LANE_TAG, daemon_interval, lane_retries
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.governance import (
     LAG_OK,
     NO_FAILED,
+    NO_FAILED_EMAILS,
     NO_OVERDUE,
     GovernanceState,
     Verdict,
+    emails_verdict,
     failed_verdict,
     lag_verdict,
     overdue_verdict,
@@ -41,6 +43,9 @@ CHANGES = dg.AssetKey("change_backlog")
 QUEUE = dg.AssetKey("run_queue")
 TENANT_FIGURES = 20  # tenants with a plotted figure of their own (all are in the tables)
 TABLE_ROWS = 200
+# The columns of the failed emails' table (attributes of an `EmailDelivery`).
+EMAIL_COLUMNS = ["id", "tenant_id", "user_id", "to_address", "execution_id", "attempts",
+                 "last_error"]  # fmt: skip
 
 SPECS = [
     dg.AssetSpec(REGISTER, group_name=GROUP, description="Policies by tenant, status and type."),
@@ -52,7 +57,8 @@ SPECS = [
     dg.AssetSpec(
         OUTCOMES, group_name=GROUP,
         description="Executions by tenant, workflow and status over the outcomes window, and "
-        "every failed execution not resolved since, with its reason.",
+        "every failed execution not resolved since, with its reason; the notification emails "
+        "by status, and the latest that failed.",
     ),
     dg.AssetSpec(
         CHANGES, group_name=GROUP,
@@ -72,6 +78,11 @@ CHECKS = [
     ),
     dg.AssetCheckSpec(
         NO_OVERDUE, asset=BACKLOG, description="Red while an approval step is past its due time."
+    ),
+    dg.AssetCheckSpec(
+        NO_FAILED_EMAILS, asset=OUTCOMES,
+        description="Red while a notification email that failed for good within the "
+        "outcomes window (GOV_PIPELINE_OUTCOMES_WINDOW) is not resent.",
     ),
     dg.AssetCheckSpec(
         LAG_OK, asset=CHANGES,
@@ -165,6 +176,11 @@ def outcomes_metadata(state: GovernanceState) -> dict[str, Any]:
             [vars(f) for f in outcomes.failed],
             ["execution_id", "tenant_id", "workflow", "entity", "reason", "finished_at"],
         ),
+        **{f"emails {s}": n for s, n in state.emails.by_status.items()},
+        "failed_emails": _table(
+            [{c: getattr(e, c) for c in EMAIL_COLUMNS} for e in state.emails.failed],
+            EMAIL_COLUMNS,
+        ),
     }
 
 
@@ -231,6 +247,7 @@ def _settled_before(instance: dg.DagsterInstance) -> int:
 
 
 @dg.multi_asset(specs=SPECS, check_specs=CHECKS, name="governance_state")
+@lane_retries
 def governance_state(
     context: dg.AssetExecutionContext, database: DatabaseResource
 ) -> Iterator[dg.MaterializeResult[None] | dg.AssetCheckResult]:
@@ -247,6 +264,7 @@ def governance_state(
     yield _check(OUTCOMES, failed_verdict(state))
     yield _check(BACKLOG, overdue_verdict(state))
     yield _check(CHANGES, lag_verdict(state))
+    yield _check(OUTCOMES, emails_verdict(state))
 
 
 refresh_governance = dg.define_asset_job(

@@ -9,7 +9,7 @@ import dagster as dg
 
 from gov_pipeline.domain.entities import kind_of
 from gov_pipeline.domain.errors import InvalidInputError
-from gov_pipeline.orchestration.common import LANE_TAG, permanent_errors
+from gov_pipeline.orchestration.common import LANE_TAG, lane_retries, permanent_errors
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners import importer
 
@@ -26,10 +26,13 @@ class ImportConfig(dg.Config):
 
 
 @dg.op
+@lane_retries
 def import_file(
     context: dg.OpExecutionContext, config: ImportConfig, database: DatabaseResource
 ) -> None:
-    """Validate the whole file, then create its records in chunks, logging progress."""
+    """Validate the whole file, then create its records in chunks, logging progress. A
+    retry (of the op, or a run retry after a timeout) goes on after the records its earlier
+    attempts created: the import is named by its first run's id."""
     with permanent_errors():
         if config.chunk_size < 1:
             raise InvalidInputError("chunk_size", "must be >= 1")
@@ -44,7 +47,8 @@ def import_file(
         report = importer.import_records(
             database.sessions(), tenant_id=config.tenant_id, rows=rows,
             entity_type=config.entity_type, chunk_size=config.chunk_size,
-            actor=f"import:{context.run_id}", on_progress=progress,
+            actor=f"import:{context.run.root_run_id or context.run_id}", on_progress=progress,
+            resume=True,
         )  # fmt: skip
     context.add_output_metadata(
         {

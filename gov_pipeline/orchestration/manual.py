@@ -5,7 +5,7 @@ launchpad, `dagster job launch`), through runners/manual.py."""
 
 import dagster as dg
 
-from gov_pipeline.orchestration.common import LANE_TAG, MAX_ATTEMPTS, POLICY_RETRY, permanent_errors
+from gov_pipeline.orchestration.common import LANE_TAG, lane_retries, permanent_errors, run_rule
 from gov_pipeline.orchestration.outcome import report_outcome
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.manual import run_manual_workflow
@@ -20,16 +20,19 @@ class ExecuteWorkflowConfig(dg.Config):
     entity_id: int
 
 
-@dg.op(retry_policy=POLICY_RETRY)
+@dg.op
+@lane_retries
 def run_workflow(
     context: dg.OpExecutionContext, config: ExecuteWorkflowConfig, database: DatabaseResource
 ) -> None:
-    """Create the manual execution (once per run) and run it."""
+    """Create the manual execution (once per run, a run retry's included: it is keyed by
+    the first run's id) and run it."""
     with permanent_errors():
         outcome = run_manual_workflow(
             database.sessions(), database.settings(), tenant_id=config.tenant_id,
-            workflow=config.workflow, entity_id=config.entity_id, request_key=context.run_id,
-            actor=f"dagster:{context.run_id}", max_attempts=MAX_ATTEMPTS,
+            workflow=config.workflow, entity_id=config.entity_id,
+            request_key=context.run.root_run_id or context.run_id, run_id=context.run_id,
+            actor=f"dagster:{context.run_id}", max_attempts=run_rule(context).retry.max_attempts,
         )  # fmt: skip
     metadata = {
         "execution_id": outcome.execution_id,

@@ -1,6 +1,7 @@
 """Jobs an operator launches from the launchpad, with typed config: decide an approval,
-retry failed executions, cancel an execution. They go through the run coordinator like
-every run, and check what the CLI checks (only a listed approver decides, and so on).
+retry failed executions, cancel an execution, record a completed review. They go through
+the run coordinator like every run, and check what the CLI checks (only a listed approver
+decides, and so on).
 
 Dagster OSS has no user authentication: the deciding user is declared in the config (who
 launched the run is not known). Put an authenticating proxy in front of the webserver and
@@ -13,11 +14,12 @@ from enum import Enum
 import dagster as dg
 from pydantic import Field
 
-from gov_pipeline.orchestration.common import LANE_TAG, permanent_errors
+from gov_pipeline.orchestration.common import LANE_TAG, lane_retries, permanent_errors
 from gov_pipeline.orchestration.outcome import report_outcome
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.operations import (
     cancel_execution,
+    complete_review,
     decide_and_continue,
     failed_execution_ids,
     retry_executions,
@@ -47,6 +49,7 @@ class DecideApprovalConfig(dg.Config):
 
 
 @dg.op
+@lane_retries
 def decide(
     context: dg.OpExecutionContext, config: DecideApprovalConfig, database: DatabaseResource
 ) -> None:
@@ -96,6 +99,7 @@ class RetryExecutionsConfig(dg.Config):
 
 
 @dg.op
+@lane_retries
 def retry(
     context: dg.OpExecutionContext, config: RetryExecutionsConfig, database: DatabaseResource
 ) -> None:
@@ -142,6 +146,7 @@ class CancelExecutionConfig(dg.Config):
 
 
 @dg.op
+@lane_retries
 def cancel(
     context: dg.OpExecutionContext, config: CancelExecutionConfig, database: DatabaseResource
 ) -> None:
@@ -163,3 +168,46 @@ def cancel(
 )
 def cancel_execution_job() -> None:
     cancel()
+
+
+class CompleteReviewConfig(dg.Config):
+    """A review of a policy, SOP or risk, completed by a user."""
+
+    tenant_id: str = Field(description="The tenant of the record.")
+    entity_type: str = Field(description="policy, sop or risk.")
+    entity_id: int = Field(description="The record's id.")
+    reviewed_by: str = Field(description="Who reviewed it (declared, not authenticated).")
+    notes: str | None = Field(default=None, description="What the review found; kept with it.")
+
+
+@dg.op
+@lane_retries
+def record_review(
+    context: dg.OpExecutionContext, config: CompleteReviewConfig, database: DatabaseResource
+) -> None:
+    """Record the review; the database schedules the record's next one."""
+    with permanent_errors():
+        next_review = complete_review(
+            database.sessions(), tenant_id=config.tenant_id, entity_type=config.entity_type,
+            entity_id=config.entity_id, reviewed_by=config.reviewed_by, notes=config.notes,
+        )  # fmt: skip
+    scheduled = next_review.isoformat() if next_review else "none"
+    context.log.info(
+        f"{config.entity_type} {config.entity_id} reviewed by {config.reviewed_by}; "
+        f"next review {scheduled}"
+    )
+    context.add_output_metadata(
+        {"entity": f"{config.entity_type} {config.entity_id}",
+         "reviewed_by": config.reviewed_by, "next_review_date": scheduled}
+    )  # fmt: skip
+
+
+@dg.job(
+    name="complete_review",
+    executor_def=dg.in_process_executor,
+    tags={LANE_TAG: "policy"},
+    description="Record a completed review of a policy, SOP or risk: its next review date "
+    "moves on by its review frequency.",
+)
+def complete_review_job() -> None:
+    record_review()

@@ -13,11 +13,11 @@ import dagster as dg
 from gov_pipeline.domain.batching import compact_ids
 from gov_pipeline.orchestration.common import (
     LANE_TAG,
-    MAX_ATTEMPTS,
-    POLICY_RETRY,
     daemon_interval,
+    lane_retries,
     permanent_errors,
     retry_requested,
+    run_rule,
 )
 from gov_pipeline.orchestration.outcome import report_outcome
 from gov_pipeline.orchestration.resources import DatabaseResource
@@ -36,7 +36,8 @@ class ChangesConfig(dg.Config):
     change_ids: list[int]
 
 
-@dg.op(retry_policy=POLICY_RETRY)
+@dg.op
+@lane_retries
 def load_changes(
     context: dg.OpExecutionContext, config: ChangesConfig, database: DatabaseResource
 ) -> list[int]:
@@ -56,7 +57,8 @@ def load_changes(
     return plan.todo
 
 
-@dg.op(retry_policy=POLICY_RETRY)
+@dg.op
+@lane_retries
 def match_workflows(
     context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
 ) -> list[int]:
@@ -73,7 +75,8 @@ def match_workflows(
     return change_ids
 
 
-@dg.op(retry_policy=POLICY_RETRY)
+@dg.op
+@lane_retries
 def execute_actions(
     context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
 ) -> list[int]:
@@ -81,12 +84,13 @@ def execute_actions(
     mark each change processed with its effects.
 
     Changes run in chunks, one transaction each. A failed attempt is counted on its
-    execution in the database; one that failed for good (a permanent error, or its
-    attempts used up) is failed, its owner told, and the run moves on. Otherwise the op is
-    retried, and the retry starts after what is done.
+    execution in the database; one that failed for good (a permanent error, or the attempts
+    of the run's lane used up) is failed, its owner told, and the run moves on. Otherwise
+    the op is retried, and the retry starts after what is done.
     """
     report = execute_planned(
-        database.sessions(), change_ids, database.settings(), max_attempts=MAX_ATTEMPTS,
+        database.sessions(), change_ids, database.settings(),
+        max_attempts=run_rule(context).retry.max_attempts,
         run_id=context.run_id, processed_by=f"dagster:{context.run_id}",
     )  # fmt: skip
     if report.retry is not None:
@@ -120,7 +124,8 @@ def _execution_metadata(report: BatchReport) -> dict[str, Any]:
     }
 
 
-@dg.op(retry_policy=POLICY_RETRY)  # delivery and the summary are safe to repeat
+@dg.op
+@lane_retries  # delivery and the summary are safe to repeat
 def record_outcome(
     context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
 ) -> None:

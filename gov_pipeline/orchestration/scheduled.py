@@ -8,14 +8,14 @@ from datetime import UTC, date, datetime
 import dagster as dg
 
 from gov_pipeline.domain.errors import InvalidInputError
-from gov_pipeline.domain.retry import RetryPolicy
-from gov_pipeline.orchestration.common import LANE_TAG, MAX_ATTEMPTS
+from gov_pipeline.orchestration.common import LANE_TAG, lane_retries, run_rule
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners import deadlines, escalation
 from gov_pipeline.runners.deliveries import deliver_pending
 
 
 @dg.op
+@lane_retries
 def deliver_webhooks(context: dg.OpExecutionContext, database: DatabaseResource) -> None:
     """Send every pending webhook delivery (each retried up to its max_attempts, 1 s apart)."""
     stats = deliver_pending(database.sessions(), database.settings())
@@ -50,6 +50,7 @@ def _as_of(config: AsOfConfig) -> datetime:
 
 
 @dg.op
+@lane_retries
 def escalate(
     context: dg.OpExecutionContext, config: AsOfConfig, database: DatabaseResource
 ) -> None:
@@ -58,7 +59,11 @@ def escalate(
         database.sessions(), database.settings(), now=_as_of(config)
     )
     context.add_output_metadata(
-        {"escalated": dg.MetadataValue.json(report.escalated), "notified": report.notified}
+        {
+            "escalated": dg.MetadataValue.json(report.escalated),
+            "reassigned": dg.MetadataValue.json(report.reassigned),
+            "notified": report.notified,
+        }
     )
 
 
@@ -72,12 +77,13 @@ def escalate_overdue_approvals() -> None:
 
 
 @dg.op
+@lane_retries
 def remind(context: dg.OpExecutionContext, config: AsOfConfig, database: DatabaseResource) -> None:
     """Run on_deadline_approaching / on_deadline_passed workflows for due policies."""
     today: date = _as_of(config).date()
     report = deadlines.run_review_reminders(
         database.sessions(), database.settings(), today=today, run_id=context.run_id,
-        retry=RetryPolicy(max_attempts=MAX_ATTEMPTS, delay_s=2.0),
+        retry=run_rule(context).retry,
     )  # fmt: skip
     context.add_output_metadata(
         {

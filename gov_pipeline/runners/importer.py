@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from gov_pipeline.db.models import ENTITY_MODELS
 from gov_pipeline.domain.entities import EntityKind, kind_of
 from gov_pipeline.domain.errors import InvalidInputError
 from gov_pipeline.domain.record_fields import MAX_CONTENT_CHARS, editable_fields, validate_fields
@@ -210,6 +212,17 @@ def validate_rows(
     return valid
 
 
+def _created_by(
+    sessions: sessionmaker[Session], entity_type: EntityType, tenant_id: str, actor: str
+) -> int:
+    """How many records of `entity_type` in the tenant `actor` created."""
+    model = ENTITY_MODELS[entity_type]
+    with sessions.begin() as session:
+        query = select(func.count()).select_from(model)
+        found = session.scalar(query.where(model.tenant_id == tenant_id, model.created_by == actor))
+    return int(found or 0)
+
+
 def import_records(
     sessions: sessionmaker[Session],
     *,
@@ -219,6 +232,7 @@ def import_records(
     chunk_size: int = 500,
     actor: str = "import",
     on_progress: Callable[[int, int], None] | None = None,
+    resume: bool = False,
 ) -> ImportReport:
     """Create one record of `entity_type` per row, `chunk_size` per transaction, each
     captured as a change.
@@ -229,6 +243,9 @@ def import_records(
     Args:
         actor: recorded as `created_by` and as the changes' actor.
         on_progress: called with (rows done, rows in total) after each committed chunk.
+        resume: `actor` names this import alone (the `import_records` job: its first run's
+            id), so records it already created are the first rows of the file, committed by
+            an earlier attempt: skip them, and a retried import creates each record once.
 
     Raises:
         InvalidInputError: a row is invalid (nothing written), or `chunk_size` < 1.
@@ -246,7 +263,11 @@ def import_records(
     first_id: int | None = None
     last_id: int | None = None
     done = chunks = 0
-    for start in range(0, total, chunk_size):
+    skip = min(total, _created_by(sessions, kind.entity_type, tenant_id, actor)) if resume else 0
+    if skip:
+        log.info("import into %s: %s of %s rows created by an earlier attempt", tenant_id,
+                 skip, total)  # fmt: skip
+    for start in range(skip, total, chunk_size):
         with sessions.begin() as session:
             for fields in valid[start : start + chunk_size]:
                 record = records.create_record(
@@ -260,4 +281,5 @@ def import_records(
         log.info("import into %s: %s of %s %s records created", tenant_id, done, total, kind.noun)
         if on_progress is not None:
             on_progress(done, total)
-    return ImportReport(done, chunks, first_id, last_id, time.perf_counter() - started)
+    created = done - skip if done else 0
+    return ImportReport(created, chunks, first_id, last_id, time.perf_counter() - started)

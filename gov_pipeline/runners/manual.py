@@ -34,9 +34,11 @@ def run_manual_workflow(
     request_key: str,
     actor: str,
     max_attempts: int,
+    run_id: str | None = None,
 ) -> ManualOutcome:
     """Run `workflow` for the record `entity_id` of its entity type, once per `request_key`
-    (a replay finds it done).
+    (a replay finds it done; `run_id`: the Dagster run making this attempt, recorded on the
+    execution, default `request_key`).
 
     Raises:
         NotFoundError: no such tenant, workflow or record.
@@ -50,7 +52,9 @@ def run_manual_workflow(
         execution_id, status = execution.id, execution.status
     report = None
     if status == ExecutionStatus.PENDING:
-        report = attempt_execution(sessions, execution_id, settings, max_attempts, request_key)
+        report = attempt_execution(
+            sessions, execution_id, settings, max_attempts, run_id or request_key
+        )
     with sessions.begin() as session:
         final = session.get(WorkflowExecution, execution_id)
         assert final is not None  # it was just created or found

@@ -1,12 +1,13 @@
 """What an operator does from the Dagster launchpad (the operator jobs): decide an approval
-and continue its flow at once, retry failed executions. The same services and checks as the
-CLI (`approvals approve|reject|request-changes`, `executions retry`), each in the tenant's
-own transactions."""
+and continue its flow at once, retry failed executions, record a completed review. The same
+services and checks as the CLI (`approvals approve|reject|request-changes`, `executions
+retry`, `policies complete-review`), each in the tenant's own transactions."""
 
 from __future__ import annotations
 
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,7 +19,7 @@ from gov_pipeline.domain.retry import RetryPolicy
 from gov_pipeline.runners.batch import BatchReport, process_batch
 from gov_pipeline.runners.deliveries import deliver_pending
 from gov_pipeline.runners.retries import retry_now
-from gov_pipeline.services import approvals, executions
+from gov_pipeline.services import approvals, executions, reviews
 from gov_pipeline.services.executions import get_execution, list_executions, retry_execution
 
 
@@ -136,3 +137,28 @@ def cancel_execution(
             session, tenant_id=tenant_id, execution_id=execution_id, actor=actor, reason=reason
         )
         return str(get_execution(session, tenant_id, execution_id).status)
+
+
+def complete_review(
+    sessions: sessionmaker[Session],
+    *,
+    tenant_id: str,
+    entity_type: str,
+    entity_id: int,
+    reviewed_by: str,
+    notes: str | None = None,
+) -> date | None:
+    """Record a completed review in the tenant's transaction, as
+    `gov-pipeline policies complete-review` does; returns the record's next review date
+    (None: no next review is scheduled).
+
+    Raises:
+        InvalidInputError, NotFoundError, ConflictError: as `reviews.complete_review`;
+            nothing is written.
+    """
+    with sessions.begin() as session:
+        scope_to_tenant(session, tenant_id)
+        return reviews.complete_review(
+            session, tenant_id=tenant_id, entity_type=entity_type, entity_id=entity_id,
+            reviewed_by=reviewed_by, notes=notes,
+        )  # fmt: skip

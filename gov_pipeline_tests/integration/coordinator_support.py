@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,3 +140,32 @@ def coordinated_instance(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def statuses(c: Coordinated, ids: Sequence[str]) -> list[str]:
+    """The Dagster status of each run."""
+    return [c.instance.get_run_by_id(i).status.value for i in ids]  # type: ignore[union-attr]
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout_s: float = 60, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def slow_import(
+    c: Coordinated, tmp_path: Path, rows: int = 40_000
+) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """An `import_records` run of `rows` policies: a run that takes a while."""
+    path = tmp_path / "big.csv"
+    path.write_text("title,policy_type\n" + "".join(f"P{i},S\n" for i in range(rows)))
+    config = {
+        "ops": {
+            "import_file": {"config": {"path": str(path), "tenant_id": "acme", "chunk_size": 500}}
+        }
+    }
+    return ("import_records", config, {})

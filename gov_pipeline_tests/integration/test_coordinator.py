@@ -21,41 +21,15 @@ from gov_pipeline.cli.queue import worker_summary
 from gov_pipeline.coordinator.worker import run_process_pid
 from gov_pipeline.embedded.instance import WORKSPACE
 from gov_pipeline.embedded.processes import bin_path
-from gov_pipeline_tests.conftest import REDIS_URL, _truncate_all
-from gov_pipeline_tests.integration.coordinator_support import Coordinated, coordinated_instance
+from gov_pipeline_tests.conftest import REDIS_URL
+from gov_pipeline_tests.integration.coordinator_support import (
+    Coordinated,
+    slow_import,
+    statuses,
+    wait_for,
+)
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def make_coordinated(
-    tmp_path: Path, postgres_url: str, dagster_storage_url: str, redis_prefix: str
-):  # type: ignore[no-untyped-def]
-    stack: list[Any] = []
-
-    def make(redis_url: str = REDIS_URL, **coordinator: Any) -> Coordinated:
-        _truncate_all(postgres_url)
-        cm = coordinated_instance(
-            tmp_path, postgres_url, dagster_storage_url, redis_url, redis_prefix, **coordinator
-        )
-        stack.append(cm)
-        return cm.__enter__()
-
-    yield make
-    for cm in reversed(stack):
-        cm.__exit__(None, None, None)
-
-
-def statuses(c: Coordinated, ids: list[str]) -> list[str]:
-    return [c.instance.get_run_by_id(i).status.value for i in ids]  # type: ignore[union-attr]
-
-
-def wait_for(predicate, timeout_s: float = 60, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_submit_queues_in_redis_and_a_worker_runs_it(make_coordinated) -> None:  # type: ignore[no-untyped-def]
@@ -174,22 +148,9 @@ def test_cancel_a_queued_run(make_coordinated) -> None:  # type: ignore[no-untyp
     assert statuses(c, [keep, drop]) == ["SUCCESS", "CANCELED"]
 
 
-def _slow_import(
-    c: Coordinated, tmp_path: Path, rows: int = 40_000
-) -> tuple[str, dict[str, Any], dict[str, str]]:
-    path = tmp_path / "big.csv"
-    path.write_text("title,policy_type\n" + "".join(f"P{i},S\n" for i in range(rows)))
-    config = {
-        "ops": {
-            "import_file": {"config": {"path": str(path), "tenant_id": "acme", "chunk_size": 500}}
-        }
-    }
-    return ("import_records", config, {})
-
-
 def test_terminate_a_running_run(make_coordinated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     c = make_coordinated()
-    (run_id,) = c.submit([_slow_import(c, tmp_path)])
+    (run_id,) = c.submit([slow_import(c, tmp_path)])
     worker = c.worker(mode="launch", burst=True)
     import threading
 
@@ -204,7 +165,7 @@ def test_terminate_a_running_run(make_coordinated, tmp_path: Path) -> None:  # t
 
 def test_a_worker_killed_mid_run_is_recovered(make_coordinated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     c = make_coordinated()
-    slow, quick = c.submit([_slow_import(c, tmp_path), ("execute_workflow", c.config(), {})])
+    slow, quick = c.submit([slow_import(c, tmp_path), ("execute_workflow", c.config(), {})])
     victim = subprocess.Popen(
         [bin_path("gov-pipeline"), "worker", "--mode", "execute", "--worker-id", "victim"],
         env=c.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -247,7 +208,7 @@ def _launched_by_a_victim(
 ) -> tuple[str, subprocess.Popen[bytes], int]:
     """A slow import launched by a launch-mode worker `victim`: (run id, victim, the run's
     process id), once the run has started."""
-    (slow,) = c.submit([_slow_import(c, tmp_path, rows=rows)])
+    (slow,) = c.submit([slow_import(c, tmp_path, rows=rows)])
     victim = subprocess.Popen(
         [bin_path("gov-pipeline"), "worker", "--mode", "launch", "--worker-id", "victim"],
         env=c.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -458,7 +419,7 @@ def test_queue_status_pause_resume_and_requeue_from_the_cli(make_coordinated) ->
 def test_the_first_sigterm_lets_the_current_run_finish(make_coordinated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     c = make_coordinated()
     slow, waiting = c.submit(
-        [_slow_import(c, tmp_path, rows=6_000), ("execute_workflow", c.config(), {})]
+        [slow_import(c, tmp_path, rows=6_000), ("execute_workflow", c.config(), {})]
     )
     worker = subprocess.Popen(
         [bin_path("gov-pipeline"), "worker", "--mode", "execute", "--worker-id", "polite"],
