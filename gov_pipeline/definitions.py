@@ -6,6 +6,9 @@ from __future__ import annotations
 import dagster as dg
 
 from gov_pipeline.config import Settings, load_settings
+from gov_pipeline.orchestration.audit import export_audit
+from gov_pipeline.orchestration.compliance import compliance_report, report_compliance
+from gov_pipeline.orchestration.emails import deliver_emails, deliver_emails_schedule
 from gov_pipeline.orchestration.governance import (
     governance_schedule,
     governance_state,
@@ -16,6 +19,7 @@ from gov_pipeline.orchestration.imports import import_records
 from gov_pipeline.orchestration.manual import execute_workflow
 from gov_pipeline.orchestration.operator_jobs import (
     cancel_execution_job,
+    complete_review_job,
     decide_approval,
     retry_executions_job,
 )
@@ -29,6 +33,7 @@ from gov_pipeline.orchestration.scheduled import (
     policy_review_reminders,
     reminders_schedule,
 )
+from gov_pipeline.orchestration.scheduled_triggers import run_scheduled_workflows, scheduled_sensor
 from gov_pipeline.orchestration.sensors import change_sensor, run_failure_sensor
 from gov_pipeline.orchestration.sweeper import sweeper_sensor
 
@@ -39,22 +44,26 @@ STATE_JOBS = [
     decide_approval,
     retry_executions_job,
     cancel_execution_job,
+    complete_review_job,
     deliver_notifications,
+    deliver_emails,
     escalate_overdue_approvals,
     policy_review_reminders,
     import_records,
+    run_scheduled_workflows,
 ]
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Everything the code location serves, for `settings`."""
     return dg.Definitions(
-        assets=[governance_state],
-        jobs=[*STATE_JOBS, refresh_governance],
+        assets=[governance_state, compliance_report],
+        jobs=[*STATE_JOBS, refresh_governance, export_audit, report_compliance],
         schedules=[escalation_schedule, reminders_schedule, deliveries_schedule,
-                   governance_schedule],
+                   deliver_emails_schedule, governance_schedule],
         sensors=[
             change_sensor(settings), run_failure_sensor(settings), sweeper_sensor(settings),
+            scheduled_sensor(settings),
             refresh_sensor(settings, [job.name for job in STATE_JOBS]),
         ],
         resources={"database": DatabaseResource()},

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -32,6 +33,7 @@ from gov_pipeline.db.integrity import ALL_TENANTS
 from gov_pipeline.db.migrate import upgrade
 from gov_pipeline.db.models import (
     Approval,
+    EmailDelivery,
     EntityChange,
     Notification,
     Policy,
@@ -44,8 +46,11 @@ from gov_pipeline.db.models import (
 from gov_pipeline.domain.definitions import load_definitions
 from gov_pipeline.domain.retry import RetryPolicy
 from gov_pipeline.embedded.instance import dagster_env, embedded_dagster_home
-from gov_pipeline.embedded.processes import running_daemon, running_worker
+from gov_pipeline.embedded.processes import launch_job, running_daemon, running_worker
+from gov_pipeline.embedded.smtp_receiver import Inbox, smtp_receiver
 from gov_pipeline.embedded.webhook_receiver import Received, webhook_receiver
+from gov_pipeline.runners.emails import send_pending
+from gov_pipeline.runners.escalation import escalate_overdue
 from gov_pipeline.runners.sync import process_pending
 from gov_pipeline.services import approvals, policies, records, tenants, workflows
 
@@ -159,6 +164,27 @@ class Demo:
         _say(f"  the risk register records {user}'s '{decision}' with one INSERT into "
              "approval_decisions")  # fmt: skip
 
+    def escalate(self, pid: int, overdue_hours: float) -> None:
+        """What the escalation schedule does once the open step of `pid` has been overdue
+        `overdue_hours` (run here as of that time: the demo does not wait a day)."""
+        step = self.open_step(pid)
+        assert step.due_at is not None
+        now = step.due_at + timedelta(hours=overdue_hours)
+        with self.sessions.begin() as session:
+            before = session.scalar(select(func.max(Notification.id))) or 0
+        report = escalate_overdue(self.sessions, self.settings, now=now)
+        with self.sessions.begin() as session:
+            after = session.get(Approval, step.id)
+            assert after is not None
+            told = session.scalars(
+                select(Notification.user_id).where(Notification.id > before)
+            ).all()
+            who = ", ".join(after.approver_users + after.approver_roles)
+        what = "reassigned to the CISO and escalated" if report.reassigned else "escalated"
+        _say(f"  overdue {overdue_hours:.0f} h: step '{step.name}' {what} "
+             f"({report.notified} notice(s): {', '.join(sorted(set(told)))}); "
+             f"it is for {who} to decide (quorum {after.quorum})")  # fmt: skip
+
     def risk_status(self, rid: int) -> str:
         with self.sessions.begin() as session:
             risk = session.get(Risk, rid)
@@ -181,7 +207,10 @@ def setup(sessions: sessionmaker[Session], receiver_url: str, webhook_secret: st
             "compliance-lead": ["compliance_officer"], "dave": ["risk_manager"],
         }  # fmt: skip
         for user, roles in people.items():
-            tenants.upsert_user(session, tenant_id=TENANT, user_id=user, roles=roles)
+            tenants.upsert_user(
+                session, tenant_id=TENANT, user_id=user, roles=roles,
+                email=f"{user}@acme.example" if user in EMAILED else None,
+            )  # fmt: skip
         for path in sorted(EXAMPLES.glob("*.yaml")):
             # The publication notice posts to the example receiver; point it at this one's
             # port (any free port, so two demos on one machine do not collide).
@@ -230,7 +259,20 @@ def story(demo: Demo, step: Callable[[str], None]) -> dict[str, int]:
     demo.decide_by_sql(outage, "dave", "approve", "Covered by the exit plan")
     demo.process()
     _say(f"    risk {outage} is {demo.risk_status(outage)}")
-    return {"access": access, "retention": retention, "crypto": crypto, "outage": outage}
+
+    step("A vendor policy nobody decides: escalated to the CISO, then reassigned to her")
+    vendor = demo.policy("Cloud vendor security", "Third Party", "paul")
+    demo.move(vendor, "in_review", "paul")
+    demo.process()
+    demo.decide(vendor, "carol", "approve", "Fine by me")
+    _say("    one of the two approvals the quorum needs; nobody else decides")
+    demo.escalate(vendor, overdue_hours=1)
+    demo.escalate(vendor, overdue_hours=48)
+    demo.decide(vendor, "ciso", "approve", "Vendor audit report reviewed")
+    demo.process()
+    _say(f"    policy {vendor} is {demo.status(vendor)}")
+    return {"access": access, "retention": retention, "crypto": crypto, "outage": outage,
+            "vendor": vendor}  # fmt: skip
 
 
 def unprocessed_changes(sessions: sessionmaker[Session]) -> int:
@@ -326,13 +368,14 @@ def summary(sessions: sessionmaker[Session]) -> str:
 
 
 DEMO_SECRET = "demo-webhook-secret"
+EMAILED = ("paul",)  # the users with an email address: their notifications are emailed too
 EXAMPLE_RECEIVER = "http://127.0.0.1:8765/policy-events"  # in publication_notice.yaml
 
 
-def demo_settings() -> Settings:
-    """The environment's settings, with a fresh embedded database unless one was named, and
-    webhooks allowed to the local receiver."""
-    env = dict(os.environ)
+def demo_settings(smtp_env: dict[str, str]) -> Settings:
+    """The environment's settings, with a fresh embedded database unless one was named,
+    webhooks allowed to the local receiver and email sent to the local SMTP receiver."""
+    env = {**os.environ, **smtp_env}
     if not env.get("GOV_PIPELINE_DATABASE_URL"):
         home = load_settings(env).home / "demo"
         shutil.rmtree(home, ignore_errors=True)
@@ -347,11 +390,16 @@ def main() -> None:
     parser.add_argument("--sync", action="store_true", help="process here, without Dagster")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="    log: %(levelname)s %(message)s")
-    settings = demo_settings()
+    with smtp_receiver() as inbox:
+        _demo(args.sync, inbox)
+
+
+def _demo(sync: bool, inbox: Inbox) -> None:
+    settings = demo_settings(inbox.env())
     engine = engine_for(settings)
-    sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
+    sessions = make_sessionmaker(engine, tenant=ALL_TENANTS, queue_emails=True)
     step = _numbered_steps()
-    redis_prefix = _reachable_redis_prefix(settings) if not args.sync else None
+    redis_prefix = _reachable_redis_prefix(settings) if not sync else None
     dagster_home = embedded_dagster_home(settings, redis_prefix)
     env = dagster_env(
         settings,
@@ -359,18 +407,45 @@ def main() -> None:
         {
             "GOV_PIPELINE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
             "GOV_PIPELINE_WEBHOOK_SECRET": DEMO_SECRET,
+            **inbox.env(),
         },
     )
     started = time.monotonic()
     try:
         _say(f"gov_pipeline demo on {engine.url.render_as_string(hide_password=True)}")
-        received = _run_story(sessions, settings, args.sync, env, dagster_home, redis_prefix, step)
-        _report(sessions, received, None if args.sync else dagster_home)
+        _say(f"  a local SMTP receiver on {inbox.host}:{inbox.port} gets the emails")
+        received = _run_story(
+            sessions, settings, sync, env, dagster_home, redis_prefix, step, inbox
+        )
+        _report(sessions, received, inbox, None if sync else dagster_home)
         _say(f"\nDone in {time.monotonic() - started:.0f}s. Open the UI on the same data: make dev")
     finally:
         engine.dispose()
         if redis_prefix is not None:
             _forget_redis_demo(settings, dagster_home, redis_prefix)
+
+
+def send_emails(
+    sessions: sessionmaker[Session], settings: Settings, env: dict[str, str] | None,
+    inbox: Inbox,
+) -> None:  # fmt: skip
+    """The email outbox sent: by a `deliver_emails` run (launched as `dagster job launch`
+    launches it) or, with `env` None (--sync), here."""
+    with sessions.begin() as session:
+        waiting = session.scalar(
+            select(func.count()).select_from(EmailDelivery).where(EmailDelivery.status == "pending")
+        ) or 0  # fmt: skip
+    if env is None:
+        assert settings.smtp is not None  # demo_settings gives it
+        send_pending(sessions, settings.smtp)
+        _say(f"  sent {waiting} queued email(s) here")
+    else:
+        launch_job(env, "deliver_emails")
+        _say(f"  dagster job launch -j deliver_emails: a run on the notification lane sends "
+             f"{waiting} queued email(s)")  # fmt: skip
+    got = inbox.wait_for(waiting, timeout_s=120)
+    for mail in got:
+        _say(f"    received: to {mail.to}, subject '{mail.subject}'")
 
 
 def _numbered_steps() -> Callable[[str], None]:
@@ -391,6 +466,7 @@ def _run_story(
     dagster_home: Path,
     redis_prefix: str | None,
     step: Callable[[str], None],
+    inbox: Inbox,
 ) -> Received:
     """Set up, start the Dagster processes (unless `sync`) and tell the story; returns what
     the local webhook receiver got."""
@@ -410,18 +486,24 @@ def _run_story(
                      "coordinator and a gov-pipeline worker (--mode execute)")  # fmt: skip
                 stack.enter_context(running_worker(env, settings.home / "worker.log"))
         story(demo, step)
+        step("Paul's notifications are emailed too (the notification lane)")
+        send_emails(sessions, settings, None if sync else env, inbox)
         if not sync:
             wait_for_runs_to_end(dagster_home)
     return received
 
 
-def _report(sessions: sessionmaker[Session], received: Received, dagster_home: Path | None) -> None:
-    """Print the summary, the webhooks received and (with `dagster_home`) the Dagster runs."""
+def _report(
+    sessions: sessionmaker[Session], received: Received, inbox: Inbox, dagster_home: Path | None
+) -> None:
+    """Print the summary, the webhooks and emails received and (with `dagster_home`) the
+    Dagster runs."""
     _say(summary(sessions))
     _say(
         f"webhooks:      {len(received.bodies)} delivered to the local receiver, "
         f"signatures checked ({received.bad_signatures} bad)"
     )
+    _say(f"emails:        {len(inbox.received())} received by the local SMTP receiver")
     if dagster_home is None:
         return
     runs = dagster_runs(dagster_home)

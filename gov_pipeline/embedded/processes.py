@@ -48,6 +48,18 @@ def running_daemon(env: Mapping[str, str], log_path: Path) -> Iterator[subproces
         yield p
 
 
+def launch_job(env: Mapping[str, str], job: str) -> str:
+    """`dagster job launch` of `job` (through the instance's run coordinator, as the
+    launchpad's runs go); what it printed."""
+    done = subprocess.run(
+        [bin_path("dagster"), "job", "launch", "-w", str(WORKSPACE), "-j", job],
+        cwd=ROOT, env=dict(env), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"dagster job launch -j {job} failed: {done.stderr.strip()[-500:]}")
+    return done.stdout.strip()
+
+
 @contextmanager
 def running_worker(env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`gov-pipeline worker --mode execute` for the Redis coordinator, stopped on exit."""

@@ -68,7 +68,14 @@ def test_make_demo_goes_through_the_sensor_and_real_runs(demo: tuple[str, Path])
     out, _ = demo
     assert "the sensor and its runs processed them" in out
     assert "1 Access control: published" in out and "3 Cryptography standard: draft" in out
-    assert "approvals:     approved 3, changes_requested 1, rejected 1, skipped 2" in out
+    assert "approvals:     approved 4, changes_requested 1, rejected 1, skipped 2" in out
+    # One escalation with reassignment, and emails sent by a deliver_emails run.
+    assert "reassigned to the CISO and escalated" in out
+    assert "5 Cloud vendor security: approved" in out
+    assert "dagster job launch -j deliver_emails: a run on the notification lane" in out
+    assert "emails:        4 received by the local SMTP receiver" in out
+    emails = [line for line in out.splitlines() if "deliver_emails" in line and "lane" in line]
+    assert any(line.endswith("SUCCESS  lane notification") for line in emails)
     # The risk's acceptance, decided by one INSERT, ran on the assessment lane.
     assert "risks:         1 Cloud provider outage: accepted (score 20)" in out
     assessment = [line for line in out.splitlines() if line.endswith("lane assessment")]

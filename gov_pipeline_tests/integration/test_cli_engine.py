@@ -244,9 +244,16 @@ def test_the_demo_story_in_sync_mode(tmp_path: Path) -> None:
     out = done.stdout
     assert "1 Access control: published" in out
     assert "2 Data retention: in_review" in out and "3 Cryptography standard: draft" in out
-    assert "approvals:     approved 2, changes_requested 1, rejected 1, skipped 2" in out
-    assert "executions:    completed 4, skipped 8" in out
+    assert "approvals:     approved 4, changes_requested 1, rejected 1, skipped 2" in out
+    assert "executions:    completed 6, skipped 20" in out
     assert "1 delivered to the local receiver, signatures checked (0 bad)" in out
+    # The vendor policy's quorum step: escalated, then reassigned to the CISO, who approves.
+    assert "overdue 1 h: step 'Compliance quorum' escalated (3 notice(s)" in out
+    assert "reassigned to the CISO and escalated" in out and "(quorum 1)" in out
+    assert "5 Cloud vendor security: approved" in out
+    # Paul's notifications, emailed to the demo's SMTP receiver.
+    assert "received: to paul@acme.example, subject 'Vendor policy approved'" in out
+    assert "emails:        4 received by the local SMTP receiver" in out
     assert "log: WARNING" not in out + done.stderr
 
 

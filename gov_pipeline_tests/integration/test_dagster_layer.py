@@ -87,6 +87,7 @@ def test_the_definitions_load() -> None:
         "processing_failure_sensor",
         "unprocessed_change_sweeper",
         "governance_refresh_sensor",
+        "scheduled_workflows_sensor",
     }
     assert (
         repo.get_sensor_def("entity_change_sensor").default_status == dg.DefaultSensorStatus.RUNNING
