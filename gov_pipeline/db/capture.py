@@ -339,7 +339,10 @@ def set_change_context(
 @event.listens_for(Session, "before_commit")
 def _clear_sqlite_context(session: Session) -> None:
     # The SQLite context row must never outlive the transaction that set it: a later
-    # writer (say, the sqlite3 shell) would otherwise be recorded under our actor.
+    # writer (say, the sqlite3 shell) would otherwise be recorded under our actor. The event
+    # fires for a savepoint's release too, where the transaction (and its context) go on.
+    if session.in_nested_transaction():
+        return
     if session.info.pop("gov_capture_context", False):
         session.execute(delete(CaptureContext))
 

@@ -100,6 +100,21 @@ def test_context_does_not_leak_into_the_next_transaction(
     assert [c.actor for c in _changes(sessions)] == ["alice", None]
 
 
+def test_the_context_lasts_through_a_savepoint_of_its_transaction(
+    sessions: sessionmaker[Session], tenant: str
+) -> None:
+    from gov_pipeline.db.capture import set_change_context
+
+    with sessions.begin() as session:
+        set_change_context(session, actor="alice")
+        with session.begin_nested():
+            session.execute(text(RAW_INSERT))
+        session.execute(text("UPDATE policies SET title = 'After the savepoint'"))
+    assert [(c.kind, c.actor) for c in _changes(sessions)] == [
+        ("created", "alice"), ("updated", "alice"),
+    ]  # fmt: skip
+
+
 def test_an_update_that_changes_nothing_records_nothing(
     engine: Engine, sessions: sessionmaker[Session], tenant: str
 ) -> None:
