@@ -343,7 +343,10 @@ def failed_run(stack: Stack) -> str:
 
 PAGES = {
     "runs_failed": "/runs?q%5B0%5D=tag%3Agov%2Foutcome%3Dfailed",
-    "outcomes_checks": "/assets/workflow_outcomes?view=checks",
+    # Two checks on the asset: the page shows the one named (else the first).
+    "outcomes_checks": (
+        "/assets/workflow_outcomes?view=checks&checkDetail=no_unresolved_failed_executions"
+    ),
     "approval_backlog": "/assets/approval_backlog",
     "policy_register": "/assets/policy_register",
     "change_backlog": "/assets/change_backlog",

@@ -281,6 +281,32 @@ USAGE_GROUPS: dict[str, list[tuple[list[str], str]]] = {
     "verify": [
         (["verify", "--no-such-flag"], "--no-such-flag"),
     ],
+    "audit": [
+        (
+            ["audit", "export", "-t", "acme", "--to", "2026-02-01", "--out", "x"],
+            "Missing option '--from'",
+        ),
+        (
+            [
+                "audit",
+                "export",
+                "-t",
+                "acme",
+                "--from",
+                "2026-01-01",
+                "--to",
+                "2026-02-01",
+                "--out",
+                "x",
+                "--format",
+                "xml",
+            ],
+            "'xml' is not one of",
+        ),
+    ],
+    "report": [
+        (["report", "compliance", "--no-such-flag"], "--no-such-flag"),
+    ],
 }
 USAGE_ERRORS = [(args, needle) for rows in USAGE_GROUPS.values() for args, needle in rows]
 
@@ -336,6 +362,23 @@ BAD_DATA: dict[tuple[str, ...], str] = {
     ("process", "--sync", "--quiet"): "database unavailable",
     ("queue", "requeue", "no-such-run"): "run 'no-such-run' not found",
     ("verify", "--no-dagster"): "database unavailable",
+    (
+        "audit",
+        "export",
+        "-t",
+        "ghost",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-02-01",
+        "--out",
+        "audit-out",
+    ): "tenant 'ghost' not found",
+    ("report", "compliance", "-t", "ghost"): "tenant 'ghost' not found",
+    ("approvals", "delegate", "999", "-t", "acme", "--user", "carol", "--to", "ciso"): (
+        "approval 999 not found"
+    ),
+    ("policies", "complete-review", "999", "-t", "acme", "--as", "carol"): "policy 999 not found",
 }
 # The worker reads no data of ours: its failures are configuration (exit 2, below) or a Redis
 # outage, which it waits out.

@@ -298,6 +298,7 @@ def _dump(value: Any) -> str:
 # fails test_every_tenant_scoped_service_function_is_classified until it is listed here (and,
 # when it reads, called in test_no_service_read_path_returns_another_tenants_data).
 SERVICE_READS = {
+    "audit.read_page", "audit.stream_rows", "compliance.read_facts", "emails.list_emails",
     "approvals.get_approval", "approvals.list_approvals", "entities.load_entity",
     "executions.describe_execution", "executions.get_execution", "executions.list_executions",
     "notifications.list_notifications", "notifications.resolve_recipients",
@@ -307,12 +308,16 @@ SERVICE_READS = {
     "tenants.users_with_roles", "workflows.active_workflows", "workflows.get_workflow", "workflows.list_workflows",
 }  # fmt: skip
 SERVICE_WRITES = {
-    "approvals.decide", "approvals.delegate", "executions.retry_execution", "importer.import_records",
+    "approvals.decide", "executions.retry_execution", "importer.import_records",
     "manual.run_manual_workflow", "manual.start_manual_execution", "notifications.send",
     "policies.create_policy", "policies.soft_delete_policy", "policies.transition_status",
     "policies.update_policy", "records.create_record", "records.soft_delete_record",
     "records.transition_record", "records.update_record", "tenants.create_tenant",
-    "tenants.upsert_user",
+    "tenants.upsert_user", "approvals.delegate", "emails.resend_emails", "reviews.complete_review",
+    "operations.complete_review",
+    # Runners over a sessionmaker whose reads are scoped by the tenant they are given;
+    # test_audit_export and test_compliance_report check that another tenant's rows are absent.
+    "audit_export.export_audit", "compliance.read_compliance_report",
     "executions.cancel_execution", "operations.cancel_execution",
     "operations.decide_and_continue", "operations.retry_executions",
 }  # fmt: skip
@@ -336,6 +341,29 @@ def _tenant_scoped_service_functions() -> set[str]:
 def test_every_tenant_scoped_service_function_is_classified() -> None:
     assert _tenant_scoped_service_functions() == SERVICE_READS | SERVICE_WRITES | ID_READS
     assert not SERVICE_READS & SERVICE_WRITES
+
+
+def _export_and_report_reads(s: Session, tenant_id: str) -> dict[str, Any]:
+    """What the audit export and the compliance report read for `tenant_id`."""
+    from datetime import date
+
+    from gov_pipeline.domain.audit import Period
+    from gov_pipeline.services import audit, compliance, emails
+
+    period = Period.parse("2000-01-01", "2100-01-01")
+    return {
+        f"audit.{name}({kind.name})": read
+        for kind in audit.KINDS
+        for name, read in (
+            ("stream_rows", list(audit.stream_rows(
+                s, kind, tenant_id=tenant_id, period=period, page_size=100))),
+            ("read_page", audit.read_page(
+                s, kind, tenant_id=tenant_id, period=period, after_id=0, limit=1000)),
+        )
+    } | {
+        "compliance.read_facts": compliance.read_facts(s, tenant_id=tenant_id, today=date.today()),
+        "emails.list_emails": emails.list_emails(s, tenant_id),
+    }  # fmt: skip
 
 
 def test_no_service_read_path_returns_another_tenants_data(
@@ -398,6 +426,7 @@ def test_no_service_read_path_returns_another_tenants_data(
                     s, tenant_id, f"{mark} everything"
                 ),
                 "workflows.list_workflows": workflows.list_workflows(s, tenant_id),
+                **_export_and_report_reads(s, tenant_id),
                 "dry_run.dry_run": preview.dry_run(
                     s,
                     parse_definition(apply_ready(EVERYTHING, mark, tenant_id)),
@@ -473,7 +502,11 @@ def _tenant_commands() -> set[str]:
 
 CLI_WRITES = {
     "approvals approve", "approvals reject", "approvals request-changes", "executions retry",
-    "executions cancel", "users create",
+    "executions cancel", "users create", "approvals delegate", "notifications resend-emails",
+    *(f"{group} complete-review" for group in ("policies", "risks", "sops")),
+    # Reads whose tenant scoping test_audit_export, test_compliance_report and test_email
+    # check (their output is files, figures or an empty outbox, not the tenant's marks).
+    "audit export", "report compliance", "notifications emails",
     *(f"{group} {command}" for group in ("policies", "risks", "requirements", "tasks", "sops",
                                         "exceptions")
       for command in ("create", "delete", "import", "set-status", "update")),
