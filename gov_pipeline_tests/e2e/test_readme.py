@@ -163,8 +163,8 @@ def test_the_quick_start_and_the_workflows_run_as_written(tmp_path: Path) -> Non
     )
     assert re.search(r"^2\s+policy:1\s+2\s+CISO sign-off\s+pending\s+ciso", flow, re.M)
     assert re.search(r"^1\s+Access control\s+Information Security\s+approved\s", flow, re.M)
-    assert "execution 6: retried" in retry and "now completed" in retry
-    assert "receiver: POST /policy-events -> 200: Publication notice, execution 6" in retry
+    assert "execution 8: retried" in retry and "now completed" in retry
+    assert "receiver: POST /policy-events -> 200: Publication notice, execution 8" in retry
     assert "created risk 1 (identified): Vendor outage" in others
     assert "risk 1: identified -> assessed" in others
     assert "created compliance requirement 1 (not_started): Access reviews" in others
@@ -210,10 +210,10 @@ def _check_the_story_s_data(engine: Engine) -> None:
             ("approved", "published"),
         ]
         assert session.scalars(select(Policy.status)).all() == ["published"]
-        notice = session.get(WorkflowExecution, 6)
+        notice = session.get(WorkflowExecution, 8)
         assert notice is not None and (notice.status, notice.entity_id) == ("completed", "1")
         delivery = session.scalars(select(WebhookDelivery)).one()
-        assert (delivery.execution_id, delivery.status) == (6, "delivered")
+        assert (delivery.execution_id, delivery.status) == (8, "delivered")
         failed = session.scalars(
             select(WorkflowExecution).where(WorkflowExecution.status == "failed")
         ).all()
