@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from enum import StrEnum
 
-# The notification lane's retry rule of the original system: 10 attempts in all, a fixed
-# 1 s apart. Named for the lane, so they can point at a per-lane retry table once one exists.
-NOTIFICATION_LANE_MAX_ATTEMPTS = 10
-NOTIFICATION_LANE_RETRY_DELAY_S = 1.0
+from gov_pipeline.domain.lanes import lane_rule
+
+# The notification lane's retry rule (domain/lanes.py: 10 attempts in all, a fixed 1 s apart).
+NOTIFICATION_LANE_MAX_ATTEMPTS = lane_rule("notification").retry.max_attempts
+NOTIFICATION_LANE_RETRY_DELAY_S = lane_rule("notification").retry.delay_s
 
 # One SMTP conversation (connect, TLS, login, send) waits at most this long per step.
 SMTP_TIMEOUT_S = 10.0

@@ -167,3 +167,34 @@ def restore_to_before(engine: Engine, change_id: int) -> None:
                 text("UPDATE sqlite_sequence SET seq = :i WHERE name = 'entity_changes'"),
                 {"i": change_id - 1},
             )
+
+
+@contextmanager
+def another_application(db_url: str, tenant: str = "acme") -> Iterator[Engine]:
+    """An engine logged in as a login role of another application: a member of gov_writer,
+    granted `tenant` in gov_tenant_grants, as an operator would set it up
+    (docs/operations.md); the role is dropped afterwards (PostgreSQL only)."""
+    import uuid
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from gov_pipeline.db.integrity import WRITER_ROLE
+
+    role = f"gov_test_app_{uuid.uuid4().hex[:8]}"
+    owner = create_engine(db_url, isolation_level="AUTOCOMMIT")
+    with owner.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN IN ROLE {WRITER_ROLE}"))
+        conn.execute(
+            text("INSERT INTO gov_tenant_grants VALUES (:r, :t)"), {"r": role, "t": tenant}
+        )
+    engine = create_engine(make_url(db_url).set(username=role, password=None))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with owner.connect() as conn:
+            conn.execute(text("DELETE FROM gov_tenant_grants WHERE role_name = :r"), {"r": role})
+            conn.execute(text(f"DROP OWNED BY {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))
+        owner.dispose()

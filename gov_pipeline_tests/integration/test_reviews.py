@@ -8,20 +8,17 @@ workflows follow the new date; the migration goes down and up with its triggers.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.capture import set_change_context
-from gov_pipeline.db.integrity import WRITER_ROLE
 from gov_pipeline.db.migrate import current_revision, downgrade, head_revision, upgrade
 from gov_pipeline.db.models import ENTITY_MODELS, EntityChange, Review, WorkflowExecution
 from gov_pipeline.db.reviews import install_review_cycles
@@ -35,6 +32,7 @@ from gov_pipeline.services import records, reviews
 from gov_pipeline.services.tenants import upsert_user
 from gov_pipeline_tests.integration.engine_support import (
     NO_WAIT,
+    another_application,
     apply_yaml,
     cli_invoker,
     make_settings,
@@ -476,21 +474,8 @@ def test_the_complete_review_job_in_process(
 @pytest.fixture
 def portal(db_url: str, tenant: str) -> Iterator[Engine]:
     """A login role of another application, a member of gov_writer granted tenant acme."""
-    role = f"gov_test_portal_{uuid.uuid4().hex[:8]}"
-    owner = create_engine(db_url, isolation_level="AUTOCOMMIT")
-    with owner.connect() as conn:
-        conn.execute(text(f"CREATE ROLE {role} LOGIN IN ROLE {WRITER_ROLE}"))
-        conn.execute(text("INSERT INTO gov_tenant_grants VALUES (:r, 'acme')"), {"r": role})
-    engine = create_engine(make_url(db_url).set(username=role, password=None))
-    try:
+    with another_application(db_url) as engine:
         yield engine
-    finally:
-        engine.dispose()
-        with owner.connect() as conn:
-            conn.execute(text("DELETE FROM gov_tenant_grants WHERE role_name = :r"), {"r": role})
-            conn.execute(text(f"DROP OWNED BY {role}"))
-            conn.execute(text(f"DROP ROLE {role}"))
-        owner.dispose()
 
 
 def _acme(conn: Any) -> None:

@@ -8,19 +8,17 @@ and deletes nothing of that tenant; it cannot write change rows; its writes are 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
-from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE, RESERVED_SETTINGS, WRITER_ROLE
+from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE, RESERVED_SETTINGS
 from gov_pipeline_tests.conftest import _truncate_all
-from gov_pipeline_tests.integration.engine_support import new_policy
+from gov_pipeline_tests.integration.engine_support import another_application, new_policy
 
 pytestmark = pytest.mark.postgres
 
@@ -48,21 +46,8 @@ def app_sessions(pg: str) -> Iterator[sessionmaker[Session]]:
 def acme_app(pg: str, app_sessions: sessionmaker[Session]) -> Iterator[Engine]:
     """A login role of another application, granted tenant acme only, as an operator
     would set it up (docs/operations.md)."""
-    role = f"gov_test_app_{uuid.uuid4().hex[:8]}"
-    owner = create_engine(pg, isolation_level="AUTOCOMMIT")
-    with owner.connect() as conn:
-        conn.execute(text(f"CREATE ROLE {role} LOGIN IN ROLE {WRITER_ROLE}"))
-        conn.execute(text("INSERT INTO gov_tenant_grants VALUES (:r, 'acme')"), {"r": role})
-    engine = create_engine(make_url(pg).set(username=role, password=None))
-    try:
+    with another_application(pg) as engine:
         yield engine
-    finally:
-        engine.dispose()
-        with owner.connect() as conn:
-            conn.execute(text("DELETE FROM gov_tenant_grants WHERE role_name = :r"), {"r": role})
-            conn.execute(text(f"DROP OWNED BY {role}"))
-            conn.execute(text(f"DROP ROLE {role}"))
-        owner.dispose()
 
 
 def _as(conn: Connection, tenant: str) -> None:
