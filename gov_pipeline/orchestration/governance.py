@@ -246,7 +246,9 @@ def _settled_before(instance: dg.DagsterInstance) -> int:
     return int(value.value) if isinstance(value, dg.IntMetadataValue) and value.value else 0
 
 
-@dg.multi_asset(specs=SPECS, check_specs=CHECKS, name="governance_state")
+@dg.multi_asset(
+    specs=SPECS, check_specs=CHECKS, name="governance_state", op_tags={LANE_TAG: "reporting"}
+)
 @lane_retries
 def governance_state(
     context: dg.AssetExecutionContext, database: DatabaseResource
