@@ -37,11 +37,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from gov_pipeline.config import load_settings
+from gov_pipeline.coordinator.queue import delete_queue
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.migrate import upgrade
@@ -131,14 +131,10 @@ def database(admin_url: str, name: str) -> Iterator[str]:
 @contextmanager
 def redis_prefix(redis_url: str, prefix: str) -> Iterator[str]:
     """A key prefix whose keys are all deleted afterwards."""
-    client = redis.Redis.from_url(redis_url)
     try:
         yield prefix
     finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        delete_queue(redis_url, prefix)
 
 
 def seed_app_db(url: str) -> tuple[str, int]:

@@ -526,15 +526,11 @@ def _report(
 
 def _forget_redis_demo(settings: Settings, dagster_home: Path, prefix: str) -> None:
     """Back to Dagster's own queue (make dev has no worker), and the demo's keys removed."""
-    import redis
-
+    from gov_pipeline.coordinator.queue import delete_queue
     from gov_pipeline.embedded.instance import EMBEDDED_INSTANCE_YAML
 
     (dagster_home / "dagster.yaml").write_text(EMBEDDED_INSTANCE_YAML)
-    client = redis.Redis.from_url(settings.redis_url)
-    for key in client.scan_iter(f"{prefix}:*", count=1000):
-        client.delete(key)
-    client.close()
+    delete_queue(settings.redis_url, prefix)
 
 
 if __name__ == "__main__":

@@ -141,8 +141,11 @@ def own_redis_prefix() -> Iterator[str]:
         yield prefix
     finally:
         client = redis.Redis.from_url(REDIS_URL)
-        for key in client.scan_iter(f"{prefix}:*", count=1000):
-            client.delete(key)
+        # The keys of queues under the prefix (or under prefixes that extend it) carry it
+        # as their hash tag, `{prefix...}:rq:...`; other keys start with it.
+        for pattern in (f"{{{prefix}*", f"{prefix}:*"):
+            for key in client.scan_iter(pattern, count=1000):
+                client.delete(key)
         client.close()
 
 

@@ -1,79 +1,113 @@
-"""Redis key names, in one place. Every key starts with the configured prefix.
+"""Redis key names, in one place. Every key starts with the configured prefix in braces.
 
-The keys of one lane, run, ordering value or worker come from templates with one slot,
-`%s`: Python fills them with `template % value`, the Lua scripts (which get `templates`
-as ARGV) with `string.format(template, value)`, so the layout is spelt here only.
+The braces are a Redis Cluster hash tag: every key of one queue hashes to the same slot, so
+the Lua scripts may touch several of them at once. Each script is given every key it touches
+in KEYS (a test parses the scripts for it): the keys of one lane, run or ordering value come
+from the methods here, filled in Python before the call.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str
 
-    @cached_property
-    def templates(self) -> dict[str, str]:
-        """Template of each per-lane, per-run, per-value and per-worker key, by the name of
-        its method here. A `%` of the prefix is doubled, so it stays a `%` when filled."""
-        head = self.prefix.replace("%", "%%")
-        return {
-            "queued": f"{head}:rq:queued:%s",
-            "run": f"{head}:rq:run:%s",
-            "order": f"{head}:rq:order:%s",
-            "lane_active": f"{head}:rq:lane_active:%s",
-            "lease": f"{head}:rq:lease:%s",
-            "worker_alive": f"{head}:rq:worker:%s",
-        }
+    def __post_init__(self) -> None:
+        if not self.prefix or "}" in self.prefix:
+            raise ValueError(
+                f"Redis key prefix {self.prefix!r}: it must be non-empty and hold no '}}' "
+                "(it is the keys' hash tag, between braces)"
+            )
+
+    @property
+    def head(self) -> str:
+        """`{prefix}:rq`: the hash tag and the queue's namespace."""
+        return f"{{{self.prefix}}}:rq"
 
     @property
     def seq(self) -> str:
         """Counter giving each submitted run its place in line."""
-        return f"{self.prefix}:rq:seq"
+        return f"{self.head}:seq"
 
     def queued(self, lane: str) -> str:
-        """ZSET of runs waiting in a lane, scored by (-priority, seq): lowest first."""
-        return self.templates["queued"] % lane
+        """ZSET of runs waiting in a lane, all scored 0 and so in the byte order of their
+        members: the priority, then the submit sequence, then the run id (`queue.member`)."""
+        return f"{self.head}:queued:{lane}"
 
     def run(self, run_id: str) -> str:
         """HASH of one run's state and timestamps (kept `retention` seconds after the end)."""
-        return self.templates["run"] % run_id
+        return f"{self.head}:run:{run_id}"
 
     def order(self, value: str) -> str:
         """LIST of the runs sharing an ordering-tag value, in submit order; only the head runs."""
-        return self.templates["order"] % value
+        return f"{self.head}:order:{value}"
+
+    @property
+    def heads(self) -> str:
+        """HASH ordering value -> the run at the head of its line (the one that may run)."""
+        return f"{self.head}:heads"
+
+    @property
+    def meta(self) -> str:
+        """HASH run id -> JSON of what a claim reads (lane, member, order, tags, pools,
+        not_before), for each run waiting or holding a slot."""
+        return f"{self.head}:meta"
 
     @property
     def active(self) -> str:
         """SET of runs holding a slot (claimed, launched or executing)."""
-        return f"{self.prefix}:rq:active"
+        return f"{self.head}:active"
 
     def lane_active(self, lane: str) -> str:
         """SET of a lane's runs holding a slot."""
-        return self.templates["lane_active"] % lane
+        return f"{self.head}:lane_active:{lane}"
 
-    def lease(self, run_id: str) -> str:
-        """A claimed run's lease: the worker id, with a TTL the worker's heartbeat renews."""
-        return self.templates["lease"] % run_id
+    @property
+    def outside(self) -> str:
+        """HASH run id -> JSON (lane, tags) of the runs in progress in Dagster's run storage
+        that hold no slot here (launched by the fallback, before a flush, by anything else);
+        rewritten by each storage sync, counted by every claim."""
+        return f"{self.head}:outside"
+
+    @property
+    def leases(self) -> str:
+        """ZSET run id -> when its lease expires (ms since the epoch)."""
+        return f"{self.head}:leases"
+
+    @property
+    def holders(self) -> str:
+        """HASH run id -> the worker holding its lease."""
+        return f"{self.head}:holders"
+
+    @property
+    def pooled(self) -> str:
+        """SET of the runs waiting or holding a slot whose ops use pools (Dagster's op
+        concurrency): while it is empty, a claim never looks at pools."""
+        return f"{self.head}:pooled"
 
     @property
     def lanes(self) -> str:
         """SET of every lane that has seen a run."""
-        return f"{self.prefix}:rq:lanes"
+        return f"{self.head}:lanes"
 
     @property
     def paused(self) -> str:
         """SET of paused lanes (nothing is claimed from them)."""
-        return f"{self.prefix}:rq:paused"
+        return f"{self.head}:paused"
+
+    @property
+    def sync(self) -> str:
+        """Token of the storage sync: whoever sets it does the sync of this interval."""
+        return f"{self.head}:sync"
 
     @property
     def workers(self) -> str:
         """HASH worker id -> JSON (host, pid, mode, lanes, last heartbeat)."""
-        return f"{self.prefix}:rq:workers"
+        return f"{self.head}:workers"
 
     def worker_alive(self, worker_id: str) -> str:
         """A worker's liveness key, with a TTL its heartbeat renews."""
-        return self.templates["worker_alive"] % worker_id
+        return f"{self.head}:worker:{worker_id}"

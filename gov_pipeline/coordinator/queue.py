@@ -34,11 +34,31 @@ PRIORITY_TAG = "dagster/priority"
 
 
 def priority_of(tags: Mapping[str, str]) -> int:
-    """`dagster/priority` as an int (non-numbers count as 0, as in Dagster's own queue)."""
+    """`dagster/priority` as an int, of any size (a value that is not an integer counts as
+    0, as in Dagster's own queue)."""
     try:
-        return max(-(10**6), min(10**6, int(tags.get(PRIORITY_TAG, "0"))))
+        return int(tags.get(PRIORITY_TAG, "0"))
     except ValueError:
         return 0
+
+
+_COMPLEMENT = str.maketrans("0123456789", "9876543210")
+
+
+def priority_key(priority: int) -> str:
+    """A string whose byte order is the claim order of priorities: higher first, exact at
+    any size. It encodes -priority: a sign letter (N before P), the digit count (for N,
+    complemented, so that longer comes first), the digits (for N, complemented)."""
+    value = -priority
+    digits = str(abs(value))
+    if value >= 0:
+        return f"P{len(digits):04d}{digits}"
+    return f"N{9999 - len(digits):04d}{digits.translate(_COMPLEMENT)}"
+
+
+def run_of_member(member: str) -> str:
+    """The run id of a lane queue's member (`<priority key><seq>|<run id>`)."""
+    return member.split("|", 1)[1]
 
 
 @dataclass(frozen=True)
@@ -79,23 +99,17 @@ class QueueLimits:
 class RunQueue:
     """The queue operations, over one Redis client and key prefix."""
 
+    SCRIPTS = (
+        "ENQUEUE", "CLAIM", "TAKE", "START", "RELEASE", "REQUEUE", "RENEW", "HOLDER", "ADOPT",
+        "REMOVE_QUEUED", "SYNC_OUTSIDE",
+    )  # fmt: skip
+
     def __init__(self, client: redis.Redis, prefix: str, limits: QueueLimits) -> None:
         self.client = client
         self.keys = Keys(prefix)
-        # What the scripts that build keys of lanes and runs get as ARGV[1].
-        self._layout = json.dumps(self.keys.templates)
         self.limits = limits
         self._scripts = {
-            name: client.register_script(getattr(scripts, name))
-            for name in (
-                "ENQUEUE",
-                "CLAIM",
-                "RELEASE",
-                "REQUEUE",
-                "RENEW",
-                "ADOPT",
-                "REMOVE_QUEUED",
-            )
+            name: client.register_script(getattr(scripts, name)) for name in self.SCRIPTS
         }
 
     @classmethod
@@ -105,64 +119,140 @@ class RunQueue:
         )
         return cls(client, prefix, limits)
 
+    def close(self) -> None:
+        """Close the client's connections."""
+        self.client.close()
+
     def enqueue(
-        self, run_id: str, *, lane: str, priority: int, order: str | None, tags: Mapping[str, str]
+        self,
+        run_id: str,
+        *,
+        lane: str,
+        priority: int,
+        order: str | None,
+        tags: Mapping[str, str],
+        pooled: bool = False,
     ) -> bool:
-        """Put a run in line (no-op if it is already queued or held). True if added."""
+        """Put a run in line (no-op if it is already queued or held). True if added.
+        `pooled`: some of its ops use pools (Dagster's `run_op_concurrency`)."""
         k = self.keys
-        order_key = k.order(order) if order else ""
+        meta = {"lane": lane, "order": order or "", "tags": dict(tags)}
+        keys = [k.seq, k.queued(lane), k.run(run_id), k.lanes, k.meta, k.heads, k.pooled]
         added = self._scripts["ENQUEUE"](
-            keys=[k.seq, k.queued(lane), k.run(run_id), order_key, k.lanes],
+            keys=keys + ([k.order(order)] if order else []),
             args=[
-                run_id, lane, priority, order or "", json.dumps(dict(tags)), time.time(),
+                run_id, lane, str(priority), priority_key(priority), order or "",
+                json.dumps(dict(tags)), time.time(), json.dumps(meta), "1" if pooled else "",
                 RunState.QUEUED, RunState.FINISHED,
             ],
         )  # fmt: skip
         return bool(added)
 
     def claim(
-        self, worker_id: str, lanes: Sequence[str], lease_s: float, mode: str, scan: int = 500
+        self,
+        worker_id: str,
+        lanes: Sequence[str],
+        lease_s: float,
+        *,
+        blocked: Sequence[str] = (),
+        scan: int = 500,
     ) -> str | None:
-        """Take the next runnable run for `worker_id`, honouring every limit; None if none."""
+        """Take the next runnable run for `worker_id` from `lanes` (every known lane if
+        empty), honouring every limit and skipping `blocked` runs; None if none."""
         k = self.keys
+        names = list(lanes) or self.lanes()
+        lane_keys = [key for lane in names for key in (k.queued(lane), k.lane_active(lane))]
         result = self._scripts["CLAIM"](
-            keys=[k.active, k.paused, k.lanes],
+            keys=[k.active, k.paused, k.meta, k.outside, k.heads, k.leases, k.holders, *lane_keys],
             args=[
-                self._layout, worker_id, time.time(), int(lease_s * 1000),
-                self.limits.max_concurrent_runs, json.dumps(list(lanes)),
-                json.dumps(dict(self.limits.lanes)),
-                json.dumps([t.as_lua() for t in self.limits.tag_limits]), scan, mode,
-                RunState.CLAIMED,
+                worker_id, int(lease_s * 1000), self.limits.max_concurrent_runs,
+                json.dumps(names), json.dumps(dict(self.limits.lanes)),
+                json.dumps([t.as_lua() for t in self.limits.tag_limits]), scan,
+                json.dumps(list(blocked)), time.time(),
             ],
         )  # fmt: skip
         return str(result) if result else None
 
-    def release(self, run_id: str, outcome: str, retention_s: int) -> None:
-        """Free the run's slot and its place in its ordering line; keep its record a while."""
-        k = self.keys
-        self._scripts["RELEASE"](
-            keys=[k.run(run_id), k.active, k.lease(run_id)],
-            args=[self._layout, run_id, time.time(), outcome, retention_s, RunState.FINISHED],
-        )
-
-    def requeue(self, run_id: str, reason: str) -> bool:
-        """Put a held run back in line at its old place."""
-        k = self.keys
+    def take(self, run_id: str, worker_id: str, mode: str) -> bool:
+        """Record the claimed run as this worker's; False if it lost the lease or the run
+        was canceled since the claim."""
         return bool(
-            self._scripts["REQUEUE"](
-                keys=[k.run(run_id), k.active, k.lease(run_id)],
-                args=[self._layout, run_id, time.time(), reason, RunState.QUEUED],
+            self._scripts["TAKE"](
+                keys=[self.keys.run(run_id), self.keys.holders],
+                args=[run_id, worker_id, time.time(), mode, RunState.QUEUED, RunState.CLAIMED],
             )
         )
 
-    def remove_queued(self, run_id: str, retention_s: int) -> bool:
-        """Take a waiting run out of line (cancel); False if a worker already has it."""
-        k = self.keys
-        removed = self._scripts["REMOVE_QUEUED"](
-            keys=[k.run(run_id)],
+    def start(self, run_id: str, worker_id: str) -> bool:
+        """Mark the run started, just before its launch; False if it lost the lease or was
+        canceled. From then on a cancel terminates the run instead."""
+        started = self._scripts["START"](
+            keys=[self.keys.run(run_id), self.keys.holders],
             args=[
-                self._layout, run_id, time.time(), retention_s,
-                RunState.QUEUED, RunState.FINISHED, Outcome.CANCELED,
+                run_id, worker_id, time.time(), socket.gethostname(),
+                RunState.CLAIMED, RunState.STARTED,
+            ],
+        )  # fmt: skip
+        return bool(started)
+
+    def route(self, run_id: str) -> tuple[str | None, str, str]:
+        """A run's lane, queue member and ordering value (fixed from its enqueue on), from
+        what the claim reads, else its record: (None, "", "") if Redis has neither."""
+        raw = self.client.hget(self.keys.meta, run_id)
+        if raw:
+            meta = json.loads(raw)
+            return str(meta["lane"]), str(meta.get("member", "")), str(meta.get("order", ""))
+        record = self.record(run_id)
+        if "lane" not in record:
+            return None, "", ""
+        return record["lane"], record.get("member", ""), record.get("order", "")
+
+    def _held_keys(self, run_id: str) -> tuple[list[str], str, str]:
+        """The KEYS of RELEASE and REMOVE_QUEUED for this run, its member and order value."""
+        k = self.keys
+        lane, member, order = self.route(run_id)
+        keys = [k.run(run_id), k.active, k.meta, k.leases, k.holders, k.pooled, k.heads]
+        if lane is not None:
+            keys += [k.lane_active(lane), k.queued(lane)]
+            if order:
+                keys.append(k.order(order))
+        return keys, member, order
+
+    def release(self, run_id: str, outcome: str, retention_s: int) -> None:
+        """Free the run's slot and its place in its ordering line; keep its record a while."""
+        keys, member, order = self._held_keys(run_id)
+        self._scripts["RELEASE"](
+            keys=keys,
+            args=[run_id, time.time(), outcome, retention_s, member, order, RunState.FINISHED],
+        )
+
+    def requeue(self, run_id: str, reason: str, not_before: float | None = None) -> bool:
+        """Put a held run back in line at its old place, not to be claimed before
+        `not_before` (seconds since the epoch) if given."""
+        k = self.keys
+        lane, member, _ = self.route(run_id)
+        if lane is None or not member:
+            return False
+        queued = self._scripts["REQUEUE"](
+            keys=[
+                k.run(run_id), k.active, k.meta, k.leases, k.holders,
+                k.lane_active(lane), k.queued(lane),
+            ],
+            args=[
+                run_id, time.time(), reason, member,
+                "" if not_before is None else not_before, RunState.QUEUED,
+            ],
+        )  # fmt: skip
+        return bool(queued)
+
+    def remove_queued(self, run_id: str, retention_s: int) -> bool:
+        """Take a run out of line (cancel) unless a worker has started it: False then."""
+        keys, member, order = self._held_keys(run_id)
+        removed = self._scripts["REMOVE_QUEUED"](
+            keys=keys,
+            args=[
+                run_id, time.time(), retention_s, member, order,
+                RunState.QUEUED, RunState.CLAIMED, RunState.FINISHED, Outcome.CANCELED,
             ],
         )  # fmt: skip
         return bool(removed)
@@ -170,7 +260,8 @@ class RunQueue:
     def renew(self, run_id: str, worker_id: str, lease_s: float) -> bool:
         return bool(
             self._scripts["RENEW"](
-                keys=[self.keys.lease(run_id)], args=[worker_id, int(lease_s * 1000)]
+                keys=[self.keys.leases, self.keys.holders],
+                args=[run_id, worker_id, int(lease_s * 1000)],
             )
         )
 
@@ -179,13 +270,40 @@ class RunQueue:
         k = self.keys
         return bool(
             self._scripts["ADOPT"](
-                keys=[k.lease(run_id), k.run(run_id)],
-                args=[worker_id, int(lease_s * 1000), time.time()],
+                keys=[k.leases, k.holders, k.run(run_id)],
+                args=[run_id, worker_id, int(lease_s * 1000), time.time()],
             )
         )
 
-    def mark(self, run_id: str, **fields: Any) -> None:
-        self.client.hset(self.keys.run(run_id), mapping={k: str(v) for k, v in fields.items()})
+    def lease_holder(self, run_id: str) -> str | None:
+        """The worker whose lease on the run has not expired, or None."""
+        value = self._scripts["HOLDER"](keys=[self.keys.leases, self.keys.holders], args=[run_id])
+        return str(value) if value else None
+
+    def sync_outside(self, runs: Mapping[str, Mapping[str, Any]]) -> int:
+        """Count `runs` (run id -> {lane, tags}: run storage's runs in progress) against
+        the limits, but for those holding a slot here; returns how many that is."""
+        pairs = [[run_id, json.dumps(dict(meta))] for run_id, meta in runs.items()]
+        return int(
+            self._scripts["SYNC_OUTSIDE"](
+                keys=[self.keys.active, self.keys.outside], args=[json.dumps(pairs)]
+            )
+        )
+
+    def outside(self) -> dict[str, dict[str, Any]]:
+        """The runs in progress counted from run storage (see `sync_outside`)."""
+        return {str(k): json.loads(v) for k, v in self.client.hgetall(self.keys.outside).items()}
+
+    def sync_due(self, worker_id: str, interval_s: float) -> bool:
+        """Whether this worker is the one to sync with run storage in this interval (the
+        first to ask gets it)."""
+        px = max(1, int(interval_s * 1000))
+        return bool(self.client.set(self.keys.sync, worker_id, nx=True, px=px))
+
+    def pooled(self) -> set[str]:
+        """The runs waiting or held whose ops use pools (empty, in one round trip, when no
+        run does)."""
+        return {str(i) for i in self.client.smembers(self.keys.pooled)}
 
     def record(self, run_id: str) -> dict[str, str]:
         return {str(k): str(v) for k, v in self.client.hgetall(self.keys.run(run_id)).items()}
@@ -200,12 +318,9 @@ class RunQueue:
     def active(self) -> set[str]:
         return {str(i) for i in self.client.smembers(self.keys.active)}
 
-    def lease_holder(self, run_id: str) -> str | None:
-        value = self.client.get(self.keys.lease(run_id))
-        return str(value) if value else None
-
     def queued(self, lane: str) -> list[str]:
-        return [str(i) for i in self.client.zrange(self.keys.queued(lane), 0, -1)]
+        """The runs waiting in a lane, in claim order."""
+        return [run_of_member(str(m)) for m in self.client.zrange(self.keys.queued(lane), 0, -1)]
 
     def lanes(self) -> list[str]:
         known = {str(i) for i in self.client.smembers(self.keys.lanes)} | set(self.limits.lanes)
@@ -258,9 +373,11 @@ class RunQueue:
         return sorted(found, key=lambda w: str(w["worker_id"]))
 
     def status(self) -> dict[str, Any]:
-        """Per lane: queued, running, oldest wait, limit, paused; plus the workers."""
+        """Per lane: queued, running (holding a slot here, or in progress in run storage
+        outside the queue: `outside` of them), oldest wait, limit, paused; plus the workers."""
         now = time.time()
         paused = self.paused()
+        outside = [str(meta.get("lane")) for meta in self.outside().values()]
         lanes = []
         for lane in self.lanes():
             waiting = self.queued(lane)
@@ -275,7 +392,9 @@ class RunQueue:
                 {
                     "lane": lane,
                     "queued": len(waiting),
-                    "running": int(self.client.scard(self.keys.lane_active(lane))),
+                    "running": int(self.client.scard(self.keys.lane_active(lane)))
+                    + outside.count(lane),
+                    "outside": outside.count(lane),
                     "oldest_wait_s": oldest,
                     "limit": self.limits.lanes.get(lane),
                     "paused": lane in paused,
@@ -283,11 +402,25 @@ class RunQueue:
             )
         return {
             "lanes": lanes,
-            "running": len(self.active()),
+            "running": len(self.active()) + len(outside),
+            "outside": len(outside),
             "max_concurrent_runs": self.limits.max_concurrent_runs,
             "workers": self.workers(),
             "paused": sorted(paused),
         }
+
+
+def delete_queue(url: str, prefix: str) -> int:
+    """Delete every key of the queue under `prefix` (a demo's, a tour's, a test's own);
+    returns how many."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{Keys(prefix).head}:*", count=1000))
+        for first in range(0, len(keys), 1000):
+            client.delete(*keys[first : first + 1000])
+        return len(keys)
+    finally:
+        client.close()
 
 
 def default_worker_id() -> str:

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from dagster import (
     RunsFilter,
 )
 
-from gov_pipeline.coordinator import run_process
+from gov_pipeline.coordinator import contract, run_process
 from gov_pipeline.coordinator.queue import WORKER_DIED_TAG, default_worker_id
 from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
 from gov_pipeline.coordinator.states import ENDED, Outcome, RunState, errored, skipped, status_of
@@ -214,12 +215,14 @@ class Worker:
             signal.signal(signal.SIGINT, self.request_stop)
         last_reconcile = 0.0
         last_beat = 0.0
+        last_sync = 0.0
         try:
             self._open_code()
             with _QUIET:
                 self._heartbeat()
+                self.sync_storage()
                 self.reconcile()
-            last_reconcile = time.monotonic()
+            last_reconcile = last_sync = time.monotonic()
             while not self._stopping.is_set():
                 now = time.monotonic()
                 try:
@@ -228,6 +231,12 @@ class Worker:
                             self._heartbeat()
                             last_beat = now
                         self.recover_expired()
+                        if now - last_sync >= self.coordinator.storage_sync_seconds:
+                            last_sync = now
+                            if self.queue.sync_due(
+                                self.worker_id, self.coordinator.storage_sync_seconds
+                            ):
+                                self.sync_storage()
                         if now - last_reconcile >= self.reconcile_every_s:
                             self.reconcile()
                             last_reconcile = now
@@ -257,6 +266,12 @@ class Worker:
                 self.instance, WorkspaceFileTarget(paths=[str(self.workspace)])
             )
         else:
+            if self.coordinator.settings.max_user_code_failure_retries:
+                log.warning(
+                    "worker %s: max_user_code_failure_retries is ignored in execute mode "
+                    "(the worker loads the code itself: there is no code server to retry)",
+                    self.worker_id,
+                )
             self._recon_repo = ReconstructableRepository.for_module(
                 "gov_pipeline.definitions", "defs", working_directory=str(self.workspace.parent)
             )
@@ -292,7 +307,7 @@ class Worker:
     def _claim_free_slots(self) -> int:
         claimed = 0
         while len(self._inflight) < self.concurrency and not self._stopping.is_set():
-            run_id = self.queue.claim(self.worker_id, self.lanes, self.lease_s, self.mode)
+            run_id = self.claim_one()
             if run_id is None:
                 break
             claimed += 1
@@ -305,6 +320,23 @@ class Worker:
                 self._inflight[run_id] = thread
             thread.start()
         return claimed
+
+    def claim_one(self) -> str | None:
+        """Claim the next run this worker may take, without launching it: the pool check
+        (only while runs using pools are in Redis), then the claim; None if none."""
+        while True:
+            pooled = self.queue.pooled()
+            blocked = (
+                contract.pool_blocked(
+                    self.instance, pooled, self.queue.active(), self.coordinator.settings
+                )
+                if pooled
+                else []
+            )
+            run_id = self.queue.claim(self.worker_id, self.lanes, self.lease_s, blocked=blocked)
+            if run_id is None or self.queue.take(run_id, self.worker_id, self.mode):
+                return run_id
+            # Canceled (or taken over) between the claim and now: the cancel freed it.
 
     def _waiting(self) -> bool:
         lanes = self.lanes or self.queue.lanes()
@@ -329,29 +361,37 @@ class Worker:
             time.sleep(min(1.0, self.lease_s / 3))
 
     def _handle(self, run_id: str) -> None:
-        outcome: str = Outcome.ERROR
+        outcome: str | None = Outcome.ERROR
         try:
             run = self.instance.get_run_by_id(run_id)
             if run is None or run.status != DagsterRunStatus.QUEUED:
                 # Canceled while waiting, or already launched (by a fallback or a replay).
                 outcome = skipped(run)
                 return
-            if self.queue.lease_holder(run_id) != self.worker_id:
-                outcome = Outcome.LEASE_LOST
+            if not self.queue.start(run_id, self.worker_id):
+                # Canceled since the claim (the cancel freed the slot), or the lease is gone.
+                canceled = self.queue.record(run_id).get("state") == RunState.FINISHED
+                outcome = None if canceled else Outcome.LEASE_LOST
                 return
-            self.queue.mark(
-                run_id, state=RunState.STARTED, started_at=time.time(), host=socket.gethostname()
-            )
-            if self.mode == "launch":
-                self.instance.launch_run(run_id, self._workspace_context.create_request_context())
-                outcome = self._wait_until_ended(run_id)
-            else:
-                outcome = self._execute(run_id)
+            outcome = self._launch(run) if self.mode == "launch" else self._execute(run_id)
         except Exception as exc:
             log.exception("worker %s: run %s: %s", self.worker_id, run_id, exc)
             outcome = errored(exc)
         finally:
             self._finish(run_id, outcome)
+
+    def _launch(self, run: DagsterRun) -> str | None:
+        """Hand the run to the run launcher, as Dagster's dequeuer does; then hold its slot
+        until it ends. None when it went back in line (its code server was unreachable)."""
+        workspace = self._workspace_context.create_request_context()
+        failed = contract.launch(self.instance, run, workspace, self.coordinator.settings)
+        if failed == contract.REQUEUED:
+            not_before = contract.retry_at(self.coordinator.settings)
+            self.queue.requeue(run.run_id, "code server unreachable at launch", not_before)
+            return None
+        if failed is not None:
+            return failed
+        return self._wait_until_ended(run.run_id)
 
     def _execute(self, run_id: str) -> str:
         run = self.instance.get_run_by_id(run_id)
@@ -387,10 +427,13 @@ class Worker:
     def _status(self, run_id: str) -> str:
         return status_of(self.instance.get_run_by_id(run_id))
 
-    def _finish(self, run_id: str, outcome: str) -> None:
-        outcome = str(outcome)  # not an Outcome member: the summary prints the counts' keys
+    def _finish(self, run_id: str, outcome: str | None) -> None:
+        """The run's time with this worker is over: release its slot with `outcome`; None:
+        the slot is not this worker's to release any more (canceled, or back in line)."""
+        outcome = "REQUEUED" if outcome is None else str(outcome)  # the summary's keys
         try:
-            self.queue.release(run_id, outcome, self.coordinator.retention_seconds)
+            if outcome != "REQUEUED":
+                self.queue.release(run_id, outcome, self.coordinator.retention_seconds)
         except redis.RedisError as exc:  # reconciliation releases it later
             log.warning("worker %s: could not release run %s: %s", self.worker_id, run_id, exc)
         self.stats.finished += 1
@@ -455,6 +498,12 @@ class Worker:
         run retries apply.
         """
         run_id = run.run_id
+        if run.status == DagsterRunStatus.CANCELING:
+            message = f"{what}, while the run was being canceled; it is canceled"
+            self.instance.report_engine_event(message, run)
+            self.instance.report_run_canceled(run)
+            log.warning("run %s: %s", run_id, message)
+            return str(DagsterRunStatus.CANCELED.value)
         if every_step_succeeded(self.instance, run):
             message = f"{what}, after every step of this run had succeeded; the run is complete"
             self.instance.report_engine_event(message, run)
@@ -500,6 +549,41 @@ class Worker:
                 continue
             time.sleep(1.0)
 
+    def sync_storage(self) -> int:
+        """Copy run storage into Redis (every `storage_sync_seconds`, by one worker per
+        interval): its runs in progress that hold no slot here count against the limits of
+        every claim, and QUEUED runs Redis does not know (created QUEUED without a submit,
+        queued again by a launch that could not reach its code server, submitted while
+        Redis was down) are put in line. Returns how many were put in line."""
+        in_progress = contract.in_progress_runs(self.instance)
+        self.queue.sync_outside(
+            {run.run_id: self.coordinator.in_progress_entry(run) for run in in_progress}
+        )
+        window = max(10.0, 5 * self.coordinator.storage_sync_seconds)
+        recent = self.instance.get_runs(
+            RunsFilter(
+                statuses=[DagsterRunStatus.QUEUED],
+                updated_after=datetime.fromtimestamp(time.time() - window, tz=UTC),
+            ),
+            limit=RECONCILE_PAGE,
+            ascending=True,
+        )
+        return self._enqueue_missing(recent)
+
+    def _enqueue_missing(self, runs: Sequence[DagsterRun]) -> int:
+        """Put in line those of these QUEUED runs that Redis does not hold; how many."""
+        fixed = 0
+        states = self.queue.states([run.run_id for run in runs])
+        for waiting, state in zip(runs, states, strict=True):
+            if state in (None, RunState.FINISHED) and self.coordinator.enqueue(waiting):
+                fixed += 1
+                self.stats.lost += 1
+                self.stats.requeued += 1
+                self.stats.reconciled += 1
+                log.warning("run %s: QUEUED in Dagster but not in Redis; queued again",
+                            waiting.run_id)  # fmt: skip
+        return fixed
+
     def reconcile(self) -> int:
         """Make Redis agree with Dagster's run storage; returns how many runs were fixed."""
         fixed = 0
@@ -511,14 +595,7 @@ class Worker:
                 RunsFilter(statuses=[DagsterRunStatus.QUEUED]), cursor=cursor,
                 limit=RECONCILE_PAGE, ascending=True,
             )  # fmt: skip
-            states = self.queue.states([run.run_id for run in page])
-            for waiting, state in zip(page, states, strict=True):
-                if state in (None, RunState.FINISHED) and self.coordinator.enqueue(waiting):
-                    fixed += 1
-                    self.stats.lost += 1
-                    self.stats.requeued += 1
-                    log.warning("run %s: QUEUED in Dagster but not in Redis; queued again",
-                                waiting.run_id)  # fmt: skip
+            fixed += self._enqueue_missing(page)
             if len(page) < RECONCILE_PAGE:
                 break
             cursor = page[-1].run_id
@@ -528,7 +605,7 @@ class Worker:
                 self.queue.release(run_id, status_of(run), self.coordinator.retention_seconds)
                 fixed += 1
                 self.stats.released += 1
-        self.stats.reconciled += fixed
+                self.stats.reconciled += 1
         for worker_id in self.queue.prune_workers(self.coordinator.retention_seconds):
             log.info("worker %s: forgot worker %s (no heartbeat for a retention period)",
                      self.worker_id, worker_id)  # fmt: skip

@@ -21,7 +21,10 @@ TIMEOUT_TAG: Final = "gov/timeout_s"  # seconds a run may run; absent or 0: no l
 # Set on a run that was stopped and failed for running too long. Its value is that run's id:
 # run retries copy their parent's tags, and the tag must not speak for the retry.
 TIMED_OUT_TAG: Final = "gov/timed_out"
-DEFAULT_LANE: Final = "policy"  # the lane of a run without a lane tag
+DEFAULT_LANE: Final = "policy"  # the lane of a run without a lane tag, for its rule
+# The run coordinator's lane of runs without a lane tag (unless its `default_lane` names one):
+# no limit of its own; its rule is the default lane's, without a timeout.
+UNTAGGED_LANE: Final = "(untagged)"
 
 
 @dataclass(frozen=True)

@@ -398,12 +398,9 @@ def take_pictures(out: Path, redis_prefix: str) -> list[Path]:
 
 def forget_redis_keys(prefix: str) -> None:
     """Delete the tour's Redis keys (it ran under a prefix of its own)."""
-    import redis
+    from gov_pipeline.coordinator.queue import delete_queue
 
-    client = redis.Redis.from_url(load_settings().redis_url)
-    for key in client.scan_iter(f"{prefix}:*", count=1000):
-        client.delete(key)
-    client.close()
+    delete_queue(load_settings().redis_url, prefix)
 
 
 def main() -> None:

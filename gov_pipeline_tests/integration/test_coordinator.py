@@ -21,7 +21,7 @@ from gov_pipeline.cli.queue import worker_summary
 from gov_pipeline.coordinator.worker import run_process_pid
 from gov_pipeline.embedded.instance import WORKSPACE
 from gov_pipeline.embedded.processes import bin_path
-from gov_pipeline_tests.conftest import REDIS_URL
+from gov_pipeline_tests.conftest import REDIS_URL, RedisServer
 from gov_pipeline_tests.integration.coordinator_support import (
     Coordinated,
     slow_import,
@@ -290,7 +290,8 @@ def test_a_worker_killed_after_the_last_step_leaves_a_successful_run(make_coordi
     c.worker(mode="execute").run(install_signals=False)
     (cut,) = c.submit([("execute_workflow", c.config(), {})])
     queue = c.instance.run_coordinator.queue
-    assert queue.claim("victim", queue.lanes(), lease_s=0.5, mode="execute") == cut
+    assert queue.claim("victim", queue.lanes(), lease_s=0.5) == cut
+    assert queue.take(cut, "victim", "execute")
     # The victim's events: the model run's, from its start to its last step, not its end.
     for entry in c.instance.all_logs(model):
         kind = entry.dagster_event.event_type_value if entry.dagster_event else None
@@ -374,6 +375,27 @@ def test_redis_down_at_submit_falls_back_to_launching_directly(
     )
 
 
+def test_redis_down_at_submit_launches_only_within_the_limits(
+    make_coordinated, redis_server: RedisServer
+) -> None:  # type: ignore[no-untyped-def]
+    """The fallback counts the runs in progress in run storage: with the one slot taken, the
+    run stays QUEUED (nothing lost), and a worker puts it in line once Redis is back."""
+    from dagster._core.test_utils import create_run_for_test
+
+    c = make_coordinated(redis_url=redis_server.url, max_concurrent_runs=1)
+    busy = create_run_for_test(c.instance, job_name="elsewhere", status=DagsterRunStatus.STARTED)
+    redis_server.stop()
+    (run_id,) = c.submit([("execute_workflow", c.config(), {})])
+    assert statuses(c, [run_id]) == ["QUEUED"]
+    logs = [e.message for e in c.instance.all_logs(run_id) if e.message]
+    assert any("1 runs in progress, max_concurrent_runs is 1" in m and "stays QUEUED" in m
+               for m in logs)  # fmt: skip
+    redis_server.start()
+    c.instance.report_run_failed(busy)  # the slot frees
+    c.worker(mode="execute").run(install_signals=False)
+    assert statuses(c, [run_id]) == ["SUCCESS"]
+
+
 def test_redis_down_at_submit_with_fallback_fail_fails_the_run(
     make_coordinated, private_redis: str
 ) -> None:  # type: ignore[no-untyped-def]
@@ -441,15 +463,17 @@ def test_the_first_sigterm_lets_the_current_run_finish(make_coordinated, tmp_pat
 
 def test_the_scripts_keep_the_key_layout_and_the_stored_names(redis_prefix: str) -> None:
     """Every key and every stored state or outcome, written by the Lua scripts, spelt out;
-    a prefix holding `%s` stays as it is (the scripts fill key templates from Python)."""
+    every key carries the prefix as its hash tag, even a prefix holding `%s`."""
     from gov_pipeline.coordinator.queue import QueueLimits, RunQueue
 
-    p = f"{redis_prefix}:100%s"
-    queue = RunQueue.from_url(REDIS_URL, p, QueueLimits(max_concurrent_runs=5, lanes={"policy": 5}))
+    p = f"{{{redis_prefix}:100%s}}"
+    queue = RunQueue.from_url(
+        REDIS_URL, f"{redis_prefix}:100%s", QueueLimits(max_concurrent_runs=5, lanes={"policy": 5})
+    )
     client = queue.client
 
     def keys() -> set[str]:
-        return {str(k) for k in client.scan_iter(f"{redis_prefix}:*", count=1000)}
+        return {str(k) for k in client.scan_iter(f"{{{redis_prefix}:*", count=1000)}
 
     def record(run_id: str) -> tuple[str | None, str | None]:
         state, outcome = client.hmget(f"{p}:rq:run:{run_id}", ["state", "outcome"])
@@ -457,21 +481,53 @@ def test_the_scripts_keep_the_key_layout_and_the_stored_names(redis_prefix: str)
 
     assert queue.enqueue("r1", lane="policy", priority=0, order="7", tags={})
     assert queue.enqueue("r2", lane="policy", priority=0, order="7", tags={})
-    line = {f"{p}:rq:seq", f"{p}:rq:queued:policy", f"{p}:rq:order:7", f"{p}:rq:lanes"}
-    assert keys() == line | {f"{p}:rq:run:r1", f"{p}:rq:run:r2"}
+    runs = {f"{p}:rq:run:r1", f"{p}:rq:run:r2"}
+    line = {f"{p}:rq:{k}" for k in ("seq", "queued:policy", "order:7", "lanes", "meta", "heads")}
+    assert keys() == line | runs
     assert record("r1") == ("queued", None)
-    assert queue.claim("w1", [], 30, "execute") == "r1"
-    assert queue.claim("w1", [], 30, "execute") is None  # r2 waits for r1: same policy
-    held = {f"{p}:rq:active", f"{p}:rq:lane_active:policy", f"{p}:rq:lease:r1"}
-    assert keys() == line | held | {f"{p}:rq:run:r1", f"{p}:rq:run:r2"}
-    assert record("r1") == ("claimed", None) and queue.lease_holder("r1") == "w1"
+    assert queue.claim("w1", [], 30) == "r1"
+    assert queue.claim("w1", [], 30) is None  # r2 waits for r1: same policy
+    held = {f"{p}:rq:{k}" for k in ("active", "lane_active:policy", "leases", "holders")}
+    assert keys() == line | held | runs
+    assert record("r1") == ("queued", None) and queue.lease_holder("r1") == "w1"
+    assert queue.take("r1", "w1", "execute") and record("r1") == ("claimed", None)
+    assert queue.start("r1", "w1") and record("r1") == ("started", None)
+    assert not queue.remove_queued("r1", 60)  # started: a cancel terminates it instead
     queue.release("r1", "SUCCESS", 60)
     assert record("r1") == ("finished", "SUCCESS") and queue.active() == set()
-    assert queue.claim("w1", [], 30, "execute") == "r2"
+    assert queue.claim("w1", [], 30) == "r2"
     assert queue.requeue("r2", "test") and record("r2") == ("queued", None)
     assert queue.queued("policy") == ["r2"] and queue.lease_holder("r2") is None
     assert queue.remove_queued("r2", 60) and record("r2") == ("finished", "CANCELED")
-    assert keys() == {f"{p}:rq:seq", f"{p}:rq:lanes", f"{p}:rq:run:r1", f"{p}:rq:run:r2"}
+    assert keys() == {f"{p}:rq:seq", f"{p}:rq:lanes"} | runs
     queue.heartbeat("w1", {}, ttl_s=5)
     assert {f"{p}:rq:workers", f"{p}:rq:worker:w1"} <= keys()
     client.close()
+
+
+def test_a_cancel_between_claim_and_launch_wins(redis_prefix: str) -> None:
+    """The claim and a cancel race: a run canceled after its claim is never started (the
+    worker's take or start fails), and one started is not removed by a cancel."""
+    from gov_pipeline.coordinator.queue import QueueLimits, RunQueue
+
+    queue = RunQueue.from_url(REDIS_URL, redis_prefix, QueueLimits(lanes={"policy": 5}))
+    for run_id in ("a", "b"):
+        queue.enqueue(run_id, lane="policy", priority=0, order=None, tags={})
+    assert queue.claim("w1", [], 30) == "a"
+    assert queue.remove_queued("a", 60)  # canceled before the worker took it
+    assert not queue.take("a", "w1", "launch") and queue.active() == set()
+    assert queue.claim("w1", [], 30) == "b" and queue.take("b", "w1", "launch")
+    assert queue.remove_queued("b", 60)  # canceled after the take, before the start
+    assert not queue.start("b", "w1") and queue.active() == set()
+    assert queue.record("b")["outcome"] == "CANCELED"
+    queue.client.close()
+
+
+def test_an_asset_run_without_a_lane_tag_takes_the_lane_its_ops_share(make_coordinated) -> None:  # type: ignore[no-untyped-def]
+    """The Catalog's Materialize runs the governance assets in `__ASSET_JOB`, with no run
+    tags: the run takes the `gov/queue` op tag its steps share (reporting), not a default."""
+    c = make_coordinated()
+    (run_id,) = c.submit([("__ASSET_JOB", {}, {})])
+    run = c.instance.get_run_by_id(run_id)
+    assert run is not None and run.tags["gov/queue"] == "reporting"
+    assert c.instance.run_coordinator.queue.record(run_id)["lane"] == "reporting"

@@ -13,7 +13,7 @@ def test_explicit_values_read_no_environment(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("GOV_PIPELINE_CHAIN_DEPTH_LIMIT", "many")
     coordinator = RedisRunCoordinator(redis_url="redis://example:6390/3", key_prefix="mine")
     assert (coordinator.redis_url, coordinator.key_prefix) == ("redis://example:6390/3", "mine")
-    assert coordinator.queue.keys.queued("policy") == "mine:rq:queued:policy"
+    assert coordinator.queue.keys.queued("policy") == "{mine}:rq:queued:policy"
 
 
 @pytest.mark.parametrize(
