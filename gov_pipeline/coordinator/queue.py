@@ -120,8 +120,9 @@ class RunQueue:
         return cls(client, prefix, limits)
 
     def close(self) -> None:
-        """Close the client's connections."""
+        """Close the client's connections (all of its pool's)."""
         self.client.close()
+        self.client.connection_pool.disconnect()
 
     def enqueue(
         self,

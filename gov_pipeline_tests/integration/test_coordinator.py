@@ -531,3 +531,27 @@ def test_an_asset_run_without_a_lane_tag_takes_the_lane_its_ops_share(make_coord
     run = c.instance.get_run_by_id(run_id)
     assert run is not None and run.tags["gov/queue"] == "reporting"
     assert c.instance.run_coordinator.queue.record(run_id)["lane"] == "reporting"
+
+
+def test_dispose_closes_the_redis_connections() -> None:
+    """Dagster disposes of the run coordinator with its instance: the queue's connections
+    close with it (a process that makes instances does not leak them)."""
+    import uuid
+
+    from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
+
+    name = f"dispose-{uuid.uuid4().hex[:8]}"
+    coordinator = RedisRunCoordinator(redis_url=REDIS_URL, key_prefix=name)
+    queue = coordinator.queue
+    queue.client.client_setname(name)  # a connection is open now, and named
+    observer = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+
+    def open_names() -> list[str]:
+        return [c["name"] for c in observer.client_list()]
+
+    assert name in open_names()
+    coordinator.dispose()
+    assert name not in open_names()
+    assert coordinator.queue is not queue  # a later use opens a new client
+    coordinator.dispose()
+    observer.close()

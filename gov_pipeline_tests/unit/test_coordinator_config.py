@@ -46,3 +46,17 @@ def test_dagster_yaml_path_still_refuses_a_malformed_setting(
     monkeypatch.setenv("GOV_PIPELINE_CHAIN_DEPTH_LIMIT", "many")
     with pytest.raises(ConfigurationError):
         RedisRunCoordinator.from_config_value(None, {"redis_url": "redis://x", "key_prefix": "x"})  # type: ignore[arg-type]
+
+
+def test_unknown_and_malformed_keys_are_refused() -> None:
+    """Keys that neither Dagster's queue nor this one knows, and limits below -1 in any of
+    the three places, stop the coordinator with the key named."""
+    with pytest.raises(TypeError, match="unknown run coordinator keys"):
+        RedisRunCoordinator(redis_url="redis://x", key_prefix="p", dequeue_everything=True)
+    for config, key in [
+        ({"max_concurrent_runs": -2}, "max_concurrent_runs"),
+        ({"lanes": {"audit": -5}}, r"lanes\.audit"),
+        ({"tag_concurrency_limits": [{"key": "k", "limit": -3}]}, r"tag_concurrency_limits\[0\]"),
+    ]:
+        with pytest.raises(ValueError, match=key):
+            RedisRunCoordinator(redis_url="redis://x", key_prefix="p", **config)
