@@ -41,6 +41,11 @@ class Outcome(StrEnum):
     WORKER_DIED_SUCCESS = "SUCCESS:worker-died"
     # The run ran longer than its lane allows: stopped and failed (gov/timed_out).
     TIMED_OUT = "FAILURE:timed-out"
+    # Not the worker's to release (the slot is freed otherwise): canceled between its claim
+    # and its launch (the cancel freed it) ...
+    CANCELED_AFTER_CLAIM = "SKIPPED:canceled"
+    # ... or back in line, its code server unreachable at launch (user-code retries).
+    REQUEUED = "REQUEUED:code-server-unreachable"
 
 
 def status_of(run: DagsterRun | None) -> str:

@@ -361,7 +361,7 @@ class Worker:
             time.sleep(min(1.0, self.lease_s / 3))
 
     def _handle(self, run_id: str) -> None:
-        outcome: str | None = Outcome.ERROR
+        outcome: str = Outcome.ERROR
         try:
             run = self.instance.get_run_by_id(run_id)
             if run is None or run.status != DagsterRunStatus.QUEUED:
@@ -371,7 +371,7 @@ class Worker:
             if not self.queue.start(run_id, self.worker_id):
                 # Canceled since the claim (the cancel freed the slot), or the lease is gone.
                 canceled = self.queue.record(run_id).get("state") == RunState.FINISHED
-                outcome = None if canceled else Outcome.LEASE_LOST
+                outcome = Outcome.CANCELED_AFTER_CLAIM if canceled else Outcome.LEASE_LOST
                 return
             outcome = self._launch(run) if self.mode == "launch" else self._execute(run_id)
         except Exception as exc:
@@ -380,15 +380,15 @@ class Worker:
         finally:
             self._finish(run_id, outcome)
 
-    def _launch(self, run: DagsterRun) -> str | None:
+    def _launch(self, run: DagsterRun) -> str:
         """Hand the run to the run launcher, as Dagster's dequeuer does; then hold its slot
-        until it ends. None when it went back in line (its code server was unreachable)."""
+        until it ends. The outcome (REQUEUED: back in line, its code server unreachable)."""
         workspace = self._workspace_context.create_request_context()
         failed = contract.launch(self.instance, run, workspace, self.coordinator.settings)
         if failed == contract.REQUEUED:
             not_before = contract.retry_at(self.coordinator.settings)
             self.queue.requeue(run.run_id, "code server unreachable at launch", not_before)
-            return None
+            return Outcome.REQUEUED
         if failed is not None:
             return failed
         return self._wait_until_ended(run.run_id)
@@ -427,12 +427,12 @@ class Worker:
     def _status(self, run_id: str) -> str:
         return status_of(self.instance.get_run_by_id(run_id))
 
-    def _finish(self, run_id: str, outcome: str | None) -> None:
-        """The run's time with this worker is over: release its slot with `outcome`; None:
-        the slot is not this worker's to release any more (canceled, or back in line)."""
-        outcome = "REQUEUED" if outcome is None else str(outcome)  # the summary's keys
+    def _finish(self, run_id: str, outcome: str) -> None:
+        """The run's time with this worker is over: release its slot with `outcome` (unless
+        it is not this worker's to release any more: canceled, or back in line)."""
+        outcome = str(outcome)  # not an Outcome member: the summary prints the counts' keys
         try:
-            if outcome != "REQUEUED":
+            if outcome not in (Outcome.CANCELED_AFTER_CLAIM, Outcome.REQUEUED):
                 self.queue.release(run_id, outcome, self.coordinator.retention_seconds)
         except redis.RedisError as exc:  # reconciliation releases it later
             log.warning("worker %s: could not release run %s: %s", self.worker_id, run_id, exc)
