@@ -28,11 +28,12 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import gov_pipeline
+from benchmarks.limit_floor import limit_row
 from gov_pipeline.config import Settings, load_settings
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
@@ -268,6 +269,7 @@ def measure(
     settings = _settings(url, home)
     engine = make_engine(url, role=APP_ROLE)
     sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
+    statements = StatementCounter()
     try:
         prepare(sessions, workflows)
         print(f"[{label}] writing {n} changes ...", file=sys.stderr, flush=True)
@@ -281,6 +283,7 @@ def measure(
         )
         if profiler is not None:
             profiler.enable()
+        event.listen(engine, "before_cursor_execute", statements)
         stats = process_pending(
             sessions,
             settings,
@@ -289,6 +292,7 @@ def measure(
             retry=RetryPolicy(max_attempts=3, delay_s=0.0),
             on_progress=_progress(label, changes),
         )
+        event.remove(engine, "before_cursor_execute", statements)
         if profiler is not None:
             profiler.disable()
         by_status = _count_by_status(sessions)
@@ -304,8 +308,20 @@ def measure(
         "seconds": stats.seconds,
         "changes_per_s": stats.changes / stats.seconds if stats.seconds else 0.0,
         "executions_per_s": stats.executions / stats.seconds if stats.seconds else 0.0,
+        "statements": statements.count,
+        "statements_per_change": statements.count / stats.changes if stats.changes else 0.0,
         **writes,
     }
+
+
+class StatementCounter:
+    """Counts the statements an engine sends (an executemany counts once: one round trip)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, *_: Any) -> None:
+        self.count += 1
 
 
 @contextmanager
@@ -392,6 +408,20 @@ def print_table(results: list[dict[str, Any]]) -> None:
         )
 
 
+def print_limit(limit: dict[str, Any], postgres: dict[str, Any]) -> None:
+    rows = ", ".join(f"{t} {n}" for t, n in limit["rows"].items() if n)
+    print(
+        f"limit (the PostgreSQL run's rows written straight with COPY, no engine): "
+        f"{limit['changes']} changes in {limit['seconds']:.2f} s = "
+        f"{limit['changes_per_s']:,.0f} changes/s ({limit['rows_per_s']:,.0f} rows/s; {rows})"
+    )
+    ratio = postgres["changes_per_s"] / limit["changes_per_s"] if limit["changes_per_s"] else 0
+    print(
+        f"postgres / limit = {ratio:.3f}; statements per change "
+        f"{postgres['statements_per_change']:.1f} ({postgres['statements']} in all)"
+    )
+
+
 def print_profile(prof: dict[str, Any]) -> None:
     run = prof["run"]
     print()
@@ -423,12 +453,20 @@ def main() -> None:
         "--profile", action="store_true",
         help="also profile a separate N=2000 PostgreSQL run",
     )  # fmt: skip
+    parser.add_argument(
+        "--limit", action=argparse.BooleanOptionalAction, default=True,
+        help="also time the PostgreSQL run's rows written straight (the limit row)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     results: list[dict[str, Any]] = []
+    limit = None
     with postgres_database(args.postgres_url) as url, TemporaryDirectory() as home:
         results.append(measure("postgres", url, args.n, args.workflows, Path(home)))
+        if args.limit:
+            print("[limit] writing the same rows straight ...", file=sys.stderr, flush=True)
+            limit = limit_row(args.postgres_url, url, 0)
     if args.sqlite:
         with sqlite_database() as (url, home):
             results.append(measure("sqlite", url, args.n, args.workflows, home))
@@ -440,11 +478,16 @@ def main() -> None:
         f"moves) against {args.workflows} active workflows, batch 500"
     )
     print_table(results)
+    if limit is not None:
+        print_limit(limit, results[0])
     if prof is not None:
         print_profile(prof)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"n": args.n, "workflows": args.workflows, "results": results, "profile": prof}
+        payload = {
+            "n": args.n, "workflows": args.workflows, "results": results, "limit": limit,
+            "profile": prof,
+        }  # fmt: skip
         args.json.write_text(json.dumps(payload, indent=2))
 
 
