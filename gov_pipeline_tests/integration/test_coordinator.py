@@ -90,7 +90,7 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 def test_never_more_running_than_the_limits_allow(make_coordinated) -> None:  # type: ignore[no-untyped-def]
     c = make_coordinated(max_concurrent_runs=2)
-    ids = c.submit([("execute_workflow", c.config(), {"gov/entity": str(i)}) for i in range(8)])
+    ids = c.submit([("execute_workflow", c.config(), {"gov/entity": str(i)}) for i in range(5)])
     c.run_workers([c.worker(mode="launch", concurrency=3, worker_id=f"w{i}") for i in range(2)])
     assert set(statuses(c, ids)) == {"SUCCESS"}
     intervals = _intervals(c, ids)
@@ -100,7 +100,7 @@ def test_never_more_running_than_the_limits_allow(make_coordinated) -> None:  # 
     ids2 = c2.submit(
         [
             ("execute_workflow", c2.config(), {"gov/queue": "audit", "gov/entity": str(i)})
-            for i in range(4)
+            for i in range(3)
         ]
     )
     c2.run_workers([c2.worker(mode="launch", concurrency=3, worker_id=f"v{i}") for i in range(2)])
@@ -121,7 +121,7 @@ def test_priority_order_then_submit_order(make_coordinated) -> None:  # type: ig
 def test_per_policy_runs_go_one_at_a_time_in_submit_order(make_coordinated) -> None:  # type: ignore[no-untyped-def]
     c = make_coordinated(max_concurrent_runs=-1)
     jobs = [("execute_workflow", c.config(), {"gov/entity": "A" if i % 2 == 0 else "B", "dagster/priority": str(i % 3)})
-            for i in range(8)]  # fmt: skip
+            for i in range(6)]  # fmt: skip
     ids = c.submit(jobs)
     c.run_workers([c.worker(mode="launch", concurrency=2, worker_id=f"w{i}") for i in range(2)])
     assert set(statuses(c, ids)) == {"SUCCESS"}
