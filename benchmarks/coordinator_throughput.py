@@ -96,6 +96,9 @@ run_coordinator:
 """
     else:
         coordinator = f"""\
+instance_class:
+  module: gov_pipeline.coordinator.instance
+  class: GovDagsterInstance
 run_coordinator:
   module: gov_pipeline.coordinator.run_coordinator
   class: RedisRunCoordinator

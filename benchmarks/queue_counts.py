@@ -34,6 +34,10 @@ def overrides(storage_url: str, redis_url: str, prefix: str) -> dict[str, Any]:
     config = {"redis_url": redis_url, "key_prefix": prefix, "max_concurrent_runs": -1}
     return {
         "storage": {"postgres": {"postgres_url": storage_url}},
+        "instance_class": {
+            "module": "gov_pipeline.coordinator.instance",
+            "class": "GovDagsterInstance",
+        },
         "run_coordinator": {
             "module": "gov_pipeline.coordinator.run_coordinator",
             "class": "RedisRunCoordinator",

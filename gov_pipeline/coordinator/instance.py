@@ -1,26 +1,26 @@
-"""The Dagster instance class that lets the UI show the Redis run coordinator's limits.
+"""The Dagster instance class the Redis run coordinator needs (named in dagster.yaml as
+`instance_class`).
 
-The webserver reads a run queue's limits (the "View queue criteria" dialog of a queued run)
-from `DagsterInstance.get_concurrency_config()`, which Dagster fills only for its own
-QueuedRunCoordinator; with ours the dialog waits for ever. This subclass fills it from
-`RedisRunCoordinator.get_run_queue_config()`. Dagster's own dequeuer still does not start
-(it starts only for a QueuedRunCoordinator), so no run is launched twice. Named in
-dagster.yaml as `instance_class`; the Concurrency page still says run queuing is not
-supported (it asks whether the coordinator is a QueuedRunCoordinator).
+`RedisRunCoordinator` is a QueuedRunCoordinator to the webserver, so the UI's Concurrency
+page and a queued run's "View queue criteria" dialog show its limits. Dagster's daemon
+starts its own dequeuer for any QueuedRunCoordinator; this instance leaves that daemon out
+(the workers are the dequeuers), so no run is launched twice. The coordinator refuses to
+work in an instance that would start it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from dagster import DagsterInstance
 
-from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
-from gov_pipeline.dagster_internals import ConcurrencyConfig, InstanceRef
+from gov_pipeline.coordinator.run_coordinator import QUEUE_DAEMON, RedisRunCoordinator
+from gov_pipeline.dagster_internals import InstanceRef
 
 
 class GovDagsterInstance(DagsterInstance):
-    """A DagsterInstance whose run queue config is the Redis coordinator's."""
+    """A DagsterInstance whose daemon does not dequeue runs of the Redis coordinator."""
 
     @classmethod
     def config_schema(cls) -> dict[str, Any]:
@@ -30,10 +30,8 @@ class GovDagsterInstance(DagsterInstance):
     def config_defaults(base_dir: str) -> Any:
         return InstanceRef.config_defaults(base_dir)
 
-    def get_concurrency_config(self) -> ConcurrencyConfig:
-        coordinator = self.run_coordinator
-        if not isinstance(coordinator, RedisRunCoordinator):
-            return super().get_concurrency_config()
-        return ConcurrencyConfig.from_concurrency_settings(
-            self.get_settings("concurrency"), coordinator.get_run_queue_config()
-        )
+    def get_required_daemon_types(self) -> Sequence[str]:
+        required = super().get_required_daemon_types()
+        if isinstance(self.run_coordinator, RedisRunCoordinator):
+            return [daemon for daemon in required if daemon != QUEUE_DAEMON]
+        return required

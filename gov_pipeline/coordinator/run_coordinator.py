@@ -5,9 +5,14 @@ Redis; a `gov-pipeline worker` claims and launches it. If Redis cannot be reache
 submit, the run is launched directly when the limits allow it, counted from run storage
 (fallback `launch`, the default, with an engine event saying so; otherwise it stays QUEUED
 until a worker puts it in line), or fails (fallback `fail`). The config takes Dagster's
-QueuedRunCoordinator keys with Dagster's schema (contract.py) and this queue's own. Not a
-QueuedRunCoordinator subclass on purpose: that would start Dagster's own dequeuer, which
-would launch the same runs again.
+QueuedRunCoordinator keys with Dagster's schema (contract.py) and this queue's own.
+
+It is a QueuedRunCoordinator for everything that asks (the UI's Concurrency page, the
+instance's concurrency config), but no QueuedRunCoordinator behaviour is inherited: every
+method is its own. Dagster starts its dequeuer for any QueuedRunCoordinator, which would
+launch the same runs a second time; the instance class `GovDagsterInstance`
+(coordinator/instance.py) leaves it out, and this coordinator refuses any instance that
+would start it.
 """
 
 # No "from __future__ import annotations": Dagster's config machinery reads this class.
@@ -28,6 +33,7 @@ from dagster import (
     IntSource,
     Noneable,
     Permissive,
+    QueuedRunCoordinator,
     StringSource,
     SubmitRunContext,
 )
@@ -44,21 +50,17 @@ from gov_pipeline.coordinator.queue import (
     priority_of,
 )
 from gov_pipeline.coordinator.states import ENDED, RunState
-from gov_pipeline.dagster_internals import (
-    ConfigurableClass,
-    ConfigurableClassData,
-    RunCoordinator,
-    RunQueueConfig,
-)
+from gov_pipeline.dagster_internals import ConfigurableClassData, RunQueueConfig
 from gov_pipeline.domain import lanes as lane_table
 
 log = logging.getLogger(__name__)
 
 FALLBACKS = ("launch", "fail")
+QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"  # Dagster's dequeuer, which must not run beside us
 CANCEL_WAIT_S = 10.0  # how long a cancel waits for a worker that is launching the run
 
 
-class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
+class RedisRunCoordinator(QueuedRunCoordinator):
     """Queue runs in Redis for `gov-pipeline worker` processes to claim and launch.
 
     Built by Dagster from dagster.yaml through `from_config_value`, which fills in the Redis
@@ -90,6 +92,7 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
         unknown = set(dagster_keys) - set(contract.dagster_fields())
         if unknown:
             raise TypeError(f"unknown run coordinator keys: {sorted(unknown)}")
+        super().__init__(inst_data=inst_data)  # (Dagster's defaults; none of them is read)
         self._inst_data = inst_data
         self.redis_url = redis_url
         self.key_prefix = key_prefix
@@ -107,7 +110,6 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
         # Retries and timeouts per lane: the table of domain/lanes.py with these overrides.
         self.rules = lane_table.lane_rules(lane_rules)
         self._queue: RunQueue | None = None
-        super().__init__()  # type: ignore[no-untyped-call]
 
     @property
     def inst_data(self) -> ConfigurableClassData | None:
@@ -151,8 +153,19 @@ class RedisRunCoordinator(RunCoordinator, ConfigurableClass):
 
     def register_instance(self, instance: DagsterInstance) -> None:
         """Dagster's instance-level `concurrency: runs:` settings, when given, override
-        `max_concurrent_runs` and `tag_concurrency_limits`, as they do Dagster's."""
+        `max_concurrent_runs` and `tag_concurrency_limits`, as they do Dagster's.
+
+        Raises:
+            RuntimeError: the instance would start Dagster's own dequeuer beside the workers.
+        """
         super().register_instance(instance)
+        if not instance.is_ephemeral and QUEUE_DAEMON in instance.get_required_daemon_types():
+            raise RuntimeError(
+                "RedisRunCoordinator needs `instance_class: {module: "
+                "gov_pipeline.coordinator.instance, class: GovDagsterInstance}` in dagster.yaml: "
+                f"with the instance class {type(instance).__name__}, Dagster's daemon would "
+                "start its own queue daemon and launch the same runs a second time"
+            )
         runs = (instance.get_settings("concurrency") or {}).get("runs") or {}
         if "max_concurrent_runs" in runs or "tag_concurrency_limits" in runs:
             merged = _limits(

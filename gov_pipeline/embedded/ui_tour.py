@@ -12,6 +12,7 @@ pictures of docs/ui.md.
 from __future__ import annotations
 
 import argparse
+import base64
 import html
 import json
 import os
@@ -115,6 +116,90 @@ class Browser:
     def text(self, url: str, shot: str | None = None) -> str:
         """The page's text once it has rendered; with `shot`, its screenshot too."""
         return page_text(self.dom(url, shot))
+
+    def text_after_click(self, url: str, label: str, shot: str, timeout_s: float = 60) -> str:
+        """The page's text after a click on the element whose text is `label` (a tab that
+        no URL selects), driven over Chromium's DevTools protocol; its screenshot too."""
+        from websockets.sync.client import connect
+
+        args = [a for a in CHROMIUM if not a.startswith("--virtual-time-budget")]
+        process = subprocess.Popen(
+            [*args, "--window-size=1400,900", f"--user-data-dir={self.profile}",
+             "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            with connect(_devtools_url(process), max_size=None) as channel:
+                devtools = DevTools(channel)
+                target = devtools.call("Target.createTarget", url=url)["targetId"]
+                devtools.session = devtools.call(
+                    "Target.attachToTarget", targetId=target, flatten=True
+                )["sessionId"]
+                devtools.wait_for(f"document.body && document.body.innerText.includes({label!r})",
+                                  timeout_s)  # fmt: skip
+                devtools.evaluate(
+                    "[...document.querySelectorAll('button, [role=tab], a, span')]"
+                    f".reverse().find(e => e.textContent.trim() === {label!r}).click()"
+                )
+                time.sleep(2.0)  # the tab's content renders (its query answers first)
+                text = str(devtools.evaluate("document.body.innerText"))
+                if self.shots is not None:
+                    self.shots.mkdir(parents=True, exist_ok=True)
+                    image = devtools.call("Page.captureScreenshot", format="png")["data"]
+                    (self.shots / f"{shot}.png").write_bytes(base64.b64decode(image))
+        finally:
+            process.kill()
+            process.wait()
+        return re.sub(r"\s+", " ", text).strip()
+
+
+def _devtools_url(process: subprocess.Popen[str], timeout_s: float = 30) -> str:
+    """The browser's DevTools address, from the line Chromium prints on start."""
+    deadline = time.monotonic() + timeout_s
+    assert process.stderr is not None
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        found = re.search(r"DevTools listening on (ws://\S+)", line)
+        if found:
+            return found.group(1)
+        if not line and process.poll() is not None:
+            break
+    raise RuntimeError("Chromium did not open its DevTools port")
+
+
+@dataclass
+class DevTools:
+    """Calls of Chromium's DevTools protocol over one socket (events are skipped)."""
+
+    channel: Any
+    session: str | None = None
+    _next: int = 0
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self._next += 1
+        message: dict[str, Any] = {"id": self._next, "method": method, "params": params}
+        if self.session is not None and not method.startswith("Target."):
+            message["sessionId"] = self.session
+        self.channel.send(json.dumps(message))
+        while True:
+            reply = json.loads(self.channel.recv())
+            if reply.get("id") == self._next:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return dict(reply.get("result", {}))
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression[:80]}: {result['exceptionDetails']}")
+        return result.get("result", {}).get("value")
+
+    def wait_for(self, expression: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.evaluate(expression):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the page never showed: {expression}")
+            time.sleep(0.25)
 
 
 @dataclass
@@ -351,6 +436,7 @@ PAGES = {
     "policy_register": "/assets/policy_register",
     "change_backlog": "/assets/change_backlog",
     "run_queue": "/assets/run_queue",
+    "concurrency": "/deployment/concurrency",
     "catalog": "/assets",
     # The Events tab: the latest materialization's metadata, wide enough for the chart.
     "compliance_report": "/assets/compliance_report?view=events",
@@ -393,6 +479,8 @@ def take_pictures(out: Path, redis_prefix: str) -> list[Path]:
         browser.text(s.url + PAGES["outcomes_checks"], "outcomes_checks_green")
         report_compliance(s)
         browser.text(s.url + PAGES["compliance_report"], "compliance_report")
+        browser.text_after_click(s.url + PAGES["concurrency"], "Run tag concurrency",
+                                 "concurrency")  # fmt: skip
     return sorted(out.glob("*.png"))
 
 

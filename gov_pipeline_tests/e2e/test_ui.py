@@ -150,7 +150,18 @@ def test_the_ui_shows_the_coordinators_limits_for_a_queued_run(tour: dict[str, A
     )["data"]["instance"]
     assert found["runQueueConfig"]["maxConcurrentRuns"] == 10
     assert "gov/queue" in found["runQueueConfig"]["tagConcurrencyLimitsYaml"]
-    assert found["runQueuingSupported"] is False  # (Dagster's own queue only)
+    assert found["runQueuingSupported"] is True  # a QueuedRunCoordinator to the UI
+
+
+def test_the_concurrency_page_shows_the_run_queues_limits(tour: dict[str, Any]) -> None:
+    """Deployment -> Concurrency: the global limit and each lane's, from the coordinator."""
+    stack: Stack = tour["stack"]
+    browser = tour["browser"]
+    page = browser.text_after_click(stack.url + PAGES["concurrency"], "Run tag concurrency",
+                                    "concurrency")  # fmt: skip
+    assert "not supported" not in page, page[:2000]
+    assert "Max concurrent runs" in page and "10" in page, page[:2000]
+    assert "gov/queue" in page and "policy" in page and "audit" in page, page[:2000]
 
 
 def test_after_a_retry_that_succeeds_the_check_is_green(tour: dict[str, Any]) -> None:

@@ -38,6 +38,7 @@ def instance_yaml(storage_url: str, redis_url: str, prefix: str, **coordinator: 
     config = {"redis_url": redis_url, "key_prefix": prefix, "lease_seconds": 3, **coordinator}
     return (
         f"storage:\n  postgres:\n    postgres_url: {storage_url}\n"
+        "instance_class:\n  module: gov_pipeline.coordinator.instance\n  class: GovDagsterInstance\n"
         "run_coordinator:\n  module: gov_pipeline.coordinator.run_coordinator\n"
         f"  class: RedisRunCoordinator\n  config: {json.dumps(config)}\n"
         "run_launcher:\n  module: dagster\n  class: DefaultRunLauncher\n"

@@ -71,6 +71,7 @@ def redis_dagster_home(tmp_path: Path, prefix: str, **coordinator: Any) -> Path:
     home.mkdir()
     config = json.dumps({"redis_url": REDIS_URL, "key_prefix": prefix, **coordinator})
     (home / "dagster.yaml").write_text(
+        "instance_class:\n  module: gov_pipeline.coordinator.instance\n  class: GovDagsterInstance\n"
         "run_coordinator:\n  module: gov_pipeline.coordinator.run_coordinator\n"
         f"  class: RedisRunCoordinator\n  config: {config}\ntelemetry:\n  enabled: false\n"
     )

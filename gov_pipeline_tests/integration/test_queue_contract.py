@@ -125,6 +125,9 @@ def coordinator_overrides(storage_url: str, prefix: str, **config: Any) -> dict[
     `instance_yaml`, with a lease long enough never to expire during a test)."""
     return {
         "storage": {"postgres": {"postgres_url": storage_url}},
+        "instance_class": {
+            "module": "gov_pipeline.coordinator.instance", "class": "GovDagsterInstance",
+        },
         "run_coordinator": {
             "module": "gov_pipeline.coordinator.run_coordinator",
             "class": "RedisRunCoordinator",
@@ -830,3 +833,23 @@ def test_retry_user_code_error_run(dagster_storage_url: str, redis_prefix: str) 
         ).records
         assert len(enqueued) == 3 and not launcher.did_run_launch(unreachable)
         assert worker.queue.active() == set()
+
+
+def test_only_an_instance_without_dagsters_dequeuer_takes_the_coordinator(
+    dagster_storage_url: str, redis_prefix: str
+) -> None:
+    """The coordinator is a QueuedRunCoordinator to the UI, so Dagster's daemon would start
+    its own dequeuer for it: the instance class leaves that daemon out, and any other
+    instance class is refused when it loads the coordinator."""
+    from dagster import QueuedRunCoordinator
+
+    overrides = coordinator_overrides(dagster_storage_url, f"{redis_prefix}:plain")
+    with instance_for_test(overrides=overrides) as instance:
+        assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+        assert "QUEUED_RUN_COORDINATOR" not in instance.get_required_daemon_types()
+    del overrides["instance_class"]
+    with (
+        instance_for_test(overrides=overrides) as instance,
+        pytest.raises(RuntimeError, match="GovDagsterInstance"),
+    ):
+        _ = instance.run_coordinator
