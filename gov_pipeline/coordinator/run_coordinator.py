@@ -92,7 +92,7 @@ class RedisRunCoordinator(QueuedRunCoordinator):
         unknown = set(dagster_keys) - set(contract.dagster_fields())
         if unknown:
             raise TypeError(f"unknown run coordinator keys: {sorted(unknown)}")
-        super().__init__(inst_data=inst_data)  # (Dagster's defaults; none of them is read)
+        super().__init__(inst_data=inst_data)  # Dagster's fields at their defaults: see below
         self._inst_data = inst_data
         self.redis_url = redis_url
         self.key_prefix = key_prefix
@@ -114,6 +114,17 @@ class RedisRunCoordinator(QueuedRunCoordinator):
     @property
     def inst_data(self) -> ConfigurableClassData | None:
         return self._inst_data
+
+    # What QueuedRunCoordinator exposes of its config, from this one's (its dequeue_*
+    # properties keep Dagster's defaults: only Dagster's dequeuer reads them, and it never
+    # runs beside this coordinator).
+    @property
+    def should_block_op_concurrency_limited_runs(self) -> bool:
+        return self.settings.block_op_concurrency_limited_runs
+
+    @property
+    def op_concurrency_slot_buffer(self) -> int:
+        return self.settings.op_concurrency_slot_buffer
 
     @classmethod
     def config_type(cls) -> dict[str, Field]:
