@@ -677,10 +677,14 @@ def test_config_unique_value(dagster_storage_url: str, redis_prefix: str) -> Non
         assert isinstance(instance.run_coordinator, RedisRunCoordinator)
 
 
-def test_thread_config(dagster_storage_url: str, redis_prefix: str) -> None:
-    """Dagster: test_thread_config, with Dagster's other dequeuer keys: accepted (a worker
-    claims with its own threads; Dagster's daemon settings have nothing to set here)."""
+def test_thread_config(
+    dagster_storage_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dagster: test_thread_config, with Dagster's other dequeuer keys: accepted. The ones a
+    worker has no use for (it claims with its own threads) are ignored with a warning naming
+    each; the others are honoured."""
     config = {
+        "dequeue_interval_seconds": 3,
         "dequeue_use_threads": True,
         "dequeue_num_workers": 16,
         "max_user_code_failure_retries": 2,
@@ -688,7 +692,17 @@ def test_thread_config(dagster_storage_url: str, redis_prefix: str) -> None:
         "block_op_concurrency_limited_runs": {"enabled": False},
     }
     with loaded(dagster_storage_url, redis_prefix, **config) as instance:
-        assert isinstance(instance.run_coordinator, RedisRunCoordinator)
+        coordinator = instance.run_coordinator
+        assert isinstance(coordinator, RedisRunCoordinator)
+        settings = coordinator.settings
+    ignored = [r.getMessage() for r in caplog.records if "is ignored" in r.getMessage()]
+    for key in ("dequeue_interval_seconds", "dequeue_use_threads", "dequeue_num_workers"):
+        assert any(f"run_coordinator.config.{key} is ignored" in m for m in ignored), key
+    assert len(ignored) == 3
+    assert (settings.max_user_code_failure_retries, settings.user_code_failure_retry_delay) == (
+        2, 120,
+    )  # fmt: skip
+    assert not settings.block_op_concurrency_limited_runs
 
 
 def test_config_refuses_a_list_value(dagster_storage_url: str, redis_prefix: str) -> None:
