@@ -2,7 +2,7 @@
 
 Usage: python -m benchmarks.pipeline [--burst 10000] [--trickle-s 120] [--stock-burst 60]
        [--per-change-burst 400] [--configs direct,dagster-stock,ours-per-change,ours]
-       [--workloads burst,trickle] [--sensor-rows 1000000] [--json PATH]
+       [--workloads burst,trickle] [--sensor-rows 1000000] [--no-limit] [--json PATH]
 
 The same workload and the same domain code (`benchmarks.sync_floor`'s 20 workflows of domain
 work) on PostgreSQL and Redis, through:
@@ -12,7 +12,9 @@ work) on PostgreSQL and Redis, through:
                    daemon (max 4 concurrent runs), DefaultRunLauncher (a process per run);
 - ours-per-change: our sensor with one run per change, the Redis run coordinator and two
                    warm `gov-pipeline worker --mode execute` processes;
-- ours:            the default configuration: adaptive batching, Redis, two warm workers.
+- ours:            the default configuration: adaptive batching, Redis, two warm workers;
+- limit:           after the direct burst, the rows it produced written straight, with no
+                   engine (benchmarks/limit_floor.py): the physical floor, with `vs limit`.
 
 Workloads: a burst (half the changes create policies, then each is moved to in_review,
 written in transactions of 100 as fast as the database takes them) and a trickle (one
@@ -62,6 +64,7 @@ from benchmarks.coordinator_throughput import (
     stdout_to_stderr,
     tail,
 )
+from benchmarks.limit_floor import limit_row
 from benchmarks.sync_floor import TENANT, policy_fields, prepare
 from gov_pipeline.config import load_settings
 from gov_pipeline.db.engine import make_engine, make_sessionmaker
@@ -395,6 +398,9 @@ def measure(
         result = figures(sessions, after)
         if config.coordinator is not None:
             result.update(run_figures(logs[0].parent))
+        if config.name == "direct" and workload == "burst" and args.limit:
+            say(f"{label}: the limit row (the same rows written straight)")
+            result["limit"] = limit_row(args.postgres_url, app_url, after)
     result.update(
         {
             "workload": workload,
@@ -535,10 +541,30 @@ def sensor_scale(args: argparse.Namespace) -> dict[str, Any]:
 # --- report ---------------------------------------------------------------------------------
 
 
+def with_limit(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results with a `limit` row after the direct burst: its rows written straight,
+    with no engine (benchmarks/limit_floor.py), the floor the others are compared with."""
+    out: list[dict[str, Any]] = []
+    for r in results:
+        out.append(r)
+        limit = r.get("limit")
+        if limit:
+            out.append({
+                "workload": r["workload"], "configuration": "limit",
+                "changes_processed": limit["changes"], "seconds": limit["seconds"],
+                "changes_per_s": limit["changes_per_s"], "rows_per_s": limit["rows_per_s"],
+                "latency_p50_s": 0.0, "latency_p95_s": 0.0, "latency_max_s": 0.0,
+                "peak_rss_mb": {},
+            })  # fmt: skip
+    return out
+
+
 def ratios(results: list[dict[str, Any]]) -> None:
     for workload in WORKLOADS:
         rows = {r["configuration"]: r for r in results if r["workload"] == workload}
         for row in rows.values():
+            if "limit" in rows and rows["limit"]["changes_per_s"]:
+                row["vs_limit"] = row["changes_per_s"] / rows["limit"]["changes_per_s"]
             for base in ("direct", "dagster-stock"):
                 if base in rows and rows[base]["changes_per_s"]:
                     row[f"vs_{base}"] = row["changes_per_s"] / rows[base]["changes_per_s"]
@@ -548,7 +574,7 @@ def print_table(results: list[dict[str, Any]], scale: dict[str, Any] | None) -> 
     header = (
         f"{'workload':8} {'configuration':16} {'changes':>8} {'seconds':>8} {'changes/s':>9} "
         f"{'p50 s':>6} {'p95 s':>6} {'max s':>6} {'worker MB':>9} {'daemon MB':>9} "
-        f"{'vs direct':>9} {'vs stock':>9}"
+        f"{'vs direct':>9} {'vs stock':>9} {'vs limit':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -557,18 +583,20 @@ def print_table(results: list[dict[str, Any]], scale: dict[str, Any] | None) -> 
         worker = rss.get("worker", rss.get("direct"))
         vs_direct = r.get("vs_direct")
         vs_stock = r.get("vs_dagster-stock")
+        vs_limit = r.get("vs_limit")
         print(
             f"{r['workload']:8} {r['configuration']:16} {r['changes_processed']:8d} "
             f"{r['seconds']:8.1f} {r['changes_per_s']:9.1f} {r['latency_p50_s']:6.1f} "
             f"{r['latency_p95_s']:6.1f} {r['latency_max_s']:6.1f} "
             f"{worker if worker is not None else '-':>9} {rss.get('daemon', '-'):>9} "
             f"{f'{vs_direct:.2f}x' if vs_direct else '-':>9} "
-            f"{f'{vs_stock:.1f}x' if vs_stock else '-':>9}"
+            f"{f'{vs_stock:.1f}x' if vs_stock else '-':>9} "
+            f"{f'{vs_limit:.3f}x' if vs_limit else '-':>9}"
         )
     print(
         "(changes: processed, those the actions caused included; latency: commit -> "
         "processed; MB: peak RSS of one worker tree / the direct process, and of the daemon "
-        "tree)"
+        "tree; limit: the direct burst's rows written straight, no engine)"
     )
     if scale:
         for name, what in (
@@ -599,6 +627,10 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument(
+        "--limit", action=argparse.BooleanOptionalAction, default=True,
+        help="after the direct burst, time its rows written straight (the limit row)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     configs = [CONFIG_BY_NAME[c] for c in args.configs.split(",") if c]
@@ -611,6 +643,7 @@ def main() -> None:
                 n = sizes.get(config.name, args.burst)
                 results.append(measure(config, workload, n, args, Path(tmp)))
         scale = sensor_scale(args) if args.sensor_rows else None
+    results = with_limit(results)
     ratios(results)
     print()
     print(
