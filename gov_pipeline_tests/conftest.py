@@ -158,9 +158,47 @@ def redis_prefix() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def dagster_storage_url(postgres_url: str) -> Iterator[str]:
-    """A PostgreSQL database for Dagster's run storage, for this test run."""
+    """A PostgreSQL database for Dagster's run storage, for this test run. The code servers
+    the tests' launch-mode workers left behind are stopped before it is dropped: a code server
+    asked to shut down first reads its ended runs from this database, and waits for ever once
+    the database is gone."""
     with own_database("_dagster") as url:
         yield url
+        stop_leftover_code_servers()
+
+
+def stop_leftover_code_servers(grace_s: float = 5.0) -> int:
+    """Kill this process's child `dagster api grpc` servers still alive after `grace_s`;
+    returns how many were killed."""
+    import signal
+    import time
+
+    def children() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):  # gone meanwhile, or unreadable
+                continue
+            if ppid == os.getpid() and b"dagster api grpc" in cmdline:
+                found.append(int(entry.name))
+        return found
+
+    deadline = time.monotonic() + grace_s
+    while children() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = children()
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    return len(left)
 
 
 class RedisServer:
