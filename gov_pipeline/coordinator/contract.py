@@ -39,6 +39,7 @@ from dagster import (
     String,
 )
 
+from gov_pipeline.coordinator.states import Outcome
 from gov_pipeline.dagster_internals import (
     ACTIVE_RUN_STATUSES,
     ConcurrencyConfig,
@@ -207,15 +208,11 @@ def fallback_blocker(
     return None
 
 
-# What `launch` did with a run the launcher could not take.
-REQUEUED = "requeued"
-
-
 def launch(
     instance: DagsterInstance, run: DagsterRun, workspace: Any, settings: QueueSettings
 ) -> str | None:
     """Launch a claimed run as Dagster's dequeuer does: the STARTING event, then the run
-    launcher. None when launched; REQUEUED when the code server could not be reached and
+    launcher. None when launched; `Outcome.REQUEUED` when the code server could not be reached and
     `max_user_code_failure_retries` allows another try (a new enqueue event, as Dagster's);
     otherwise the run's status after the failed launch (failed with the error as Dagster
     does, or left as it had moved on)."""
@@ -256,7 +253,7 @@ def _launch_failed(
                 run, EngineEventData.engine_error(error),
             )  # fmt: skip
             instance.report_dagster_event(DagsterEvent.job_enqueue(run), run_id=run_id)
-            return REQUEUED
+            return Outcome.REQUEUED
         message = f"Run dequeue failed to reach the user code server after {retries} attempts"
     else:
         message = "Caught an unrecoverable error while launching the run"

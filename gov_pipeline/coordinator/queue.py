@@ -82,6 +82,15 @@ class TagLimit:
             )
         return cls(str(raw["key"]), int(raw["limit"]), None if value is None else str(value))
 
+    def as_dagster(self) -> dict[str, Any]:
+        """The entry in Dagster's form again (what `parse` reads)."""
+        data: dict[str, Any] = {"key": self.key, "limit": self.limit}
+        if self.per_unique:
+            data["value"] = {"applyLimitPerUniqueValue": True}
+        elif self.value is not None:
+            data["value"] = self.value
+        return data
+
     def as_lua(self) -> dict[str, Any]:
         data: dict[str, Any] = {"key": self.key, "limit": self.limit, "per_unique": self.per_unique}
         if self.value is not None:

@@ -212,12 +212,7 @@ class RedisRunCoordinator(QueuedRunCoordinator):
             for lane, limit in sorted(self.limits.lanes.items())
             if limit >= 0
         ]
-        tags = [
-            {"key": t.key, "limit": t.limit,
-             **({"value": {"applyLimitPerUniqueValue": True}} if t.per_unique
-                else {"value": t.value} if t.value is not None else {})}
-            for t in self.limits.tag_limits if t.limit >= 0
-        ]  # fmt: skip
+        tags = [t.as_dagster() for t in self.limits.tag_limits if t.limit >= 0]
         order = {"key": self.ordering_tag, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
         return [*lanes, *tags, order]
 

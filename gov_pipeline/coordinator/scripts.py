@@ -17,8 +17,8 @@ local function now_ms()
 end
 """
 
-# Make the ordering line's head the first run of its list (or none when it is empty).
-# Used with `heads` at KEYS[h], the line at KEYS[o], its value in `value`.
+# Make the ordering line's head the first run of its list (or none when it is empty):
+# reset_head(the heads hash, the line's list, its ordering value), both keys from KEYS.
 _RESET_HEAD = """
 local function reset_head(heads_key, line_key, value)
   local first = redis.call('LINDEX', line_key, 0)

@@ -385,10 +385,9 @@ class Worker:
         until it ends. The outcome (REQUEUED: back in line, its code server unreachable)."""
         workspace = self._workspace_context.create_request_context()
         failed = contract.launch(self.instance, run, workspace, self.coordinator.settings)
-        if failed == contract.REQUEUED:
+        if failed == Outcome.REQUEUED:
             not_before = contract.retry_at(self.coordinator.settings)
             self.queue.requeue(run.run_id, "code server unreachable at launch", not_before)
-            return Outcome.REQUEUED
         if failed is not None:
             return failed
         return self._wait_until_ended(run.run_id)
