@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, literal, select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gov_pipeline.config import Settings
-from gov_pipeline.db.bulk import insert_ignore
-from gov_pipeline.db.engine import is_postgres
+from gov_pipeline.db.bulk import buffer_rows, draw_id, insert_ignore
 from gov_pipeline.db.models import ActionRun, EntityChange, Workflow, WorkflowExecution
 from gov_pipeline.domain.errors import action_failed
 from gov_pipeline.domain.statuses import ActionRunStatus, ExecutionStatus
@@ -103,30 +102,6 @@ def claim(
     return claimed.scalars().one_or_none()
 
 
-_ACTION_RUN_IDS = "gov_pipeline.action_run_ids"
-ACTION_RUN_IDS_PER_DRAW = 100
-
-
-def _action_run_id(session: Session) -> int | None:
-    """An action-run id drawn before the action runs, so that its row is written once, with
-    its outcome, instead of written then updated (on PostgreSQL, from the table's sequence,
-    a hundred at a time per transaction; ids of rolled-back work are simply not used).
-    None on SQLite: there the insert assigns it."""
-    if not is_postgres(session):
-        return None
-    pool: list[int] = session.info.setdefault(_ACTION_RUN_IDS, [])
-    if not pool:
-        drawn = session.scalars(
-            text(
-                "SELECT nextval(pg_get_serial_sequence('action_runs', 'id')) "
-                "FROM generate_series(1, :n)"
-            ),
-            {"n": ACTION_RUN_IDS_PER_DRAW},
-        )
-        pool.extend(sorted((int(i) for i in drawn), reverse=True))
-    return pool.pop()
-
-
 def run_actions(
     session: Session,
     settings: Settings,
@@ -151,7 +126,9 @@ def run_actions(
     for index, action in enumerate(actions):
         step_key = f"{prefix}{action.id or index}"
         run = ActionRun(
-            id=_action_run_id(session),
+            # Drawn ahead (PostgreSQL): written once, with its outcome, not written then
+            # updated; the action's own rows refer to it.
+            id=draw_id(session, "action_runs"),
             tenant_id=execution.tenant_id,
             execution_id=execution.id,
             step_key=step_key,
@@ -171,7 +148,8 @@ def run_actions(
         run.status = ActionRunStatus.COMPLETED
         run.result = result
         run.finished_at = datetime.now(UTC)
-        session.add(run)  # with an id drawn ahead: written once, with its outcome
+        if not buffer_rows(session, [run]):  # else with the chunk's rows, at its end
+            session.add(run)
         done.append(step_key)
         awaiting = awaiting or bool(result.get("awaiting"))
         if entity is not None and action.type in ENTITY_WRITING_ACTIONS:
@@ -190,15 +168,63 @@ def run_execution(
     Raises:
         ActionFailedError: an action failed; the caller rolls back and decides on a retry.
     """
-    now = datetime.now(UTC)
-    # The start and the run are set by the claim itself (one statement fewer).
-    started = WorkflowExecution.__table__.c.started_at
-    values: dict[str, Any] = {"started_at": func.coalesce(started, literal(now, started.type))}
-    if run_id:
-        values["dagster_run_id"] = run_id
-    execution = claim(session, execution_id, ExecutionStatus.PENDING, **values)
+    execution = claim(session, execution_id, ExecutionStatus.PENDING)
     if execution is None:
         return None
+    return run_claimed(session, execution, settings, run_id)
+
+
+def claim_pending_of(
+    session: Session, change_ids: Sequence[int]
+) -> dict[int, list[WorkflowExecution]]:
+    """Claim every pending execution of these changes with one statement: change id ->
+    its executions in id order, now `in_progress` for this transaction.
+
+    Rows are locked in id order (two processors claiming overlapping chunks wait on each
+    other instead of deadlocking); a row a concurrent claimer took is re-checked after its
+    commit and left out. The caller runs them all or rolls its transaction back.
+    """
+    if not change_ids:
+        return {}
+    pending = (
+        select(WorkflowExecution.id)
+        .where(
+            WorkflowExecution.change_id.in_(list(change_ids)),
+            WorkflowExecution.status == ExecutionStatus.PENDING,
+        )
+        .order_by(WorkflowExecution.id)
+        .with_for_update()
+    )
+    claimed = session.execute(
+        update(WorkflowExecution)
+        .where(
+            WorkflowExecution.id.in_(pending.scalar_subquery()),
+            WorkflowExecution.status == ExecutionStatus.PENDING,
+        )
+        .values(status=ExecutionStatus.IN_PROGRESS, updated_at=datetime.now(UTC))
+        .returning(WorkflowExecution)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    found: dict[int, list[WorkflowExecution]] = {}
+    for execution in sorted(claimed.scalars(), key=lambda e: e.id):
+        found.setdefault(int(execution.change_id or 0), []).append(execution)
+    return found
+
+
+def run_claimed(
+    session: Session, execution: WorkflowExecution, settings: Settings, run_id: str | None
+) -> ExecutionReport:
+    """Run a claimed execution's actions in the caller's transaction; its start, run and
+    outcome are written with one UPDATE at the next flush.
+
+    Raises:
+        ActionFailedError: an action failed; the caller rolls back and decides on a retry.
+    """
+    now = datetime.now(UTC)
+    if execution.started_at is None:
+        execution.started_at = now
+    if run_id:
+        execution.dagster_run_id = run_id
     workflow = session.get(Workflow, execution.workflow_id)
     assert workflow is not None  # foreign key
     loaded = load_version(session, workflow, execution.workflow_version)

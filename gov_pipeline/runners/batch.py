@@ -1,14 +1,15 @@
 """Processing many changes at once: the path of every run and of `process --sync`.
 
 A batch's changes, with the earlier unprocessed changes of their records (catch-up), are
-matched in bulk and then executed in chunks. One transaction per chunk runs each change's
-approval continuation and executions (each change in a savepoint) and marks the chunk's
-changes processed, so a change's effects commit with its processed marker and a chunk
-costs one commit instead of several per change.
+matched in bulk and then executed in chunks. One transaction per chunk claims the chunk's
+pending executions (one statement), runs each change's approval continuation and
+executions, and marks the chunk's changes processed, so a change's effects commit with its
+processed marker and a chunk costs one commit instead of several per change.
 
 The guarantees are those of one change at a time: claims and unique keys make a replay do
-nothing twice. The first change whose work fails ends its chunk: the changes before it
-commit, the failed attempt is counted on its execution (`record_failure`: failed for good
+nothing twice. The first change whose work fails ends its chunk: the transaction rolls back,
+the changes before it run again and commit (one more transaction, no savepoints on the way
+of success), the failed attempt is counted on its execution (`record_failure`: failed for good
 when the error is permanent or the attempts are used up), and the next chunk starts at that
 change again, after the caller's wait (or the caller raises to retry later). So a record's
 changes still complete in commit order, and a change that cannot succeed fails alone
@@ -29,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.config import Settings
-from gov_pipeline.db.bulk import insert_ignore
+from gov_pipeline.db.bulk import insert_ignore, start_buffering, write_buffered
 from gov_pipeline.db.engine import scope_to_tenant
 from gov_pipeline.db.models import EntityChange, ProcessedChange, Workflow, WorkflowExecution
 from gov_pipeline.domain.batching import compact_ids
@@ -37,8 +38,12 @@ from gov_pipeline.domain.errors import ActionFailedError, ChangeAttemptFailed, I
 from gov_pipeline.domain.retry import RetryPolicy
 from gov_pipeline.domain.statuses import ChangeKind, ChangeOutcome, ExecutionStatus
 from gov_pipeline.engine.continuation import DecisionRefused, continue_after_decision
-from gov_pipeline.engine.execution import ExecutionReport, run_execution
-from gov_pipeline.engine.matching import match_changes, pending_executions_of
+from gov_pipeline.engine.execution import (
+    ExecutionReport,
+    claim_pending_of,
+    run_claimed,
+)
+from gov_pipeline.engine.matching import match_changes
 from gov_pipeline.runners.deliveries import deliver_pending
 from gov_pipeline.runners.retries import record_failure
 from gov_pipeline.services.changes import unprocessed
@@ -166,20 +171,21 @@ def mark_changes_processed(
 
 
 def _run_change(
-    session: Session, change: EntityChange, executions: Sequence[int], settings: Settings,
-    run_id: str | None,
+    session: Session, change: EntityChange, executions: Sequence[WorkflowExecution],
+    settings: Settings, run_id: str | None,
 ) -> tuple[list[ExecutionReport], str | None]:  # fmt: skip
-    """A change's continuation (for a decision), then its pending executions, in order.
+    """A change's continuation (for a decision), then its claimed executions, in order.
 
     Returns:
         What ran, and the reason the change was refused (a decision naming what does not
         belong together), if it was.
 
     Raises:
-        ChangeAttemptFailed: one of them failed (the caller rolls back to its savepoint).
+        ChangeAttemptFailed: one of them failed (the caller rolls its transaction back).
     """
     ran: list[ExecutionReport] = []
     if change.kind == ChangeKind.APPROVAL_DECIDED:
+        write_buffered(session)  # the continuation reads what the chunk did before it
         try:
             done = continue_after_decision(session, change, settings, run_id)
         except _RETRYABLE as exc:
@@ -191,28 +197,38 @@ def _run_change(
             return ran, done.reason
         if done is not None:
             ran.append(done)
-    for execution_id in executions:
+    for execution in executions:
+        execution_id = execution.id
         try:
-            report = run_execution(session, execution_id, settings, run_id)
+            ran.append(run_claimed(session, execution, settings, run_id))
+            session.flush()  # a write that fails is this execution's failure
         except _RETRYABLE as exc:
             raise ChangeAttemptFailed(change.id, execution_id, exc) from exc
-        if report is not None:
-            ran.append(report)
     return ran, None
 
 
 _RETRYABLE = (ActionFailedError, SQLAlchemyError)
 
 
-def _skip_executions(session: Session, execution_ids: Sequence[int], reason: str) -> None:
+def _skip_executions(
+    session: Session, executions: Sequence[WorkflowExecution], reason: str
+) -> None:
     """The workflows listening to a refused decision do not run on it."""
     now = datetime.now(UTC)
-    for execution_id in execution_ids:
-        execution = session.get(WorkflowExecution, execution_id)
-        if execution is not None and execution.status == ExecutionStatus.PENDING:
+    for execution in executions:
+        if execution.status == ExecutionStatus.IN_PROGRESS:  # claimed by this chunk
             execution.status = ExecutionStatus.SKIPPED
             execution.status_reason = reason
             execution.finished_at = now
+
+
+class _ChunkFailed(Exception):
+    """A change of the chunk failed: its transaction rolls back (raised inside it)."""
+
+    def __init__(self, index: int, failure: ChangeAttemptFailed) -> None:
+        super().__init__(str(failure))
+        self.index = index
+        self.failure = failure
 
 
 def _run_chunk(
@@ -226,12 +242,38 @@ def _run_chunk(
 ) -> tuple[int, ChangeAttemptFailed | None]:
     """Run the chunk's changes in one transaction, stopping at the first that fails.
 
+    No savepoint per change: when a change fails, the whole transaction rolls back and the
+    changes before it run again as one transaction (a failure costs its chunk's prefix
+    once; success costs no statement for it).
+
     Returns:
         How many changes of the chunk committed, and the failure that stopped it (if any).
     """
-    done: list[int] = []
+    try:
+        _attempt_chunk(sessions, tenant, chunk, settings, run_id, processed_by, report)
+    except _ChunkFailed as failed:
+        if failed.index == 0:
+            return 0, failed.failure
+        committed, again = _run_chunk(
+            sessions, tenant, chunk[: failed.index], settings, run_id, processed_by, report
+        )
+        return committed, again or failed.failure
+    return len(chunk), None
+
+
+def _attempt_chunk(
+    sessions: sessionmaker[Session],
+    tenant: str,
+    chunk: Sequence[int],
+    settings: Settings,
+    run_id: str | None,
+    processed_by: str | None,
+    report: BatchReport,
+) -> None:
+    """Run every change of the chunk and commit; `_ChunkFailed` (nothing committed) if one
+    fails."""
     ran: list[ExecutionReport] = []
-    failed: ChangeAttemptFailed | None = None
+    refused: dict[int, str] = {}
     with sessions.begin() as session:
         scope_to_tenant(session, tenant)  # row-level security: this tenant's rows only
         session.info[ROLE_CACHE] = {}  # role holders, read once per chunk
@@ -245,28 +287,24 @@ def _run_chunk(
             load_entities(session, list(changes.values())),
             session.scalars(select(Workflow).where(Workflow.tenant_id.in_(tenants))).all(),
         )
-        pending = pending_executions_of(session, list(chunk))
-        refused: dict[int, str] = {}
-        for change_id in chunk:
+        pending = claim_pending_of(session, list(chunk))
+        start_buffering(session)  # action runs and notifications: written at the end
+        for index, change_id in enumerate(chunk):
             try:
-                with session.begin_nested():
-                    did, refusal = _run_change(
-                        session, changes[change_id], pending.get(change_id, []), settings,
-                        run_id,
-                    )  # fmt: skip
+                did, refusal = _run_change(
+                    session, changes[change_id], pending.get(change_id, []), settings, run_id
+                )
             except ChangeAttemptFailed as failure:
-                failed = failure
-                break
+                raise _ChunkFailed(index, failure) from failure
             ran.extend(did)
             if refusal is not None:
                 refused[change_id] = refusal
-            done.append(change_id)
-        mark_changes_processed(session, done, processed_by, refused)
+        write_buffered(session)
+        mark_changes_processed(session, chunk, processed_by, refused)
     report.refused.update(refused)
     report.commits += 1
-    report.changes.extend(done)
+    report.changes.extend(chunk)
     report.ran.extend(ran)
-    return len(done), failed
 
 
 @dataclass(frozen=True)
