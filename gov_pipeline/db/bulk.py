@@ -1,9 +1,13 @@
-"""Bulk writes that skip rows hitting a unique key, for both databases."""
+"""Bulk writes for both databases: rows that skip a unique key they hit, and rows kept
+back to be written together at the end of a chunk."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import insert, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -34,3 +38,86 @@ def insert_ignore(
     # render_nulls: the ORM would leave out None values, and rows whose None columns differ
     # would go in separate statements (a 1,000-row insert became hundreds).
     return len(session.execute(many, rows, execution_options={"render_nulls": True}).all())
+
+
+# -- rows written at the end of a chunk ---------------------------------------------------
+
+_BUFFER = "gov_pipeline.row_buffer"
+
+
+def start_buffering(session: Session) -> None:
+    """From now on, rows `buffer_rows` is given wait in the session for `write_buffered`,
+    which writes them with one multi-row INSERT per table (PostgreSQL: the ids are drawn
+    ahead with `draw_id`, so nothing needs the row written to refer to it)."""
+    if is_postgres(session):
+        session.info[_BUFFER] = {}
+
+
+def buffering(session: Session) -> bool:
+    return _BUFFER in session.info
+
+
+def buffer_rows(session: Session, objects: Sequence[Any]) -> bool:
+    """Keep `objects` (new rows whose ids are set) to be written by `write_buffered`.
+
+    Returns:
+        False when the session is not buffering: the caller adds them to the session.
+    """
+    buffer: dict[type[Any], list[Any]] | None = session.info.get(_BUFFER)
+    if buffer is None:
+        return False
+    for obj in objects:
+        buffer.setdefault(type(obj), []).append(obj)
+    return True
+
+
+def write_buffered(session: Session) -> int:
+    """Write the buffered rows (one INSERT per table and set of columns, 1,000 rows at a
+    time), in the order their tables were first buffered; how many rows."""
+    buffer: dict[type[Any], list[Any]] | None = session.info.get(_BUFFER)
+    if not buffer:
+        return 0
+    written = 0
+    for model, objects in buffer.items():
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for obj in objects:
+            row = _set_columns(model, obj)
+            by_columns.setdefault(tuple(sorted(row)), []).append(row)
+        for rows in by_columns.values():
+            for start in range(0, len(rows), 1000):
+                session.execute(insert(model), rows[start : start + 1000])
+                written += len(rows[start : start + 1000])
+    buffer.clear()
+    return written
+
+
+def _set_columns(model: type[Any], obj: Any) -> dict[str, Any]:
+    """The columns set on a new object; the others get their defaults from the INSERT."""
+    state = sa_inspect(obj).dict
+    return {
+        attr.key: state[attr.key] for attr in model.__mapper__.column_attrs if attr.key in state
+    }
+
+
+def draw_id(session: Session, table: str, per_draw: int = 100) -> int | None:
+    """An id for a new row of `table` drawn before the row is written, so that it is written
+    once, with its outcome (on PostgreSQL, from the table's sequence, `per_draw` at a time
+    per transaction; ids of rolled-back work are simply not used). None on SQLite: there
+    the insert assigns it."""
+    if not is_postgres(session):
+        return None
+    pools: dict[str, list[int]] = session.info.setdefault(_ID_POOLS, {})
+    pool = pools.setdefault(table, [])
+    if not pool:
+        drawn = session.scalars(
+            text(
+                f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": per_draw},
+        )
+        pool.extend(sorted((int(i) for i in drawn), reverse=True))
+    return pool.pop()
+
+
+_ID_POOLS = "gov_pipeline.id_pools"

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gov_pipeline.db.bulk import buffer_rows, buffering, draw_id
 from gov_pipeline.db.models import Notification
 from gov_pipeline.services.emails import queue_emails
 from gov_pipeline.services.tenants import require_tenant, users_with_roles
@@ -46,6 +47,7 @@ def send(
     address, when the session's process sends email); returns the notifications' ids."""
     rows = [
         Notification(
+            id=draw_id(session, "notifications") if buffering(session) else None,
             tenant_id=tenant_id,
             user_id=user,
             type=type,
@@ -59,8 +61,9 @@ def send(
         )
         for user in recipients
     ]
-    session.add_all(rows)
-    session.flush()
+    if not buffer_rows(session, rows):  # else written with the chunk's rows, at its end
+        session.add_all(rows)
+        session.flush()
     queue_emails(session, rows)
     return [r.id for r in rows]
 
