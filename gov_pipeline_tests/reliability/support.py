@@ -232,8 +232,11 @@ class Stack:
             )
 
     def check(self) -> VerifyReport:
+        """The checker, once settled: every change was processed (`settled`), so the grace
+        only spares runs being submitted right now (the daemon's periodic governance
+        refresh, whose run is NOT_STARTED for the moment its submit takes)."""
         with self.sessions.begin() as session:
-            return verify_with_runs(session, self.c.instance, grace_s=0, stuck_s=60)
+            return verify_with_runs(session, self.c.instance, grace_s=10, stuck_s=60)
 
     def log_tail(self, chars: int = 3000) -> str:
         return "\n".join(

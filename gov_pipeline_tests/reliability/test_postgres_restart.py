@@ -38,7 +38,7 @@ def test_postgres_restarted_during_processing(
             tmp_path, app_url, dagster_storage_url, REDIS_URL, redis_prefix, workers=2,
             env={"GOV_PIPELINE_BATCH_SIZE": "8"},
         ) as s:  # fmt: skip
-            s.write_updates(100)
+            s.write_updates(48)
             wait_for(
                 lambda: s.run_statuses().get("SUCCESS", 0) > 0 and s.running_runs() > 0,
                 180,
@@ -49,7 +49,7 @@ def test_postgres_restarted_during_processing(
             s.engine.dispose()
             server.restart()
             restarted_at = time.monotonic()
-            s.write_updates(20)  # writers come back too
+            s.write_updates(10)  # writers come back too
             s.wait_settled(300)
             recovery = time.monotonic() - restarted_at
             report = s.check()

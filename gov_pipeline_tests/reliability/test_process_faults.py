@@ -27,9 +27,9 @@ def test_worker_sigkill_mid_run(
     _truncate_all(postgres_url)
     with running_stack(
         tmp_path, postgres_url, dagster_storage_url, REDIS_URL, redis_prefix, workers=2,
-        env={"GOV_PIPELINE_BATCH_SIZE": "25"},
+        env={"GOV_PIPELINE_BATCH_SIZE": "15"},
     ) as s:  # fmt: skip
-        s.write_updates(100)
+        s.write_updates(60)
         queue = s.c.instance.run_coordinator.queue
         killed_runs: list[str] = []
         kill_at = time.monotonic()
@@ -69,7 +69,7 @@ def test_worker_sigkill_mid_run(
                 break  # the kill hit a run in flight
             # It finished just before the kill landed: try again on the next run.
             assert attempt < 4, "no kill hit a run in flight"
-            s.write_updates(25)
+            s.write_updates(15)
         s.wait_settled(300)
         recovery = time.monotonic() - kill_at
         report = s.check()
@@ -95,7 +95,7 @@ def test_daemon_sigkill_mid_tick(
         tmp_path, postgres_url, dagster_storage_url, REDIS_URL, redis_prefix, workers=2,
         env={"GOV_PIPELINE_BATCH_SIZE": "2"},
     ) as s:  # fmt: skip
-        s.write_updates(60)  # ~40 runs of 2 changes: the tick takes seconds to submit them
+        s.write_updates(36)  # ~18 runs of 2 changes: the tick takes seconds to submit them
         wait_for(lambda: len(s.c.instance.get_runs()) > 0, 180, "the tick to submit", 0.05)
         s.kill_daemon()
         kill_at = time.monotonic()

@@ -38,7 +38,7 @@ def test_redis_flushed_during_a_burst(
         tmp_path, postgres_url, dagster_storage_url, redis_server.url, redis_prefix,
         workers=2, env={"GOV_PIPELINE_BATCH_SIZE": "8"},
     ) as s:  # fmt: skip
-        s.write_updates(100)
+        s.write_updates(48)
         wait_for(lambda: _mid_burst(s.run_statuses()), 180, "runs done and runs waiting", 0.1)
         waiting = s.run_statuses().get("QUEUED", 0)
         redis.Redis.from_url(redis_server.url).flushall()
@@ -68,11 +68,11 @@ def test_redis_unreachable_for_30s_during_a_burst(
         tmp_path, postgres_url, dagster_storage_url, redis_server.url, redis_prefix,
         workers=2, env={"GOV_PIPELINE_BATCH_SIZE": "8"},
     ) as s:  # fmt: skip
-        s.write_updates(80)
+        s.write_updates(40)
         wait_for(lambda: _mid_burst(s.run_statuses()), 180, "runs done and runs waiting", 0.1)
         redis_server.stop()
         down_at = time.monotonic()
-        s.write_updates(20)  # the burst goes on during the outage
+        s.write_updates(12)  # the burst goes on during the outage
         wait_for(
             lambda: any(
                 "Redis unreachable at submit" in (e.message or "")
