@@ -38,6 +38,7 @@ OF_CHANGES = "change_id BETWEEN {lo} AND {hi}"
 OF_EXECUTIONS = f"execution_id IN (SELECT id FROM workflow_executions WHERE {OF_CHANGES})"
 OUTPUTS = {
     "workflow_executions": OF_CHANGES,
+    "change_skips": OF_CHANGES,
     "action_runs": OF_EXECUTIONS,
     "approvals": OF_EXECUTIONS,
     "notifications": OF_EXECUTIONS,

@@ -277,6 +277,12 @@ def figures(sessions: sessionmaker[Session], after: int) -> dict[str, Any]:
                 {"after": after},
             ).all()
         )
+        skipped = session.scalar(
+            text("SELECT coalesce(sum(skipped), 0) FROM change_skips WHERE change_id > :after"),
+            {"after": after},
+        )
+        if skipped:
+            by_status["skipped"] = by_status.get("skipped", 0) + int(skipped)
     latency = [(done - made).total_seconds() for made, done in rows]
     span = (max(d for _, d in rows) - min(m for m, _ in rows)).total_seconds()
     return {

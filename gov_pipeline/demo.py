@@ -53,6 +53,7 @@ from gov_pipeline.runners.emails import send_pending
 from gov_pipeline.runners.escalation import escalate_overdue
 from gov_pipeline.runners.sync import process_pending
 from gov_pipeline.services import approvals, policies, records, tenants, workflows
+from gov_pipeline.services.skips import skipped_total
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "workflows"
 TENANT = "acme"
@@ -337,6 +338,7 @@ def dagster_runs(dagster_home: Path) -> list[tuple[str, str, str, str]]:
 def summary(sessions: sessionmaker[Session]) -> str:
     with sessions.begin() as session:
         executions = Counter(session.scalars(select(WorkflowExecution.status)))
+        executions["skipped"] += skipped_total(session)  # the changes' skip rows
         steps = Counter(session.scalars(select(Approval.status)))
         notes = Counter(session.scalars(select(Notification.type)))
         tasks = session.scalars(select(Task)).all()

@@ -48,6 +48,7 @@ from gov_pipeline.db.models import (
 from gov_pipeline.domain.entities import KINDS
 from gov_pipeline.domain.lifecycle import LIFECYCLES
 from gov_pipeline.domain.statuses import ActionRunStatus, ChangeKind, EntityType, ExecutionStatus
+from gov_pipeline.services.skips import skip_rows, skipped_pairs, skipped_total
 
 DEFAULT_GRACE_S = 60.0
 DEFAULT_STUCK_S = 600.0
@@ -186,7 +187,31 @@ def check_one_execution_per_change(
     )
     for workflow_id, change_id, n in session.execute(duplicated):
         result.add({"workflow_id": workflow_id, "change_id": change_id, "executions": n}, cap)
+    _add_skipped_and_run(session, tenant, cap, result)
     return result
+
+
+def _add_skipped_and_run(
+    session: Session, tenant: str | None, cap: int, result: InvariantResult
+) -> None:
+    """A (workflow, change) both in a skip row and with an execution was decided twice."""
+    pairs = set(skipped_pairs(session, tenant))
+    result.checked += len(pairs)
+    changes = sorted({change_id for _, change_id in pairs})
+    for start in range(0, len(changes), 1000):
+        query = _scoped(
+            select(WorkflowExecution.workflow_id, WorkflowExecution.change_id).where(
+                WorkflowExecution.change_id.in_(changes[start : start + 1000])
+            ),
+            WorkflowExecution.tenant_id,
+            tenant,
+        )
+        for workflow_id, change_id in session.execute(query):
+            if (int(workflow_id), int(change_id or 0)) in pairs:
+                result.add(
+                    {"workflow_id": workflow_id, "change_id": change_id, "executions": 1,
+                     "also_skipped": True}, cap,
+                )  # fmt: skip
 
 
 def _duplicates(
@@ -451,6 +476,13 @@ def _counts(session: Session, query: Any) -> dict[str, int]:
     return {str(key): int(n) for key, n in session.execute(query).all()}
 
 
+def _with_skips(by_status: dict[str, int], skipped: int) -> dict[str, int]:
+    """Execution rows by status, with the skips of the skip rows counted as `skipped`."""
+    if skipped:
+        by_status[ExecutionStatus.SKIPPED] = by_status.get(ExecutionStatus.SKIPPED, 0) + skipped
+    return by_status
+
+
 def figures(session: Session, tenant: str | None) -> dict[str, Any]:
     """Counts of the data: changes, processed, executions by status, effects."""
 
@@ -472,14 +504,20 @@ def figures(session: Session, tenant: str | None) -> dict[str, Any]:
         "records_by_entity_type": {str(t): total(ENTITY_MODELS[t]) for t in KINDS},
         "processed": total(ProcessedChange),
         "executions": total(WorkflowExecution),
-        "executions_by_status": _counts(
-            session,
-            _scoped(
-                select(WorkflowExecution.status, func.count()).group_by(WorkflowExecution.status),
-                WorkflowExecution.tenant_id,
-                tenant,
+        "executions_by_status": _with_skips(
+            _counts(
+                session,
+                _scoped(
+                    select(WorkflowExecution.status, func.count()).group_by(
+                        WorkflowExecution.status
+                    ),
+                    WorkflowExecution.tenant_id,
+                    tenant,
+                ),
             ),
+            skipped_total(session, tenant=tenant),
         ),
+        "change_skips": skip_rows(session, tenant),
         "action_runs": total(ActionRun),
         "notifications": total(Notification),
         "tasks": total(Task),

@@ -659,6 +659,22 @@ class WebhookDelivery(Base, Timestamps):
     unsigned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
+class ChangeSkip(Base):
+    """The workflows a change did not match, and why: one row per matched change with skips
+    (compact skips), written with the change's executions. A replay of the change's
+    matching leaves these workflows out."""
+
+    __tablename__ = "change_skips"
+    __table_args__ = (Index("ix_change_skips_created", "tenant_id", "created_at"),)
+
+    change_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    # [{"workflow_id": .., "workflow_version": .., "reason": ..}, ...] in workflow order
+    workflows: Mapped[list[Any]]
+    skipped: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
 class ProcessedChange(Base):
     """A change whose workflows have all been handled; lets a run process an entity's
     earlier changes first, so per-entity order holds whatever order runs start in."""

@@ -34,6 +34,7 @@ from gov_pipeline.domain.statuses import (
     ExecutionStatus,
 )
 from gov_pipeline.domain.storable import check_storable
+from gov_pipeline.services.skips import list_skips
 from gov_pipeline.services.tenants import check_identifier, require_tenant
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def list_executions(
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     """Newest first, with the workflow's name (`entity`: only those about this (entity type,
-    id)).
+    id)); the workflows a change skipped (`change_skips`) are entries with `id` None.
 
     Raises:
         InvalidInputError: bad limit or status.
@@ -85,7 +86,15 @@ def list_executions(
             WorkflowExecution.entity_type == entity[0], WorkflowExecution.entity_id == entity[1]
         )
     rows = session.execute(query.order_by(WorkflowExecution.id.desc()).limit(limit)).all()
-    return [{**row_to_dict(e), "workflow": name} for e, name in rows]
+    found = [{**row_to_dict(e), "workflow": name} for e, name in rows]
+    if status not in (None, ExecutionStatus.SKIPPED):
+        return found
+    # Compact skips (one row per change) show as skipped entries without an id.
+    skipped = list_skips(session, tenant_id, workflow=workflow, entity=entity, limit=limit)
+    merged = sorted(
+        found + skipped, key=lambda r: datetime.fromisoformat(str(r["created_at"])), reverse=True
+    )
+    return merged[:limit]
 
 
 def get_execution(

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from gov_pipeline.db.models import Approval, EntityChange, Policy, Workflow, WorkflowExecution
 from gov_pipeline.domain.statuses import ApprovalStatus, ExecutionStatus
 from gov_pipeline.services.changes import unprocessed
+from gov_pipeline.services.skips import skips_by_workflow
 
 FAILED_LISTED = 100  # failed executions listed in full (all are counted)
 
@@ -124,7 +125,11 @@ def workflow_outcomes(session: Session, now: datetime, window: timedelta) -> Out
         .group_by(WorkflowExecution.tenant_id, Workflow.name, WorkflowExecution.status)
         .order_by(WorkflowExecution.tenant_id, Workflow.name, WorkflowExecution.status)
     )
-    outcomes.by_workflow = [(str(t), str(w), str(s), int(n)) for t, w, s, n in counted]
+    by_workflow = {(str(t), str(w), str(s)): int(n) for t, w, s, n in counted}
+    for (tenant, name), n in skips_by_workflow(session, since).items():
+        key = (tenant, name, str(ExecutionStatus.SKIPPED))
+        by_workflow[key] = by_workflow.get(key, 0) + n
+    outcomes.by_workflow = [(t, w, s, n) for (t, w, s), n in sorted(by_workflow.items())]
     failed = WorkflowExecution.status == ExecutionStatus.FAILED
     outcomes.failed_total = int(
         session.scalar(select(func.count()).select_from(WorkflowExecution).where(failed)) or 0

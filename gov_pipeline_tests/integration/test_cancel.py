@@ -18,6 +18,7 @@ from gov_pipeline.db.models import (
     WorkflowExecution,
 )
 from gov_pipeline.domain.errors import ConflictError, InvalidInputError, NotFoundError
+from gov_pipeline.engine.manual import start_manual_execution
 from gov_pipeline.runners.batch import match_planned, plan_run, process_batch
 from gov_pipeline.runners.deliveries import deliver_pending
 from gov_pipeline.services import approvals
@@ -233,9 +234,16 @@ def test_what_cannot_be_cancelled(
     apply_yaml(sessions, NOT_ALLOWED, name="done", actions=[{"type": "notify", "users": ["x"],
                "title": "t"}])  # fmt: skip
     apply_yaml(sessions, NOT_ALLOWED, name="never", conditions={"policy_type": "Finance"})
-    move(sessions, new_policy(sessions), "in_review")
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
     process(sessions, settings)
     completed = _one(sessions, WorkflowExecution, WorkflowExecution.status == "completed")
+    # A change's skips are its skip row; a manual run whose conditions are false is a
+    # skipped execution row.
+    with sessions.begin() as session:
+        start_manual_execution(
+            session, tenant_id="acme", workflow="never", entity_id=pid, request_key="k"
+        )
     skipped = _one(sessions, WorkflowExecution, WorkflowExecution.status == "skipped")
 
     with pytest.raises(ConflictError) as refused:

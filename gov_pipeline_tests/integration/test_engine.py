@@ -13,6 +13,7 @@ from gov_pipeline.db.models import (
     ActionRun,
     Approval,
     ConsumerCursor,
+    EntityChange,
     Notification,
     Policy,
     Task,
@@ -26,7 +27,9 @@ from gov_pipeline.domain.entity_fields import (
 )
 from gov_pipeline.embedded.webhook_receiver import webhook_receiver
 from gov_pipeline.engine.actions.registry import HANDLERS
+from gov_pipeline.engine.matching import match_changes
 from gov_pipeline.services.approvals import decide
+from gov_pipeline.services.executions import list_executions
 from gov_pipeline.services.tenants import upsert_user
 from gov_pipeline_tests.integration.engine_support import (
     apply_yaml,
@@ -81,6 +84,12 @@ def _executions(sessions: sessionmaker[Session]) -> list[WorkflowExecution]:
         return list(session.scalars(select(WorkflowExecution).order_by(WorkflowExecution.id)))
 
 
+def _outcomes(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
+    """Executions and the skips of the skip rows, as `executions list` gives them."""
+    with sessions.begin() as session:
+        return list_executions(session, "acme", limit=1000)
+
+
 def test_a_matching_change_runs_each_action_once_and_others_are_skipped_with_a_reason(
     sessions: sessionmaker[Session], settings: Any, people: None
 ) -> None:
@@ -90,10 +99,12 @@ def test_a_matching_change_runs_each_action_once_and_others_are_skipped_with_a_r
     move(sessions, pid, "in_review")
     stats = process(sessions, settings)
     assert stats.changes == 3  # created, in_review, and the task it created (a change too)
-    executions = _executions(sessions)
-    by_status = sorted((e.status, e.status_reason or "") for e in executions)
+    executions = _outcomes(sessions)
+    by_status = sorted((e["status"], e["status_reason"] or "") for e in executions)
     assert [s for s, _ in by_status] == ["completed", "skipped"]
     assert "policy_type eq 'Privacy'" in by_status[1][1]
+    # The skip is the change's skip row, not an execution row.
+    assert [e.status for e in _executions(sessions)] == ["completed"]
     notified = {n.user_id for n in _all(sessions, Notification)}
     assert notified == {"olivia", "carol"}
     task = _all(sessions, Task)[0]
@@ -102,15 +113,43 @@ def test_a_matching_change_runs_each_action_once_and_others_are_skipped_with_a_r
         "high",
         "Review Access control",
     )
-    done = next(e for e in executions if e.status == "completed")
-    assert done.assignee_id == "carol" and done.workflow_version == 1
+    done = next(e for e in executions if e["status"] == "completed")
+    assert done["assignee_id"] == "carol" and done["workflow_version"] == 1
     # The same changes again (a replay from the start) change nothing.
     with sessions.begin() as session:
         session.execute(text("DELETE FROM consumer_cursors"))
     process(sessions, settings)
-    assert len(_executions(sessions)) == 2
+    assert len(_outcomes(sessions)) == 2
     assert count(sessions, Notification) == 3  # 2 notify + 1 task_assigned
     assert count(sessions, Task) == 1
+
+
+def test_a_workflow_skipped_for_a_change_stays_skipped_when_the_change_is_matched_again(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    """Matching is replayed when a run fails after it: the skip row keeps the decision,
+    even though the entity now satisfies the conditions (no execution appears)."""
+    apply_yaml(sessions, NEVER)
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    with sessions.begin() as session:
+        change = session.scalars(
+            select(EntityChange).where(EntityChange.kind == "status_changed")
+        ).one()
+        (first,) = match_changes(session, [change], settings)
+    assert list(first.skipped) == ["privacy only"]
+    with sessions.begin() as session:
+        session.execute(
+            text("UPDATE policies SET policy_type = 'Privacy' WHERE id = :id"), {"id": pid}
+        )
+    with sessions.begin() as session:
+        change = session.get(EntityChange, change.id)
+        assert change is not None
+        (again,) = match_changes(session, [change], settings)
+    assert (again.matched, again.skipped, again.executions) == ([], {}, [])
+    assert _executions(sessions) == []
+    (skip,) = _outcomes(sessions)
+    assert skip["change_id"] == change.id and "policy_type" in skip["status_reason"]
 
 
 def _all(sessions: sessionmaker[Session], model: type[Any]) -> list[Any]:
@@ -267,8 +306,9 @@ def test_a_change_for_a_vanished_entity_is_skipped_with_a_reason(
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM policies WHERE id = :id"), {"id": pid})
     process(sessions, settings)
-    (execution,) = _executions(sessions)
-    assert execution.status == "skipped" and "not found" in (execution.status_reason or "")
+    assert _executions(sessions) == []
+    (skip,) = _outcomes(sessions)
+    assert skip["status"] == "skipped" and "not found" in (skip["status_reason"] or "")
 
 
 def test_two_processors_at_once_produce_each_effect_once(

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gov_pipeline.db.models import Notification, Workflow, WorkflowExecution, WorkflowVersion
+from gov_pipeline.db.models import Notification, Workflow, WorkflowVersion
 from gov_pipeline.domain.definitions import parse_definition
 from gov_pipeline.domain.errors import DefinitionError, NotFoundError
+from gov_pipeline.services.executions import list_executions
 from gov_pipeline.services.workflows import COMPILED, apply_definition, load_version
 from gov_pipeline_tests.integration.engine_support import (
     apply_yaml,
@@ -183,7 +184,7 @@ def test_code_like_payloads_are_data_end_to_end(
     miss = new_policy(sessions, title="7", content=payloads[4])
     process(sessions, settings_)
     with sessions.begin() as session:
-        executions = {e.entity_id: e.status for e in session.scalars(select(WorkflowExecution))}
+        executions = {e["entity_id"]: e["status"] for e in list_executions(session, "acme")}
         (note,) = session.scalars(select(Notification)).all()
         assert (note.title, note.message) == (
             f"{payloads[1]} {payloads[2][:150]}"[:500],

@@ -12,6 +12,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.models import (
+    ChangeSkip,
     EntityChange,
     Notification,
     Policy,
@@ -20,6 +21,7 @@ from gov_pipeline.db.models import (
 )
 from gov_pipeline.domain.errors import InvalidInputError
 from gov_pipeline.services import policies
+from gov_pipeline.services.executions import list_executions
 from gov_pipeline_tests.integration.engine_support import (
     apply_yaml,
     count,
@@ -155,13 +157,14 @@ def test_a_change_for_an_unknown_entity_is_skipped_with_the_reason(
     change_id = _insert_change(engine, "acme", entity_id)
     process(sessions, settings)
     with sessions.begin() as session:
-        (execution,) = session.scalars(select(WorkflowExecution)).all()
-        assert (execution.change_id, execution.status, execution.entity_id) == (
+        assert session.scalars(select(WorkflowExecution)).all() == []
+        (skip,) = list_executions(session, "acme")
+        assert (skip["change_id"], skip["status"], skip["entity_id"]) == (
             change_id,
             "skipped",
             entity_id,
         )
-        assert execution.status_reason == f"policy {entity_id} not found in tenant acme"
+        assert skip["status_reason"] == f"policy {entity_id} not found in tenant acme"
         assert session.get(ProcessedChange, change_id) is not None
     assert count(sessions, Notification) == 0
 
@@ -178,10 +181,11 @@ def test_a_change_of_another_tenants_entity_is_not_run_on_it(
     change_id = _insert_change(engine, "acme", str(theirs))
     process(sessions, settings)
     with sessions.begin() as session:
-        (execution,) = session.scalars(select(WorkflowExecution)).all()
-        assert execution.change_id == change_id and execution.status == "skipped"
-        assert "not found in tenant acme" in (execution.status_reason or "")
-        assert "Globex secret" not in str(execution.input)
+        assert session.scalars(select(WorkflowExecution)).all() == []
+        (skip,) = session.scalars(select(ChangeSkip)).all()
+        assert skip.change_id == change_id and skip.tenant_id == "acme"
+        assert "not found in tenant acme" in skip.workflows[0]["reason"]
+        assert "Globex secret" not in str(skip.workflows)
     assert count(sessions, Notification) == 0
 
 

@@ -19,6 +19,7 @@ from gov_pipeline.db.engine import make_engine, make_sessionmaker
 from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
 from gov_pipeline.db.models import (
     ActionRun,
+    ChangeSkip,
     EntityChange,
     Notification,
     ProcessedChange,
@@ -139,6 +140,33 @@ def test_a_second_execution_of_one_workflow_for_one_change(done: sessionmaker[Se
     assert report.get("one_execution_per_change").violations == 1
     assert report.get("one_execution_per_change").examples[0]["executions"] == 2
     assert lost_and_duplicated(report)[1] == 1
+
+
+def test_a_workflow_both_skipped_and_run_for_one_change(done: sessionmaker[Session]) -> None:
+    """A skip row naming a workflow that also has an execution for the change: decided
+    twice, a duplicate (the compact skips are checked against the executions)."""
+    before = _check(done).figures
+    with done.begin() as session:
+        first = _one_execution(session)
+        assert first.change_id is not None
+        session.add(
+            ChangeSkip(
+                change_id=first.change_id, tenant_id=first.tenant_id, skipped=1,
+                workflows=[{"workflow_id": first.workflow_id, "workflow_version": 1,
+                            "reason": "conditions not met: x"}],
+            )
+        )  # fmt: skip
+    report = _check(done)
+    result = report.get("one_execution_per_change")
+    assert result.violations == 1
+    assert result.examples[0] == {
+        "workflow_id": first.workflow_id, "change_id": first.change_id, "executions": 1,
+        "also_skipped": True,
+    }  # fmt: skip
+    assert lost_and_duplicated(report)[1] == 1
+    skipped = before["executions_by_status"].get("skipped", 0)
+    assert report.figures["executions_by_status"]["skipped"] == skipped + 1
+    assert report.figures["change_skips"] == before["change_skips"] + 1
 
 
 def test_an_effect_whose_action_run_vanished_and_an_extra_status_change(
