@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import cast, column, insert, text, update, values
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -71,11 +71,29 @@ def buffer_rows(session: Session, objects: Sequence[Any]) -> bool:
     return True
 
 
+def buffer_update(session: Session, obj: Any, values: dict[str, Any]) -> bool:
+    """Keep an UPDATE of `obj`'s row (by primary key) to be written by `write_buffered`,
+    one statement for every row of its table with the same columns.
+
+    Returns:
+        False when the session is not buffering: the caller sets the values on `obj`.
+    """
+    updates: dict[type[Any], list[dict[str, Any]]] | None = session.info.get(_UPDATES)
+    if _BUFFER not in session.info:
+        return False
+    if updates is None:
+        updates = session.info[_UPDATES] = {}
+    key = type(obj).__mapper__.primary_key[0].key
+    updates.setdefault(type(obj), []).append({key: getattr(obj, key), **values})
+    return True
+
+
 def write_buffered(session: Session) -> int:
     """Write the buffered rows (one INSERT per table and set of columns, 1,000 rows at a
-    time), in the order their tables were first buffered; how many rows."""
+    time, in the order their tables were first buffered), then the buffered updates; how
+    many rows."""
     buffer: dict[type[Any], list[Any]] | None = session.info.get(_BUFFER)
-    if not buffer:
+    if buffer is None:
         return 0
     written = 0
     for model, objects in buffer.items():
@@ -88,6 +106,34 @@ def write_buffered(session: Session) -> int:
                 session.execute(insert(model), rows[start : start + 1000])
                 written += len(rows[start : start + 1000])
     buffer.clear()
+    return written + _write_updates(session)
+
+
+def _write_updates(session: Session) -> int:
+    """`UPDATE t SET ... FROM (VALUES ...) WHERE t.id = v.id`: one statement per table and
+    set of columns, 1,000 rows at a time."""
+    updates: dict[type[Any], list[dict[str, Any]]] = session.info.pop(_UPDATES, {})
+    written = 0
+    for model, rows in updates.items():
+        table = model.__table__
+        key = model.__mapper__.primary_key[0].key
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            by_columns.setdefault(tuple(sorted(row)), []).append(row)
+        for names, group in by_columns.items():
+            columns = [column(n, table.c[n].type) for n in names]
+            for start in range(0, len(group), 1000):
+                part = group[start : start + 1000]
+                given = values(*columns, name="given").data(
+                    [tuple(r[n] for n in names) for r in part]
+                )
+                # VALUES columns are typed by their literals (text): cast to the table's.
+                session.execute(
+                    update(table)
+                    .where(table.c[key] == cast(given.c[key], table.c[key].type))
+                    .values({n: cast(given.c[n], table.c[n].type) for n in names if n != key})
+                )
+                written += len(part)
     return written
 
 
@@ -121,3 +167,4 @@ def draw_id(session: Session, table: str, per_draw: int = 100) -> int | None:
 
 
 _ID_POOLS = "gov_pipeline.id_pools"
+_UPDATES = "gov_pipeline.row_updates"

@@ -18,9 +18,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from gov_pipeline.config import Settings
-from gov_pipeline.db.bulk import buffer_rows, draw_id, insert_ignore
+from gov_pipeline.db.bulk import buffer_rows, buffer_update, draw_id, insert_ignore
 from gov_pipeline.db.models import ActionRun, EntityChange, Workflow, WorkflowExecution
 from gov_pipeline.domain.errors import action_failed
 from gov_pipeline.domain.statuses import ActionRunStatus, ExecutionStatus
@@ -215,26 +216,29 @@ def run_claimed(
     session: Session, execution: WorkflowExecution, settings: Settings, run_id: str | None
 ) -> ExecutionReport:
     """Run a claimed execution's actions in the caller's transaction; its start, run and
-    outcome are written with one UPDATE at the next flush.
+    outcome are written with one UPDATE: at the next flush, or with the chunk's rows at its
+    end when the session keeps them back (`start_buffering`).
 
     Raises:
         ActionFailedError: an action failed; the caller rolls back and decides on a retry.
     """
     now = datetime.now(UTC)
-    if execution.started_at is None:
-        execution.started_at = now
-    if run_id:
-        execution.dagster_run_id = run_id
     workflow = session.get(Workflow, execution.workflow_id)
     assert workflow is not None  # foreign key
     loaded = load_version(session, workflow, execution.workflow_version)
     done, awaiting = run_actions(session, settings, loaded, execution, loaded.definition.actions)
     status = ExecutionStatus.AWAITING_APPROVAL if awaiting else ExecutionStatus.COMPLETED
-    execution.status = status
-    execution.attempts += 1
-    execution.error = None
-    execution.output = {"actions": done}
-    if not awaiting:
-        execution.finished_at = now
+    outcome: dict[str, Any] = {
+        "status": status, "attempts": execution.attempts + 1, "error": None,
+        "output": {"actions": done}, "started_at": execution.started_at or now,
+        "finished_at": None if awaiting else now,
+        "dagster_run_id": run_id or execution.dagster_run_id, "updated_at": now,
+    }  # fmt: skip
+    if buffer_update(session, execution, outcome):
+        for key, value in outcome.items():  # as written: the object is not dirtied
+            set_committed_value(execution, key, value)
+    else:
+        for key, value in outcome.items():
+            setattr(execution, key, value)
     log.info("execution %s (%s) %s: %s", execution.id, loaded.name, status, done)
     return ExecutionReport(execution.id, loaded.name, status, done)
