@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install services browser lint format typecheck test unit demo dev bench bench-parts soak screenshots clean
+.PHONY: help install services browser lint format typecheck test unit demo dev bench bench-big bench-parts soak screenshots clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,11 @@ demo: install ## Run the main flow end to end on the embedded default (no server
 bench: install services ## End-to-end benchmark, four configurations side by side: ~30 min
 	mkdir -p benchmarks/results
 	$(BIN)/python -m benchmarks.pipeline --json benchmarks/results/pipeline.json
+
+bench-big: install services ## 100,000 changes through `ours`: throughput and the worker's RSS over time: ~40 min
+	mkdir -p benchmarks/results
+	$(BIN)/python -m benchmarks.pipeline --configs ours --workloads burst --burst 100000 \
+	  --sensor-rows 0 --timeout 7200 --json benchmarks/results/pipeline_big.json
 
 bench-parts: install services ## Focused benchmarks: capture cost, sync floor, runs/s: ~15 min
 	mkdir -p benchmarks/results

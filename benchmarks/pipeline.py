@@ -138,6 +138,8 @@ class RssSampler:
     def __init__(self, interval_s: float = 0.5) -> None:
         self.roots: dict[str, list[int]] = {}
         self.peak_mb: dict[str, float] = {}
+        # label -> (monotonic time, the largest tree's MB) per sample: RSS over time
+        self.series: dict[str, list[tuple[float, float]]] = {}
         self._interval = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -147,7 +149,9 @@ class RssSampler:
 
     def _sample(self) -> None:
         tree = _children()
+        now = time.monotonic()
         for label, roots in list(self.roots.items()):
+            largest = 0.0
             for root in roots:
                 todo, total = [root], 0
                 while todo:
@@ -155,7 +159,9 @@ class RssSampler:
                     total += _rss_kb(pid)
                     todo.extend(tree.get(pid, []))
                 # per label: the largest single tree (one worker, the daemon)
-                self.peak_mb[label] = max(self.peak_mb.get(label, 0.0), total / 1024)
+                largest = max(largest, total / 1024)
+            self.peak_mb[label] = max(self.peak_mb.get(label, 0.0), largest)
+            self.series.setdefault(label, []).append((now, largest))
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -241,13 +247,19 @@ def outstanding(sessions: sessionmaker[Session], after: int) -> tuple[int, int]:
 
 def wait_processed(
     sessions: sessionmaker[Session], after: int, timeout_s: float, logs: list[Path],
-    label: str,
+    label: str, progress: list[tuple[float, int]] | None = None,
 ) -> None:  # fmt: skip
-    """Until every change after `after` is processed and no execution is pending."""
+    """Until every change after `after` is processed and no execution is pending.
+
+    Args:
+        progress: gets (monotonic time, changes still unprocessed) at every look.
+    """
     deadline = time.monotonic() + timeout_s
     shown = 0.0
     while True:
         left, busy = outstanding(sessions, after)
+        if progress is not None:
+            progress.append((time.monotonic(), left))
         if left == 0 and busy == 0:
             return
         if time.monotonic() > deadline:
@@ -400,8 +412,12 @@ def measure(
         else:
             write_trickle(sessions, args.trickle_s)
         written = time.monotonic() - started
-        wait_processed(sessions, after, args.timeout, logs, label)
+        progress: list[tuple[float, int]] = []
+        wait_processed(sessions, after, args.timeout, logs, label, progress)
         result = figures(sessions, after)
+        if workload == "burst" and args.rss_window:
+            result["rss_windows"] = rss_windows(sampler, progress, args.rss_window)
+            result["rss_window"] = args.rss_window
         if config.coordinator is not None:
             result.update(run_figures(logs[0].parent))
         if config.name == "direct" and workload == "burst" and args.limit:
@@ -429,6 +445,29 @@ def measure(
         f"p95 {result['latency_p95_s']:.1f}s{runs}"
     )
     return result
+
+
+def rss_windows(
+    sampler: RssSampler, progress: list[tuple[float, int]], window: int
+) -> dict[str, dict[str, float]]:
+    """Per process label, the peak RSS while the first `window` changes of the burst were
+    processed and while the last `window` were, and their ratio (is memory flat?)."""
+    if not progress:
+        return {}
+    total = max(left for _, left in progress)
+    first_end = next((t for t, left in progress if total - left >= window), progress[-1][0])
+    last_start = next((t for t, left in progress if left <= window), progress[-1][0])
+    found: dict[str, dict[str, float]] = {}
+    for label, series in sampler.series.items():
+        first = [mb for t, mb in series if progress[0][0] <= t <= first_end]
+        last = [mb for t, mb in series if last_start <= t <= progress[-1][0]]
+        if first and last:
+            found[label] = {
+                "first_mb": round(max(first), 1),
+                "last_mb": round(max(last), 1),
+                "last_vs_first": round(max(last) / max(first), 2),
+            }
+    return found
 
 
 # --- the sensor over a large change table ------------------------------------------------------
@@ -604,6 +643,13 @@ def print_table(results: list[dict[str, Any]], scale: dict[str, Any] | None) -> 
         "processed; MB: peak RSS of one worker tree / the direct process, and of the daemon "
         "tree; limit: the direct burst's rows written straight, no engine)"
     )
+    for r in results:
+        for name, w in r.get("rss_windows", {}).items():
+            print(
+                f"{r['workload']}/{r['configuration']} {name} peak RSS: {w['first_mb']:.0f} MB "
+                f"over the first {r['rss_window']:,} changes, {w['last_mb']:.0f} MB over the "
+                f"last {r['rss_window']:,} ({w['last_vs_first']:.2f}x)"
+            )
     if scale:
         for name, what in (
             ("change_sensor", f"change sensor tick reading {scale['new_changes_per_tick']} "
@@ -636,6 +682,10 @@ def main() -> None:
     parser.add_argument(
         "--limit", action=argparse.BooleanOptionalAction, default=True,
         help="after the direct burst, time its rows written straight (the limit row)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rss-window", type=int, default=10_000,
+        help="report peak RSS over the burst's first and last N changes (0: skip)",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()

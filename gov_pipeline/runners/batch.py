@@ -399,8 +399,8 @@ def execute_planned(
 
     Stops at the first failed attempt whose execution may be tried again (`report.retry`
     says which); a later call goes on from there (what was processed is skipped). An
-    execution gets `max_attempts` attempts. A database error outside a change's savepoint
-    (a lost connection, a deadlock on commit) propagates: nothing of its chunk committed.
+    execution gets `max_attempts` attempts. A database error outside a change's work (a
+    lost connection, a deadlock on commit) propagates: nothing of its chunk committed.
     """
     report = report if report is not None else BatchReport()
     report.retry = None
