@@ -132,12 +132,28 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def _pss_kb(pid: int) -> int:
+    """The process's proportional set size: its private pages, and its share of the pages
+    it shares (a forked run shares most of the worker's). Summed over a tree it counts each
+    page once, where RSS counts a page shared by parent and fork twice."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return _rss_kb(pid)
+
+
 class RssSampler:
-    """Peak resident memory of process trees (a root and its descendants), sampled."""
+    """Peak memory of process trees (a root and its descendants), sampled: `peak_mb` sums
+    PSS over the tree (what it holds, each page once), `peak_rss_mb` sums RSS (a page shared
+    by the worker and a run's fork counted in both)."""
 
     def __init__(self, interval_s: float = 0.5) -> None:
         self.roots: dict[str, list[int]] = {}
         self.peak_mb: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}
         # label -> (monotonic time, the largest tree's MB) per sample: RSS over time
         self.series: dict[str, list[tuple[float, float]]] = {}
         self._interval = interval_s
@@ -151,16 +167,19 @@ class RssSampler:
         tree = _children()
         now = time.monotonic()
         for label, roots in list(self.roots.items()):
-            largest = 0.0
+            largest, largest_rss = 0.0, 0.0
             for root in roots:
-                todo, total = [root], 0
+                todo, total, rss = [root], 0, 0
                 while todo:
                     pid = todo.pop()
-                    total += _rss_kb(pid)
+                    total += _pss_kb(pid)
+                    rss += _rss_kb(pid)
                     todo.extend(tree.get(pid, []))
                 # per label: the largest single tree (one worker, the daemon)
                 largest = max(largest, total / 1024)
+                largest_rss = max(largest_rss, rss / 1024)
             self.peak_mb[label] = max(self.peak_mb.get(label, 0.0), largest)
+            self.peak_rss_mb[label] = max(self.peak_rss_mb.get(label, 0.0), largest_rss)
             self.series.setdefault(label, []).append((now, largest))
 
     def _run(self) -> None:
@@ -405,6 +424,7 @@ def measure(
         wait_processed(sessions, 0, args.timeout, logs, label)
         after = max_change_id(sessions)
         sampler.peak_mb.clear()  # the workload's peaks, not start-up's
+        sampler.peak_rss_mb.clear()
         say(f"{label}: writing {n if workload == 'burst' else args.trickle_s} change(s)")
         started = time.monotonic()
         if workload == "burst":
@@ -429,7 +449,8 @@ def measure(
             "configuration": config.name,
             "changes_written": n if workload == "burst" else args.trickle_s,
             "write_s": written,
-            "peak_rss_mb": {k: round(v, 1) for k, v in sampler.peak_mb.items()},
+            "peak_pss_mb": {k: round(v, 1) for k, v in sampler.peak_mb.items()},
+            "peak_rss_mb": {k: round(v, 1) for k, v in sampler.peak_rss_mb.items()},
         }
     )
     runs = (
@@ -599,6 +620,7 @@ def with_limit(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "changes_processed": limit["changes"], "seconds": limit["seconds"],
                 "changes_per_s": limit["changes_per_s"], "rows_per_s": limit["rows_per_s"],
                 "latency_p50_s": 0.0, "latency_p95_s": 0.0, "latency_max_s": 0.0,
+                "peak_pss_mb": {},
                 "peak_rss_mb": {},
             })  # fmt: skip
     return out
@@ -624,7 +646,7 @@ def print_table(results: list[dict[str, Any]], scale: dict[str, Any] | None) -> 
     print(header)
     print("-" * len(header))
     for r in results:
-        rss = r["peak_rss_mb"]
+        rss = r["peak_pss_mb"]
         worker = rss.get("worker", rss.get("direct"))
         vs_direct = r.get("vs_direct")
         vs_stock = r.get("vs_dagster-stock")
@@ -640,13 +662,19 @@ def print_table(results: list[dict[str, Any]], scale: dict[str, Any] | None) -> 
         )
     print(
         "(changes: processed, those the actions caused included; latency: commit -> "
-        "processed; MB: peak RSS of one worker tree / the direct process, and of the daemon "
-        "tree; limit: the direct burst's rows written straight, no engine)"
+        "processed; MB: peak memory (PSS) of one worker tree / the direct process, and of the "
+        "daemon tree; limit: the direct burst's rows written straight, no engine)"
     )
     for r in results:
+        summed = r.get("peak_rss_mb", {}).get("worker")
+        if summed is not None:
+            print(
+                f"{r['workload']}/{r['configuration']} worker tree RSS summed (a run's fork "
+                f"counts the pages it shares with the worker again): {summed:.0f} MB"
+            )
         for name, w in r.get("rss_windows", {}).items():
             print(
-                f"{r['workload']}/{r['configuration']} {name} peak RSS: {w['first_mb']:.0f} MB "
+                f"{r['workload']}/{r['configuration']} {name} peak memory: {w['first_mb']:.0f} MB "
                 f"over the first {r['rss_window']:,} changes, {w['last_mb']:.0f} MB over the "
                 f"last {r['rss_window']:,} ({w['last_vs_first']:.2f}x)"
             )
