@@ -163,8 +163,8 @@ def test_the_quick_start_and_the_workflows_run_as_written(tmp_path: Path) -> Non
     )
     assert re.search(r"^2\s+policy:1\s+2\s+CISO sign-off\s+pending\s+ciso", flow, re.M)
     assert re.search(r"^1\s+Access control\s+Information Security\s+approved\s", flow, re.M)
-    assert "execution 8: retried" in retry and "now completed" in retry
-    assert "receiver: POST /policy-events -> 200: Publication notice, execution 8" in retry
+    assert "execution 2: retried" in retry and "now completed" in retry
+    assert "receiver: POST /policy-events -> 200: Publication notice, execution 2" in retry
     assert "created risk 1 (identified): Vendor outage" in others
     assert "risk 1: identified -> assessed" in others
     assert "created compliance requirement 1 (not_started): Access reviews" in others
@@ -210,10 +210,10 @@ def _check_the_story_s_data(engine: Engine) -> None:
             ("approved", "published"),
         ]
         assert session.scalars(select(Policy.status)).all() == ["published"]
-        notice = session.get(WorkflowExecution, 8)
+        notice = session.get(WorkflowExecution, 2)
         assert notice is not None and (notice.status, notice.entity_id) == ("completed", "1")
         delivery = session.scalars(select(WebhookDelivery)).one()
-        assert (delivery.execution_id, delivery.status) == (8, "delivered")
+        assert (delivery.execution_id, delivery.status) == (2, "delivered")
         failed = session.scalars(
             select(WorkflowExecution).where(WorkflowExecution.status == "failed")
         ).all()
@@ -371,7 +371,8 @@ def _check_the_stack_s_outputs(outputs: dict[str, str], workers: list[dict[str, 
     assert modes == ["execute", "execute", "launch", "launch", "launch"], workers
     first = outputs["gov-pipeline queue status"]
     assert re.search(r"^policy\s+0\s+0\s+-\s+5\s+False", first, re.M), first
-    assert "running 0 of at most 10" in first
+    # (the daemon may be running a governance refresh at that moment)
+    assert re.search(r"^running \d+ of at most 10$", first, re.M), first
     assert "worker done in" in outputs["gov-pipeline worker --burst"]
     assert "lane import paused" in outputs["gov-pipeline queue pause import"]
     assert "lane import resumed" in outputs["gov-pipeline queue resume import"]

@@ -77,7 +77,8 @@ def _decide_open_steps(sessions: sessionmaker[Session], tenant: str) -> None:
 
 
 def _seed_flows(sessions: sessionmaker[Session], db_url: str) -> None:
-    """In each tenant: the example two-step approval, run and decided in both steps."""
+    """In each tenant: the example two-step approval, run and decided in both steps, on two
+    policies (two executions of each tenant: the workflows a change skips are no rows)."""
     settings = make_settings(db_url)
     with sessions.begin() as session:
         for tenant in ("acme", "globex"):
@@ -86,7 +87,8 @@ def _seed_flows(sessions: sessionmaker[Session], db_url: str) -> None:
                 upsert_user(session, tenant_id=tenant, user_id=user, roles=[role])
     for tenant in ("acme", "globex"):
         apply_yaml(sessions, APPROVAL_EXAMPLE, tenant_id=tenant)
-        move(sessions, new_policy(sessions, tenant=tenant, title=TITLE), "in_review", tenant)
+        for _ in range(2):
+            move(sessions, new_policy(sessions, tenant=tenant, title=TITLE), "in_review", tenant)
     process(sessions, settings)
     for _ in range(2):
         for tenant in ("acme", "globex"):

@@ -53,6 +53,7 @@ from gov_pipeline.services import (
     notifications,
     policies,
     records,
+    skips,
     tenants,
     workflows,
 )
@@ -303,7 +304,7 @@ SERVICE_READS = {
     "executions.describe_execution", "executions.get_execution", "executions.list_executions",
     "notifications.list_notifications", "notifications.resolve_recipients",
     "policies.get_policy", "policies.list_policies", "records.get_record",
-    "records.list_records", "tenants.list_users",
+    "records.list_records", "skips.list_skips", "tenants.list_users",
     "tenants.require_tenant", "tenants.roles_of", "tenants.user_activity",
     "tenants.users_with_roles", "workflows.active_workflows", "workflows.get_workflow", "workflows.list_workflows",
 }  # fmt: skip
@@ -398,6 +399,7 @@ def test_no_service_read_path_returns_another_tenants_data(
                 ),
                 "executions.get_execution": executions.get_execution(s, tenant_id, execution),
                 "executions.list_executions": executions.list_executions(s, tenant_id),
+                "skips.list_skips": skips.list_skips(s, tenant_id),
                 "notifications.list_notifications": notifications.list_notifications(s, tenant_id),
                 "notifications.resolve_recipients": notifications.resolve_recipients(
                     s, tenant_id, roles=["admin", "viewer", "policy_owner"]
