@@ -78,6 +78,7 @@ from gov_pipeline.embedded.processes import (
     stop_process_group,
 )
 from gov_pipeline.services import policies
+from gov_pipeline.services.skips import with_skips
 from gov_pipeline.services.workflows import COMPILED
 
 CONFIGS = ("direct", "dagster-stock", "ours-per-change", "ours")
@@ -312,8 +313,7 @@ def figures(sessions: sessionmaker[Session], after: int) -> dict[str, Any]:
             text("SELECT coalesce(sum(skipped), 0) FROM change_skips WHERE change_id > :after"),
             {"after": after},
         )
-        if skipped:
-            by_status["skipped"] = by_status.get("skipped", 0) + int(skipped)
+        with_skips(by_status, int(skipped or 0))
     latency = [(done - made).total_seconds() for made, done in rows]
     span = (max(d for _, d in rows) - min(m for m, _ in rows)).total_seconds()
     return {

@@ -43,7 +43,7 @@ from gov_pipeline.domain.definitions import parse_definition
 from gov_pipeline.domain.retry import RetryPolicy
 from gov_pipeline.runners.sync import ProcessStats, process_pending
 from gov_pipeline.services import policies, tenants
-from gov_pipeline.services.skips import skipped_total
+from gov_pipeline.services.skips import skipped_total, with_skips
 from gov_pipeline.services.workflows import COMPILED, apply_definition
 
 TENANT = "bench"
@@ -252,10 +252,7 @@ def _count_by_status(sessions: sessionmaker[Session]) -> dict[str, int]:
             select(WorkflowExecution.status, func.count()).group_by(WorkflowExecution.status)
         ).all()
         skipped = skipped_total(session)
-    found = {str(status): int(count) for status, count in rows}
-    if skipped:
-        found["skipped"] = found.get("skipped", 0) + skipped
-    return found
+    return with_skips({str(status): int(count) for status, count in rows}, skipped)
 
 
 def _settings(url: str, home: Path) -> Settings:

@@ -48,7 +48,7 @@ from gov_pipeline.db.models import (
 from gov_pipeline.domain.entities import KINDS
 from gov_pipeline.domain.lifecycle import LIFECYCLES
 from gov_pipeline.domain.statuses import ActionRunStatus, ChangeKind, EntityType, ExecutionStatus
-from gov_pipeline.services.skips import skip_rows, skipped_pairs, skipped_total
+from gov_pipeline.services.skips import skip_rows, skipped_pairs, skipped_total, with_skips
 
 DEFAULT_GRACE_S = 60.0
 DEFAULT_STUCK_S = 600.0
@@ -476,13 +476,6 @@ def _counts(session: Session, query: Any) -> dict[str, int]:
     return {str(key): int(n) for key, n in session.execute(query).all()}
 
 
-def _with_skips(by_status: dict[str, int], skipped: int) -> dict[str, int]:
-    """Execution rows by status, with the skips of the skip rows counted as `skipped`."""
-    if skipped:
-        by_status[ExecutionStatus.SKIPPED] = by_status.get(ExecutionStatus.SKIPPED, 0) + skipped
-    return by_status
-
-
 def figures(session: Session, tenant: str | None) -> dict[str, Any]:
     """Counts of the data: changes, processed, executions by status, effects."""
 
@@ -504,7 +497,7 @@ def figures(session: Session, tenant: str | None) -> dict[str, Any]:
         "records_by_entity_type": {str(t): total(ENTITY_MODELS[t]) for t in KINDS},
         "processed": total(ProcessedChange),
         "executions": total(WorkflowExecution),
-        "executions_by_status": _with_skips(
+        "executions_by_status": with_skips(
             _counts(
                 session,
                 _scoped(

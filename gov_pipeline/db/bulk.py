@@ -78,11 +78,9 @@ def buffer_update(session: Session, obj: Any, values: dict[str, Any]) -> bool:
     Returns:
         False when the session is not buffering: the caller sets the values on `obj`.
     """
-    updates: dict[type[Any], list[dict[str, Any]]] | None = session.info.get(_UPDATES)
     if _BUFFER not in session.info:
         return False
-    if updates is None:
-        updates = session.info[_UPDATES] = {}
+    updates: dict[type[Any], list[dict[str, Any]]] = session.info.setdefault(_UPDATES, {})
     key = type(obj).__mapper__.primary_key[0].key
     updates.setdefault(type(obj), []).append({key: getattr(obj, key), **values})
     return True

@@ -48,7 +48,7 @@ from gov_pipeline.runners.deliveries import deliver_pending
 from gov_pipeline.runners.retries import record_failure
 from gov_pipeline.services.changes import unprocessed
 from gov_pipeline.services.entities import load_entities
-from gov_pipeline.services.skips import skipped_total
+from gov_pipeline.services.skips import skipped_total, with_skips
 from gov_pipeline.services.tenants import ROLE_CACHE
 
 log = logging.getLogger(__name__)
@@ -484,9 +484,7 @@ def summarize_outcome(
                 .group_by(WorkflowExecution.status)
             )
         }
-        skipped = skipped_total(session, change_ids=list(change_ids))
-        if skipped:
-            by_status[ExecutionStatus.SKIPPED] = by_status.get(ExecutionStatus.SKIPPED, 0) + skipped
+        with_skips(by_status, skipped_total(session, change_ids=list(change_ids)))
     return OutcomeSummary(by_status, delivered.delivered, delivered.failed)
 
 

@@ -39,6 +39,14 @@ def skipped_total(
     return int(session.scalar(_of_tenant(query, tenant)) or 0)
 
 
+def with_skips(by_status: dict[str, int], skipped: int) -> dict[str, int]:
+    """Execution rows by status, with `skipped` skips of the skip rows counted as
+    `skipped` executions (the dict is updated and returned)."""
+    if skipped:
+        by_status["skipped"] = by_status.get("skipped", 0) + skipped
+    return by_status
+
+
 def skip_rows(session: Session, tenant: str | None = None) -> int:
     """How many changes have a skip row."""
     query = select(func.count()).select_from(ChangeSkip)
