@@ -366,7 +366,8 @@ def uninstall_capture(bind: Any) -> None:
 
 # One function for every governed table: TG_ARGV[0] is the entity type, TG_ARGV[1] the
 # fields its changes always carry (comma-separated). It runs as its owner (see
-# `postgres_ddl`); str.format template: {ignored}.
+# `postgres_ddl`); str.format template: {ignored} and {row_execution} (revision 0008 on,
+# `_PG_ROW_EXECUTION`; empty before).
 _PG_GOVERNED_FUNCTION = """
     CREATE OR REPLACE FUNCTION gov_capture_change() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
@@ -381,12 +382,14 @@ _PG_GOVERNED_FUNCTION = """
         v_actor text := nullif(current_setting('gov.actor', true), '');
         v_execution bigint := nullif(current_setting('gov.execution_id', true), '')::bigint;
         v_depth int := coalesce(nullif(current_setting('gov.chain_depth', true), '')::int, 0);
+        v_row_depth int;
     BEGIN
         IF TG_OP = 'INSERT' THEN
             new_row := to_jsonb(NEW);
             v_row := new_row;
             change_kind := 'created';
             SELECT array_agg(k ORDER BY k) INTO changed FROM jsonb_object_keys(new_row) AS k;
+            {row_execution}
         ELSIF TG_OP = 'UPDATE' THEN
             old_row := to_jsonb(OLD);
             new_row := to_jsonb(NEW);
@@ -427,6 +430,34 @@ _PG_GOVERNED_FUNCTION = """
         RETURN NULL;
     END $$
     """
+
+# Revision 0008: a row an action creates names its execution and action run (a task's
+# `execution_id`, `action_run_id`); its change is that execution's, one level deeper, and
+# its actor the row's `created_by`, whatever the transaction's settings say. A chunk writes
+# the rows of many executions with one multi-row INSERT, which settings cannot vary per
+# row. An execution of another tenant does not count: the settings apply then.
+_PG_ROW_EXECUTION = """
+            IF new_row ->> 'action_run_id' IS NOT NULL
+               AND new_row ->> 'execution_id' IS NOT NULL THEN
+                SELECT e.chain_depth INTO v_row_depth FROM workflow_executions e
+                 WHERE e.id = (new_row ->> 'execution_id')::bigint
+                   AND e.tenant_id = new_row ->> 'tenant_id';
+                IF FOUND THEN
+                    v_execution := (new_row ->> 'execution_id')::bigint;
+                    v_depth := v_row_depth + 1;
+                    v_actor := coalesce(new_row ->> 'created_by', v_actor);
+                END IF;
+            END IF;"""
+
+
+def governed_function_ddl(*, row_execution: bool) -> str:
+    """`gov_capture_change()` as revision 0005 made it (`row_execution` False) or as 0008
+    does (True)."""
+    return _PG_GOVERNED_FUNCTION.format(
+        ignored=repr(list(IGNORED_FIELDS)),
+        row_execution=_PG_ROW_EXECUTION if row_execution else "",
+    )
+
 
 # A decision becomes an `approval_decided` change about the approval's entity. The approval
 # is looked up in the decision's own tenant only: a decision naming another tenant's
@@ -511,7 +542,8 @@ def sqlite_columns(bind: Any, table: str) -> tuple[tuple[str, str], ...]:
 
 
 def governed_ddl(bind: Any, tables: Sequence[CapturedTable]) -> list[str]:
-    """The capture DDL of revision 0005 on, for `tables` and for decisions."""
+    """The capture DDL of revision 0005, for `tables` and for decisions (0008 replaces the
+    function, see `governed_function_ddl`)."""
     if bind.dialect.name != "postgresql":
         statements: list[str] = []
         for t in tables:
@@ -525,7 +557,7 @@ def governed_ddl(bind: Any, tables: Sequence[CapturedTable]) -> list[str]:
             _SQLITE_DECISION_TRIGGER.format(decided_status=_DECIDED_STATUS),
         ]
     statements = [
-        _PG_GOVERNED_FUNCTION.format(ignored=repr(list(IGNORED_FIELDS))),
+        governed_function_ddl(row_execution=False),
         _PG_DECISION_FUNCTION.format(decided_status=_DECIDED_STATUS),
     ]
     for t in tables:

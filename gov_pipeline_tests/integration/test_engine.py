@@ -286,6 +286,51 @@ def test_chains_are_recorded_and_a_loop_stops_at_the_depth_limit(
     assert last.caused_by_execution_id == executions[-2].id
 
 
+def test_a_task_a_workflow_creates_is_a_change_of_that_execution_one_level_deeper(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    # PostgreSQL writes a chunk's tasks in one multi-row INSERT: the capture reads the
+    # execution off the task row; SQLite writes each under its execution's capture context.
+    apply_yaml(sessions, REVIEW_NOTICE)
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    process(sessions, settings)
+    (execution,) = _executions(sessions)
+    with sessions.begin() as session:
+        (task,) = session.scalars(select(Task)).all()
+        (created,) = session.scalars(
+            select(EntityChange).where(EntityChange.entity_type == "task")
+        ).all()
+        assert created.kind == "created" and created.entity_id == str(task.id)
+        assert (created.caused_by_execution_id, created.chain_depth, created.actor) == (
+            execution.id, 1, "workflow:review notice",
+        )  # fmt: skip
+
+
+def test_a_task_naming_another_tenants_execution_is_not_that_executions_change(
+    sessions: sessionmaker[Session], settings: Any, people: None
+) -> None:
+    apply_yaml(sessions, REVIEW_NOTICE)
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    process(sessions, settings)
+    (execution,) = _executions(sessions)
+    with sessions.begin() as session:
+        session.add(
+            Task(
+                tenant_id="globex", title="forged", status="todo", created_by="gina",
+                execution_id=execution.id, action_run_id=10**9,
+            )
+        )  # fmt: skip
+    with sessions.begin() as session:
+        forged = session.scalars(
+            select(EntityChange).where(
+                EntityChange.entity_type == "task", EntityChange.tenant_id == "globex"
+            )
+        ).one()
+        assert (forged.caused_by_execution_id, forged.chain_depth) == (None, 0)
+
+
 def test_workflows_only_see_their_own_tenant(
     sessions: sessionmaker[Session], settings: Any, people: None
 ) -> None:
