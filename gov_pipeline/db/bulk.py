@@ -11,6 +11,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from gov_pipeline.db.engine import is_postgres
 
@@ -71,19 +72,22 @@ def buffer_rows(session: Session, objects: Sequence[Any]) -> bool:
     return True
 
 
-def buffer_update(session: Session, obj: Any, values: dict[str, Any]) -> bool:
-    """Keep an UPDATE of `obj`'s row (by primary key) to be written by `write_buffered`,
-    one statement for every row of its table with the same columns.
-
-    Returns:
-        False when the session is not buffering: the caller sets the values on `obj`.
-    """
+def update_later(session: Session, obj: Any, values: dict[str, Any]) -> None:
+    """Set `values` on `obj`'s row. When the session is buffering, the UPDATE waits for
+    `write_buffered` (one statement for every row of the table with the same columns; a
+    row's later values merge into its earlier ones) and `obj` takes the values as written,
+    so it is not dirtied and nothing autoflushes it; otherwise they are set on `obj` for
+    the next flush."""
     if _BUFFER not in session.info:
-        return False
-    updates: dict[type[Any], list[dict[str, Any]]] = session.info.setdefault(_UPDATES, {})
+        for name, value in values.items():
+            setattr(obj, name, value)
+        return
+    updates: dict[type[Any], dict[Any, dict[str, Any]]] = session.info.setdefault(_UPDATES, {})
     key = type(obj).__mapper__.primary_key[0].key
-    updates.setdefault(type(obj), []).append({key: getattr(obj, key), **values})
-    return True
+    ident = getattr(obj, key)
+    updates.setdefault(type(obj), {}).setdefault(ident, {key: ident}).update(values)
+    for name, value in values.items():
+        set_committed_value(obj, name, value)
 
 
 def write_buffered(session: Session) -> int:
@@ -95,13 +99,18 @@ def write_buffered(session: Session) -> int:
         return 0
     written = 0
     for model, objects in buffer.items():
+        rows = _fill_nulls(model, [_set_columns(model, obj) for obj in objects])
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for obj in objects:
-            row = _set_columns(model, obj)
+        for row in rows:
             by_columns.setdefault(tuple(sorted(row)), []).append(row)
         for rows in by_columns.values():
             for start in range(0, len(rows), 1000):
-                session.execute(insert(model), rows[start : start + 1000])
+                # render_nulls: else the ORM splits the rows by which of them are None.
+                session.execute(
+                    insert(model),
+                    rows[start : start + 1000],
+                    execution_options={"render_nulls": True},
+                )
                 written += len(rows[start : start + 1000])
     buffer.clear()
     return written + _write_updates(session)
@@ -110,13 +119,13 @@ def write_buffered(session: Session) -> int:
 def _write_updates(session: Session) -> int:
     """`UPDATE t SET ... FROM (VALUES ...) WHERE t.id = v.id`: one statement per table and
     set of columns, 1,000 rows at a time."""
-    updates: dict[type[Any], list[dict[str, Any]]] = session.info.pop(_UPDATES, {})
+    updates: dict[type[Any], dict[Any, dict[str, Any]]] = session.info.pop(_UPDATES, {})
     written = 0
-    for model, rows in updates.items():
+    for model, by_ident in updates.items():
         table = model.__table__
         key = model.__mapper__.primary_key[0].key
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row in rows:
+        for row in by_ident.values():
             by_columns.setdefault(tuple(sorted(row)), []).append(row)
         for names, group in by_columns.items():
             columns = [column(n, table.c[n].type) for n in names]
@@ -141,6 +150,18 @@ def _set_columns(model: type[Any], obj: Any) -> dict[str, Any]:
     return {
         attr.key: state[attr.key] for attr in model.__mapper__.column_attrs if attr.key in state
     }
+
+
+def _fill_nulls(model: type[Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows that leave out a column another row sets get NULL for it where NULL is what
+    leaving it out gives (no default), so that they go in the same statement."""
+    table = model.__table__
+    named = {name for row in rows for name in row}
+    plain = [
+        n for n in named
+        if table.c[n].default is None and table.c[n].server_default is None
+    ]  # fmt: skip
+    return [{**dict.fromkeys(plain), **row} for row in rows]
 
 
 def draw_id(session: Session, table: str, per_draw: int = 100) -> int | None:

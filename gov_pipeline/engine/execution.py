@@ -18,10 +18,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from gov_pipeline.config import Settings
-from gov_pipeline.db.bulk import buffer_rows, buffer_update, draw_id, insert_ignore
+from gov_pipeline.db.bulk import buffer_rows, draw_id, insert_ignore, update_later
 from gov_pipeline.db.models import ActionRun, EntityChange, Workflow, WorkflowExecution
 from gov_pipeline.domain.errors import action_failed
 from gov_pipeline.domain.statuses import ActionRunStatus, ExecutionStatus
@@ -33,8 +32,12 @@ from gov_pipeline.services.workflows import LoadedWorkflow, load_version
 log = logging.getLogger(__name__)
 
 
-# Actions that write the entity itself (the rest write rows of their own).
-ENTITY_WRITING_ACTIONS = frozenset({"change_status", "assign"})
+def writes_entity(action: Any) -> bool:
+    """Whether `action` writes the entity itself (the rest write rows of their own, or the
+    execution: an `assign` to the execution's assignee)."""
+    if action.type == "assign":
+        return bool(action.target != "assignee")
+    return bool(action.type == "change_status")
 
 
 @dataclass
@@ -153,8 +156,9 @@ def run_actions(
             session.add(run)
         done.append(step_key)
         awaiting = awaiting or bool(result.get("awaiting"))
-        if entity is not None and action.type in ENTITY_WRITING_ACTIONS:
-            session.refresh(entity)  # later actions see the entity as this one left it
+        if entity is not None and writes_entity(action):
+            # Later readers see the entity as this action left it: read again, if one does.
+            session.expire(entity)
     return done, awaiting
 
 
@@ -234,11 +238,6 @@ def run_claimed(
         "finished_at": None if awaiting else now,
         "dagster_run_id": run_id or execution.dagster_run_id, "updated_at": now,
     }  # fmt: skip
-    if buffer_update(session, execution, outcome):
-        for key, value in outcome.items():  # as written: the object is not dirtied
-            set_committed_value(execution, key, value)
-    else:
-        for key, value in outcome.items():
-            setattr(execution, key, value)
+    update_later(session, execution, outcome)
     log.info("execution %s (%s) %s: %s", execution.id, loaded.name, status, done)
     return ExecutionReport(execution.id, loaded.name, status, done)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gov_pipeline.db.bulk import update_later
 from gov_pipeline.domain.definitions import AssignAction
 from gov_pipeline.domain.entities import kind_of
 from gov_pipeline.domain.errors import InvalidInputError
@@ -15,7 +16,7 @@ from gov_pipeline.services import records
 def assign(ctx: ActionContext, action: AssignAction) -> dict[str, Any]:
     if action.target == "assignee":
         previous = ctx.execution.assignee_id
-        ctx.execution.assignee_id = action.user
+        update_later(ctx.session, ctx.execution, {"assignee_id": action.user})
         return {"target": "assignee", "from": previous, "to": action.user}
     if ctx.entity is None:
         raise InvalidInputError("entity", "assign to owner needs an entity")
