@@ -19,9 +19,11 @@ import argparse
 import cProfile
 import json
 import pstats
+import re
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -313,6 +315,7 @@ def measure(
         "executions_per_s": stats.executions / stats.seconds if stats.seconds else 0.0,
         "statements": statements.count,
         "statements_per_change": statements.count / stats.changes if stats.changes else 0.0,
+        "statement_kinds": dict(statements.kinds.most_common()),
         **writes,
     }
 
@@ -322,9 +325,25 @@ class StatementCounter:
 
     def __init__(self) -> None:
         self.count = 0
+        self.kinds: Counter[str] = Counter()
 
-    def __call__(self, *_: Any) -> None:
+    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         self.count += 1
+        self.kinds[statement_kind(statement)] += 1
+
+
+def statement_kind(statement: str) -> str:
+    """`INSERT INTO tasks`, `SELECT ... FROM policies`, `UPDATE workflow_executions`: what a
+    statement does to which table, for the breakdown of statements per change."""
+    words = statement.split()
+    verb = words[0].upper() if words else ""
+    if "set_config(" in statement:
+        return "SELECT set_config"
+    table = _TABLE.search(statement)
+    return f"{verb} {table.group(1) if table else ''}".strip()
+
+
+_TABLE = re.compile(r"(?:INTO|FROM|UPDATE)\s+\"?([a-z_]+)", re.IGNORECASE)
 
 
 @contextmanager
@@ -425,6 +444,15 @@ def print_limit(limit: dict[str, Any], postgres: dict[str, Any]) -> None:
     )
 
 
+def print_statement_kinds(result: dict[str, Any], limit: int = 12) -> None:
+    """The statements of a run by kind, most frequent first, each per change."""
+    changes = result["changes"] or 1
+    kinds = list(result["statement_kinds"].items())[:limit]
+    print("statements by kind (per change): " + "; ".join(
+        f"{kind} {count} ({count / changes:.2f})" for kind, count in kinds
+    ))  # fmt: skip
+
+
 def print_profile(prof: dict[str, Any]) -> None:
     run = prof["run"]
     print()
@@ -483,6 +511,7 @@ def main() -> None:
     print_table(results)
     if limit is not None:
         print_limit(limit, results[0])
+    print_statement_kinds(results[0])
     if prof is not None:
         print_profile(prof)
     if args.json:
