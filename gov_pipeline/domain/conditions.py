@@ -217,11 +217,17 @@ class _Leaf:
 
     def describe(self) -> str:
         if self.op in ("exists", "changed"):
-            return f"{self.field.text} {self.op}"
-        return f"{self.field.text} {self.op} {_repr.repr(self.value)}"
+            return f"{_field_shown(self.field.text)} {self.op}"
+        return f"{_field_shown(self.field.text)} {self.op} {_repr.repr(self.value)}"
 
     def fields(self) -> set[str]:
         return {self.field.text}
+
+
+def _field_shown(text: str, limit: int = 200) -> str:
+    """A field path as an explanation shows it: a path can be as long as its definition
+    made it, an explanation line stays short."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _show(value: object) -> str:

@@ -498,3 +498,9 @@ def test_shorthand_equals_explicit_all_of_eq(flat: dict[str, object], context: o
 def test_not_inverts(tree: object, context: object) -> None:
     assume(validate_condition({"not": tree}) == [])
     assert evaluate({"not": tree}, context) is (not evaluate(tree, context))
+
+
+def test_an_explanation_shortens_a_field_path_of_any_length() -> None:
+    name = "x" * 5_000
+    (line,) = compile_condition({name: None}).explain({})
+    assert line.startswith("x" * 100) and "..." in line and len(line) < 300
