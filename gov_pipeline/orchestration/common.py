@@ -6,7 +6,7 @@ RetryRequested, the daemon's tick interval."""
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -16,6 +16,7 @@ from gov_pipeline.domain.errors import PermanentError
 from gov_pipeline.domain.lanes import DEFAULT_LANE, LaneRule, lane_of, lane_rule, rule_of_run
 from gov_pipeline.domain.lanes import LANE_TAG as LANE_TAG  # the jobs' lane tags use it
 from gov_pipeline.domain.retry import Backoff, RetryPolicy
+from gov_pipeline.engine.execution import ExecutionReport
 from gov_pipeline.runners.batch import RetryLater
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -124,3 +125,20 @@ def daemon_interval(seconds: int) -> int:
     exactly 5 ticks every 10 s. One second less than wanted ticks on the intended wake-up.
     """
     return max(1, seconds - 1)
+
+
+def log_executions(
+    context: dg.OpExecutionContext, ran: Sequence[ExecutionReport], shown: int = 200
+) -> None:
+    """The executions an op ran, one line each, as one DEBUG event of the run (an event per
+    execution cost the run a write to the event log each: most of a batch's time)."""
+    if not ran:
+        return
+    lines = [
+        f"execution {r.execution_id} ({r.workflow}) {r.status}: "
+        f"{', '.join(r.actions) or 'nothing to do'}"
+        for r in ran[:shown]
+    ]
+    if len(ran) > shown:
+        lines.append(f"... and {len(ran) - shown} more")
+    context.log.debug(f"{len(ran)} execution(s) run:\n" + "\n".join(lines))

@@ -15,6 +15,7 @@ from gov_pipeline.orchestration.common import (
     LANE_TAG,
     daemon_interval,
     lane_retries,
+    log_executions,
     permanent_errors,
     retry_requested,
     run_rule,
@@ -95,17 +96,9 @@ def execute_actions(
     )  # fmt: skip
     if report.retry is not None:
         raise retry_requested(context, report.retry)
-    _log_executions(context, report)
+    log_executions(context, report.ran)
     context.add_output_metadata(_execution_metadata(report))
     return change_ids
-
-
-def _log_executions(context: dg.OpExecutionContext, report: BatchReport) -> None:
-    for ran in report.ran[:200]:
-        context.log.debug(
-            f"execution {ran.execution_id} ({ran.workflow}) {ran.status}: "
-            f"{', '.join(ran.actions) or 'nothing to do'}"
-        )
 
 
 def _execution_metadata(report: BatchReport) -> dict[str, Any]:

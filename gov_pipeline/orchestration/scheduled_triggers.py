@@ -8,7 +8,13 @@ that runs the executions it requests. Built from the settings definitions.py pas
 import dagster as dg
 
 from gov_pipeline.config import Settings
-from gov_pipeline.orchestration.common import LANE_TAG, MAX_ATTEMPTS, POLICY_RETRY, daemon_interval
+from gov_pipeline.orchestration.common import (
+    LANE_TAG,
+    MAX_ATTEMPTS,
+    POLICY_RETRY,
+    daemon_interval,
+    log_executions,
+)
 from gov_pipeline.orchestration.outcome import report_outcome
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.orchestration.sensors import run_request
@@ -39,8 +45,7 @@ def run_scheduled(
         database.sessions(), database.settings(), config.execution_ids,
         max_attempts=MAX_ATTEMPTS, run_id=context.run_id,
     )  # fmt: skip
-    for ran in report.ran[:200]:
-        context.log.debug(f"execution {ran.execution_id} ({ran.workflow}) {ran.status}")
+    log_executions(context, report.ran)
     actions = {str(r.execution_id): r.actions for r in report.ran}
     metadata = {
         "executions_run": len(report.ran),
