@@ -48,7 +48,7 @@ class Settings:
     sensor_interval_s: int = 5
     sensor_max_changes: int = 2000
     batch_threshold: int = 4
-    batch_size: int = 200
+    batch_size: int = 1000
     sweep_grace_s: int = 120
     sweep_interval_s: int = 60
     # Seconds between ticks of the sensor that fires `scheduled` workflows (cron granularity
@@ -233,7 +233,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sensor_interval_s=_int(env, "GOV_PIPELINE_SENSOR_INTERVAL", 5, minimum=1),
         sensor_max_changes=_int(env, "GOV_PIPELINE_SENSOR_MAX_CHANGES", 2000, minimum=1),
         batch_threshold=_int(env, "GOV_PIPELINE_BATCH_THRESHOLD", 4, minimum=0),
-        batch_size=_int(env, "GOV_PIPELINE_BATCH_SIZE", 200, minimum=1),
+        batch_size=_int(env, "GOV_PIPELINE_BATCH_SIZE", 1000, minimum=1),
         sweep_grace_s=_int(env, "GOV_PIPELINE_SWEEP_GRACE", 120, minimum=1),
         sweep_interval_s=_int(env, "GOV_PIPELINE_SWEEP_INTERVAL", 60, minimum=1),
         scheduled_interval_s=_int(env, "GOV_PIPELINE_SCHEDULED_INTERVAL", 15, minimum=1),

@@ -33,7 +33,7 @@ class BatchingPolicy:
     # Up to this many changes in a tick: one run per change.
     single_run_threshold: int = 4
     # Above it: batches of at most this many changes.
-    batch_size: int = 200
+    batch_size: int = 1000
 
 
 @dataclass(frozen=True)
