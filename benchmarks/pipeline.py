@@ -419,7 +419,10 @@ def step_figures(instance: Any, records: Sequence[Any], sample: int = 30) -> dic
     for record in done[:sample]:
         started: dict[str, float] = {}
         in_steps = 0.0
-        for entry in instance.all_logs(record.dagster_run.run_id):
+        # Only the step events: a governance run's materializations carry large metadata.
+        wanted = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS}
+        connection = instance.get_records_for_run(record.dagster_run.run_id, of_type=wanted)
+        for entry in (r.event_log_entry for r in connection.records):
             event = entry.dagster_event
             if event is None or event.step_key is None:
                 continue
