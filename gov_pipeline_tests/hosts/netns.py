@@ -1,0 +1,134 @@
+"""Test hosts in Linux network namespaces: each host a namespace with its own address on
+one private switch (a bridge inside a namespace of its own), so that nothing they send
+leaves them and loopback, and the root namespace has no route to them.
+
+    with host_network("t1", ["db", "w1", "w2"]) as net:
+        net.popen("db", ["redis-server", "--bind", net.address("db")])
+        net.cut("w1")     # its link to the switch goes down: a partition
+        net.heal("w1")
+
+Needs root (`ip netns`, Debian's iproute2). Interface names are kept under Linux's 15
+characters: the tag is short (a few letters of the test run's id).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+SUBNET = "10.231.{net}"
+
+
+class NetworkUnavailable(RuntimeError):
+    """This machine cannot make test hosts (not root, or no iproute2)."""
+
+
+def _ip(*args: str, namespace: str | None = None) -> None:
+    command = ["ip", *(["-n", namespace] if namespace else []), *args]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)}: {done.stderr.strip()}")
+
+
+def available() -> str | None:
+    """Why test hosts cannot be made here, or None when they can."""
+    if os.geteuid() != 0:
+        return "test hosts need root (ip netns)"
+    if shutil.which("ip") is None:
+        return "test hosts need iproute2 (ip)"
+    return None
+
+
+@dataclass
+class Network:
+    """Hosts on one switch; `address(name)` is each one's address."""
+
+    tag: str
+    hosts: dict[str, str] = field(default_factory=dict)  # name -> address
+    _index: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def switch(self) -> str:
+        return f"gp{self.tag}-sw"
+
+    def namespace(self, host: str) -> str:
+        return f"gp{self.tag}-{host}"
+
+    def address(self, host: str) -> str:
+        return self.hosts[host]
+
+    def _port(self, host: str) -> str:
+        """The switch's end of the host's link."""
+        return f"gp{self.tag}p{self._index[host]}"
+
+    def command(self, host: str, argv: Sequence[str]) -> list[str]:
+        """`argv` as run on `host`."""
+        return ["ip", "netns", "exec", self.namespace(host), *argv]
+
+    def popen(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """Start `argv` on `host` (its own process group, so that it is stopped whole)."""
+        kwargs.setdefault("start_new_session", True)
+        return subprocess.Popen(self.command(host, argv), **kwargs)
+
+    def run(
+        self, host: str, argv: Sequence[str], **kwargs: Any
+    ) -> subprocess.CompletedProcess[str]:
+        kwargs.setdefault("capture_output", True)
+        return subprocess.run(self.command(host, argv), text=True, **kwargs)
+
+    def cut(self, host: str) -> None:
+        """Partition `host` from every other host: its link to the switch goes down. Its
+        connections stay open at both ends and see nothing until `heal`, as behind a
+        failed switch port."""
+        _ip("link", "set", self._port(host), "down", namespace=self.switch)
+
+    def heal(self, host: str) -> None:
+        _ip("link", "set", self._port(host), "up", namespace=self.switch)
+
+    def _add_host(self, host: str, number: int, subnet: str) -> None:
+        namespace, inner, port = self.namespace(host), f"gp{self.tag}h{number}", self._port(host)
+        _ip("netns", "add", namespace)
+        _ip("link", "set", "lo", "up", namespace=namespace)
+        _ip("link", "add", inner, "netns", namespace, "type", "veth", "peer", "name", port,
+            "netns", self.switch)  # fmt: skip
+        _ip("link", "set", port, "master", "br0", namespace=self.switch)
+        _ip("link", "set", port, "up", namespace=self.switch)
+        address = f"{subnet}.{number + 1}"
+        _ip("addr", "add", f"{address}/24", "dev", inner, namespace=namespace)
+        _ip("link", "set", inner, "up", namespace=namespace)
+        self.hosts[host] = address
+
+    def _remove(self) -> None:
+        for namespace in [self.switch, *(self.namespace(h) for h in self._index)]:
+            subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+
+
+@contextmanager
+def host_network(tag: str, hosts: Sequence[str], net: int = 0) -> Iterator[Network]:
+    """Make `hosts` (names of a few letters) on a switch of their own, subnet
+    10.231.`net`.0/24 (addresses .1, .2, ... in the order given); removed afterwards,
+    processes started in them included (the caller stops those first).
+
+    Raises:
+        NetworkUnavailable: see `available`.
+    """
+    reason = available()
+    if reason is not None:
+        raise NetworkUnavailable(reason)
+    network = Network(tag)
+    network._index = {host: i for i, host in enumerate(hosts)}
+    subnet = SUBNET.format(net=net)
+    try:
+        _ip("netns", "add", network.switch)
+        _ip("link", "add", "br0", "type", "bridge", namespace=network.switch)
+        _ip("link", "set", "br0", "up", namespace=network.switch)
+        for number, host in enumerate(hosts):
+            network._add_host(host, number, subnet)
+        yield network
+    finally:
+        network._remove()
