@@ -20,6 +20,7 @@ from sqlalchemy import delete, event, text
 from sqlalchemy.orm import Session
 
 from gov_pipeline.db.engine import is_postgres
+from gov_pipeline.db.integrity import APP_ROLE
 from gov_pipeline.db.models import CaptureContext
 
 # Fields whose change alone is not a change of the entity.
@@ -435,10 +436,13 @@ _PG_GOVERNED_FUNCTION = """
 # `execution_id`, `action_run_id`); its change is that execution's, one level deeper, and
 # its actor the row's `created_by`, whatever the transaction's settings say. A chunk writes
 # the rows of many executions with one multi-row INSERT, which settings cannot vary per
-# row. An execution of another tenant does not count: the settings apply then.
-_PG_ROW_EXECUTION = """
+# row. Only gov_pipeline's own processes (the login of a member of gov_app, as for the
+# reserved settings) are believed, and an execution of another tenant does not count: the
+# settings apply then.
+_PG_ROW_EXECUTION = f"""
             IF new_row ->> 'action_run_id' IS NOT NULL
-               AND new_row ->> 'execution_id' IS NOT NULL THEN
+               AND new_row ->> 'execution_id' IS NOT NULL
+               AND pg_has_role(session_user, '{APP_ROLE}', 'MEMBER') THEN
                 SELECT e.chain_depth INTO v_row_depth FROM workflow_executions e
                  WHERE e.id = (new_row ->> 'execution_id')::bigint
                    AND e.tenant_id = new_row ->> 'tenant_id';

@@ -32,6 +32,7 @@ from gov_pipeline.services.approvals import decide
 from gov_pipeline.services.executions import list_executions
 from gov_pipeline.services.tenants import upsert_user
 from gov_pipeline_tests.integration.engine_support import (
+    another_application,
     apply_yaml,
     count,
     make_settings,
@@ -329,6 +330,34 @@ def test_a_task_naming_another_tenants_execution_is_not_that_executions_change(
             )
         ).one()
         assert (forged.caused_by_execution_id, forged.chain_depth) == (None, 0)
+
+
+def test_another_application_cannot_make_its_task_a_workflows_change(
+    db_url: str, sessions: sessionmaker[Session], settings: Any, people: None, is_pg: bool
+) -> None:
+    if not is_pg:
+        return  # SQLite has one writer, gov_pipeline; PostgreSQL has other applications
+    apply_yaml(sessions, REVIEW_NOTICE)
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    process(sessions, settings)
+    (execution,) = _executions(sessions)
+    with another_application(db_url) as portal, portal.begin() as conn:
+        conn.execute(text("SELECT set_config('gov.tenant_id', 'acme', true)"))
+        conn.execute(
+            text(
+                "INSERT INTO tasks (tenant_id, title, status, created_by, execution_id,"
+                " action_run_id) VALUES ('acme', 'mine', 'todo', 'portal', :e, 1)"
+            ),
+            {"e": execution.id},
+        )
+    with sessions.begin() as session:
+        theirs = session.scalars(
+            select(EntityChange).where(
+                EntityChange.entity_type == "task", EntityChange.actor.is_(None)
+            )
+        ).one()
+        assert (theirs.caused_by_execution_id, theirs.chain_depth) == (None, 0)
 
 
 def test_workflows_only_see_their_own_tenant(
