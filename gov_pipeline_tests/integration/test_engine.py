@@ -287,16 +287,21 @@ def test_chains_are_recorded_and_a_loop_stops_at_the_depth_limit(
     assert last.caused_by_execution_id == executions[-2].id
 
 
+def _review_notice_ran(sessions: sessionmaker[Session], settings: Any) -> WorkflowExecution:
+    """The review notice applied and run for a policy moved to review: its execution."""
+    apply_yaml(sessions, REVIEW_NOTICE)
+    move(sessions, new_policy(sessions), "in_review")
+    process(sessions, settings)
+    (execution,) = _executions(sessions)
+    return execution
+
+
 def test_a_task_a_workflow_creates_is_a_change_of_that_execution_one_level_deeper(
     sessions: sessionmaker[Session], settings: Any, people: None
 ) -> None:
     # PostgreSQL writes a chunk's tasks in one multi-row INSERT: the capture reads the
     # execution off the task row; SQLite writes each under its execution's capture context.
-    apply_yaml(sessions, REVIEW_NOTICE)
-    pid = new_policy(sessions)
-    move(sessions, pid, "in_review")
-    process(sessions, settings)
-    (execution,) = _executions(sessions)
+    execution = _review_notice_ran(sessions, settings)
     with sessions.begin() as session:
         (task,) = session.scalars(select(Task)).all()
         (created,) = session.scalars(
@@ -311,11 +316,7 @@ def test_a_task_a_workflow_creates_is_a_change_of_that_execution_one_level_deepe
 def test_a_task_naming_another_tenants_execution_is_not_that_executions_change(
     sessions: sessionmaker[Session], settings: Any, people: None
 ) -> None:
-    apply_yaml(sessions, REVIEW_NOTICE)
-    pid = new_policy(sessions)
-    move(sessions, pid, "in_review")
-    process(sessions, settings)
-    (execution,) = _executions(sessions)
+    execution = _review_notice_ran(sessions, settings)
     with sessions.begin() as session:
         session.add(
             Task(
@@ -332,16 +333,11 @@ def test_a_task_naming_another_tenants_execution_is_not_that_executions_change(
         assert (forged.caused_by_execution_id, forged.chain_depth) == (None, 0)
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite: one writer, ours
 def test_another_application_cannot_make_its_task_a_workflows_change(
-    db_url: str, sessions: sessionmaker[Session], settings: Any, people: None, is_pg: bool
+    db_url: str, sessions: sessionmaker[Session], settings: Any, people: None
 ) -> None:
-    if not is_pg:
-        return  # SQLite has one writer, gov_pipeline; PostgreSQL has other applications
-    apply_yaml(sessions, REVIEW_NOTICE)
-    pid = new_policy(sessions)
-    move(sessions, pid, "in_review")
-    process(sessions, settings)
-    (execution,) = _executions(sessions)
+    execution = _review_notice_ran(sessions, settings)
     with another_application(db_url) as portal, portal.begin() as conn:
         conn.execute(text("SELECT set_config('gov.tenant_id', 'acme', true)"))
         conn.execute(
