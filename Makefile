@@ -5,6 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# make test runs its test files on this many pytest-xdist workers (a file stays on one worker:
+# its module fixtures start once). Most of the suite waits on real processes, so three
+# workers on two cores take about a third of the serial time; TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 3
 
 .PHONY: help install services browser lint format typecheck test unit demo dev bench bench-big bench-parts soak screenshots clean
 
@@ -40,7 +44,7 @@ unit: install ## Unit tests only (no services needed)
 	$(BIN)/pytest gov_pipeline_tests/unit $(PYTEST_ARGS)
 
 test: install services browser lint typecheck ## The whole suite: lint, types, unit, integration, e2e, browser
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: install ## Run the main flow end to end on the embedded default (no server needed)
 	$(BIN)/python -m gov_pipeline.demo
