@@ -71,10 +71,10 @@ def measure(storage_url: str, redis_url: str, in_progress: int, claims: int) -> 
             times = []
             for _ in range(claims):
                 started = time.perf_counter()
-                run_id = queue.claim(worker.worker_id, [], 30)
+                lease = queue.claim(worker.worker_id, [], 30)
                 times.append((time.perf_counter() - started) * 1000)
-                assert run_id is not None
-                queue.release(run_id, "SUCCESS", 60)
+                assert lease is not None
+                queue.release(lease.run_id, "SUCCESS", 60, token=lease.token)
             started = time.perf_counter()
             for _ in range(20):
                 in_progress_runs(instance)

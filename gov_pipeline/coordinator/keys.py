@@ -79,8 +79,14 @@ class Keys:
 
     @property
     def holders(self) -> str:
-        """HASH run id -> the worker holding its lease."""
+        """HASH run id -> the lease token holding it (`worker_id#n`)."""
         return f"{self.head}:holders"
+
+    @property
+    def fence(self) -> str:
+        """Counter of lease tokens: each claim and each adoption takes the next number, so a
+        token is never given twice and a holder that lost its lease stays refused."""
+        return f"{self.head}:fence"
 
     @property
     def pooled(self) -> str:

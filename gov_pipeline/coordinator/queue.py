@@ -24,6 +24,26 @@ from gov_pipeline.domain.lanes import DEFAULT_LIMITS
 from gov_pipeline.domain.lanes import LANE_TAG as LANE_TAG  # re-exported: the coordinator's tag
 from gov_pipeline.domain.lanes import lane_of as lane_of
 
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on a run: the token the claim (or an adoption) gave it. Every later
+    step names the token, and Redis refuses one that no longer holds the run, so a worker
+    that lost its lease (cut off past its expiry) cannot free or renew what is now
+    another's."""
+
+    run_id: str
+    token: str  # worker_id#n
+
+    @property
+    def worker_id(self) -> str:
+        return self.token.rpartition("#")[0] or self.token
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 # The eight queues of the original system and their planned concurrency (the table, with
 # each lane's retries and timeout, is domain/lanes.py).
 DEFAULT_LANES: dict[str, int] = dict(DEFAULT_LIMITS)
@@ -166,14 +186,17 @@ class RunQueue:
         *,
         blocked: Sequence[str] = (),
         scan: int = 500,
-    ) -> str | None:
+    ) -> Lease | None:
         """Take the next runnable run for `worker_id` from `lanes` (every known lane if
         empty), honouring every limit and skipping `blocked` runs; None if none."""
         k = self.keys
         names = list(lanes) or self.lanes()
         lane_keys = [key for lane in names for key in (k.queued(lane), k.lane_active(lane))]
         result = self._scripts["CLAIM"](
-            keys=[k.active, k.paused, k.meta, k.outside, k.heads, k.leases, k.holders, *lane_keys],
+            keys=[
+                k.active, k.paused, k.meta, k.outside, k.heads, k.leases, k.holders, k.fence,
+                *lane_keys,
+            ],
             args=[
                 worker_id, int(lease_s * 1000), self.limits.max_concurrent_runs,
                 json.dumps(names), json.dumps(dict(self.limits.lanes)),
@@ -181,25 +204,27 @@ class RunQueue:
                 json.dumps(list(blocked)), time.time(),
             ],
         )  # fmt: skip
-        return str(result) if result else None
+        return Lease(_text(result[0]), _text(result[1])) if result else None
 
-    def take(self, run_id: str, worker_id: str, mode: str) -> bool:
-        """Record the claimed run as this worker's; False if it lost the lease or the run
-        was canceled since the claim."""
-        return bool(
-            self._scripts["TAKE"](
-                keys=[self.keys.run(run_id), self.keys.holders],
-                args=[run_id, worker_id, time.time(), mode, RunState.QUEUED, RunState.CLAIMED],
-            )
+    def take(self, lease: Lease, mode: str) -> bool:
+        """Record the claimed run as this lease's worker's; False if it lost the lease or
+        the run was canceled since the claim."""
+        args = [
+            lease.run_id, lease.token, time.time(), mode, RunState.QUEUED, RunState.CLAIMED,
+            lease.worker_id,
+        ]  # fmt: skip
+        taken = self._scripts["TAKE"](
+            keys=[self.keys.run(lease.run_id), self.keys.holders], args=args
         )
+        return bool(taken)
 
-    def start(self, run_id: str, worker_id: str) -> bool:
+    def start(self, lease: Lease) -> bool:
         """Mark the run started, just before its launch; False if it lost the lease or was
         canceled. From then on a cancel terminates the run instead."""
         started = self._scripts["START"](
-            keys=[self.keys.run(run_id), self.keys.holders],
+            keys=[self.keys.run(lease.run_id), self.keys.holders],
             args=[
-                run_id, worker_id, time.time(), socket.gethostname(),
+                lease.run_id, lease.token, time.time(), socket.gethostname(),
                 RunState.CLAIMED, RunState.STARTED,
             ],
         )  # fmt: skip
@@ -228,17 +253,27 @@ class RunQueue:
                 keys.append(k.order(order))
         return keys, member, order
 
-    def release(self, run_id: str, outcome: str, retention_s: int) -> None:
-        """Free the run's slot and its place in its ordering line; keep its record a while."""
+    def release(
+        self, run_id: str, outcome: str, retention_s: int, token: str | None = None
+    ) -> bool:
+        """Free the run's slot and its place in its ordering line; keep its record a while.
+        Given the holder's `token`, False (nothing done) if that token no longer holds it."""
         keys, member, order = self._held_keys(run_id)
-        self._scripts["RELEASE"](
+        released = self._scripts["RELEASE"](
             keys=keys,
-            args=[run_id, time.time(), outcome, retention_s, member, order, RunState.FINISHED],
-        )
+            args=[
+                run_id, time.time(), outcome, retention_s, member, order, RunState.FINISHED,
+                token or "",
+            ],
+        )  # fmt: skip
+        return bool(released)
 
-    def requeue(self, run_id: str, reason: str, not_before: float | None = None) -> bool:
+    def requeue(
+        self, run_id: str, reason: str, not_before: float | None = None, token: str | None = None
+    ) -> bool:
         """Put a held run back in line at its old place, not to be claimed before
-        `not_before` (seconds since the epoch) if given."""
+        `not_before` (seconds since the epoch) if given. Given the holder's `token`, False
+        (nothing done) if that token no longer holds it."""
         k = self.keys
         lane, member, _ = self.route(run_id)
         if lane is None or not member:
@@ -250,7 +285,7 @@ class RunQueue:
             ],
             args=[
                 run_id, time.time(), reason, member,
-                "" if not_before is None else not_before, RunState.QUEUED,
+                "" if not_before is None else not_before, RunState.QUEUED, token or "",
             ],
         )  # fmt: skip
         return bool(queued)
@@ -267,28 +302,34 @@ class RunQueue:
         )  # fmt: skip
         return bool(removed)
 
-    def renew(self, run_id: str, worker_id: str, lease_s: float) -> bool:
+    def renew(self, lease: Lease, lease_s: float) -> bool:
+        """Extend the lease; False if its token no longer holds the run."""
         return bool(
             self._scripts["RENEW"](
                 keys=[self.keys.leases, self.keys.holders],
-                args=[run_id, worker_id, int(lease_s * 1000)],
+                args=[lease.run_id, lease.token, int(lease_s * 1000)],
             )
         )
 
-    def adopt(self, run_id: str, worker_id: str, lease_s: float) -> bool:
-        """Take over a run whose lease expired; False if someone holds it."""
+    def adopt(self, run_id: str, worker_id: str, lease_s: float) -> Lease | None:
+        """Take over a run whose lease expired, with a new token (the old holder is refused
+        from now on); None if someone holds it."""
         k = self.keys
-        return bool(
-            self._scripts["ADOPT"](
-                keys=[k.leases, k.holders, k.run(run_id)],
-                args=[run_id, worker_id, int(lease_s * 1000), time.time()],
-            )
+        token = self._scripts["ADOPT"](
+            keys=[k.leases, k.holders, k.run(run_id), k.fence],
+            args=[run_id, worker_id, int(lease_s * 1000), time.time()],
         )
+        return Lease(run_id, _text(token)) if token else None
+
+    def lease_token(self, run_id: str) -> str | None:
+        """The token whose lease on the run has not expired, or None."""
+        value = self._scripts["HOLDER"](keys=[self.keys.leases, self.keys.holders], args=[run_id])
+        return _text(value) if value else None
 
     def lease_holder(self, run_id: str) -> str | None:
         """The worker whose lease on the run has not expired, or None."""
-        value = self._scripts["HOLDER"](keys=[self.keys.leases, self.keys.holders], args=[run_id])
-        return str(value) if value else None
+        token = self.lease_token(run_id)
+        return None if token is None else Lease(run_id, token).worker_id
 
     def sync_outside(self, runs: Mapping[str, Mapping[str, Any]]) -> int:
         """Count `runs` (run id -> {lane, tags}: run storage's runs in progress) against

@@ -81,8 +81,12 @@ return 1
 """
 )
 
-# KEYS: active, paused, meta, outside, heads, leases, holders, then per lane of ARGV[5]
-#       in its order: queued(lane), lane_active(lane)
+# Returns {run id, lease token} or nil. The token (`worker_id#n`, n from the fence counter,
+# never reused) is what the holders hash keeps: every later step of the holder names it, so
+# a worker that lost its lease (cut off past its expiry, adopted meanwhile) is refused
+# even if the run is held again, by itself or by another.
+# KEYS: active, paused, meta, outside, heads, leases, holders, fence, then per lane of
+#       ARGV[5] in its order: queued(lane), lane_active(lane)
 # ARGV: worker_id, lease_ms, max_concurrent, lanes_json, lane_limits_json, tag_limits_json,
 #       scan, blocked_json (runs the pool check holds back), now_s
 CLAIM = (
@@ -108,9 +112,9 @@ local candidates = {}
 for i, lane in ipairs(lanes) do
   if redis.call('SISMEMBER', KEYS[2], lane) == 0 then
     local limit = lane_limits[lane]
-    local busy = redis.call('SCARD', KEYS[7 + 2 * i]) + (outside_in_lane[lane] or 0)
+    local busy = redis.call('SCARD', KEYS[8 + 2 * i]) + (outside_in_lane[lane] or 0)
     if limit == nil or limit < 0 or busy < limit then
-      for _, member in ipairs(redis.call('ZRANGE', KEYS[6 + 2 * i], 0, scan - 1)) do
+      for _, member in ipairs(redis.call('ZRANGE', KEYS[7 + 2 * i], 0, scan - 1)) do
         table.insert(candidates, {member, i})
       end
     end
@@ -162,12 +166,13 @@ for _, c in ipairs(candidates) do
       ok = redis.call('HGET', KEYS[5], meta.order) == id
     end
     if ok and within_tag_limits(meta.tags or {}) then
-      redis.call('ZREM', KEYS[6 + 2 * i], member)
+      redis.call('ZREM', KEYS[7 + 2 * i], member)
       redis.call('SADD', KEYS[1], id)
-      redis.call('SADD', KEYS[7 + 2 * i], id)
+      redis.call('SADD', KEYS[8 + 2 * i], id)
       redis.call('ZADD', KEYS[6], now_ms() + tonumber(ARGV[2]), id)
-      redis.call('HSET', KEYS[7], id, ARGV[1])
-      return id
+      local token = ARGV[1] .. '#' .. redis.call('INCR', KEYS[8])
+      redis.call('HSET', KEYS[7], id, token)
+      return {id, token}
     end
   end
 end
@@ -175,20 +180,20 @@ return nil
 """
 )
 
-# The claimed run's record takes its worker (only if that worker still holds the lease and
-# nothing canceled the run in between).
-# KEYS: run(id), holders   ARGV: run_id, worker_id, now, mode, QUEUED, CLAIMED
+# The claimed run's record takes its worker (only if that lease token still holds the lease
+# and nothing canceled the run in between).
+# KEYS: run(id), holders   ARGV: run_id, token, now, mode, QUEUED, CLAIMED, worker_id
 TAKE = """
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 if redis.call('HGET', KEYS[1], 'state') ~= ARGV[5] then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[6], 'worker', ARGV[2], 'claimed_at', ARGV[3],
-  'mode', ARGV[4])
+redis.call('HSET', KEYS[1], 'state', ARGV[6], 'worker', ARGV[7], 'claimed_at', ARGV[3],
+  'mode', ARGV[4], 'token', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return 1
 """
 
 # The worker is about to launch the run: from here on a cancel terminates it.
-# KEYS: run(id), holders   ARGV: run_id, worker_id, now, host, CLAIMED, STARTED
+# KEYS: run(id), holders   ARGV: run_id, token, now, host, CLAIMED, STARTED
 START = """
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 if redis.call('HGET', KEYS[1], 'state') ~= ARGV[5] then return 0 end
@@ -196,12 +201,15 @@ redis.call('HSET', KEYS[1], 'state', ARGV[6], 'started_at', ARGV[3], 'host', ARG
 return 1
 """
 
+# Refused (0) when a token is given and it no longer holds the run: a late holder frees
+# nobody's slot. Without one (a run found ended, or its lease expired) it always releases.
 # KEYS: run(id), active, meta, leases, holders, pooled, heads,
 #       [lane_active(lane), queued(lane), [order(value)]]
-# ARGV: run_id, now, outcome, retention_s, member, order_value, FINISHED
+# ARGV: run_id, now, outcome, retention_s, member, order_value, FINISHED, token ("" for none)
 RELEASE = (
     _FORGET
     + """
+if ARGV[8] ~= '' and redis.call('HGET', KEYS[5], ARGV[1]) ~= ARGV[8] then return 0 end
 forget(ARGV[1], ARGV[5], ARGV[6])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'state', ARGV[7], 'finished_at', ARGV[2], 'outcome', ARGV[3])
@@ -227,12 +235,14 @@ return 1
 )
 
 # Put a held run back in line, at its old place (its member is kept); optionally not to be
-# claimed before `not_before` (seconds since the epoch).
+# claimed before `not_before` (seconds since the epoch). Refused (0) when a token is given
+# and it no longer holds the run.
 # KEYS: run(id), active, meta, leases, holders, lane_active(lane), queued(lane)
-# ARGV: run_id, now, reason, member, not_before ("" for none), QUEUED
+# ARGV: run_id, now, reason, member, not_before ("" for none), QUEUED, token ("" for none)
 REQUEUE = """
 local raw = redis.call('HGET', KEYS[3], ARGV[1])
 if not raw then return 0 end
+if ARGV[7] ~= '' and redis.call('HGET', KEYS[5], ARGV[1]) ~= ARGV[7] then return 0 end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[6], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
@@ -244,12 +254,12 @@ if ARGV[5] ~= '' then
 end
 redis.call('ZADD', KEYS[7], 0, ARGV[4])
 redis.call('HSET', KEYS[1], 'state', ARGV[6], 'requeued_at', ARGV[2], 'requeue_reason', ARGV[3])
-redis.call('HDEL', KEYS[1], 'worker')
+redis.call('HDEL', KEYS[1], 'worker', 'token')
 return 1
 """
 
-# Renew a lease only if this worker still holds it.
-# KEYS: leases, holders   ARGV: run_id, worker_id, lease_ms
+# Renew a lease only if this token still holds it.
+# KEYS: leases, holders   ARGV: run_id, token, lease_ms
 RENEW = (
     _NOW_MS
     + """
@@ -259,7 +269,7 @@ return 1
 """
 )
 
-# The worker holding a lease that has not expired, or nil.
+# The token holding a lease that has not expired, or nil.
 # KEYS: leases, holders   ARGV: run_id
 HOLDER = (
     _NOW_MS
@@ -270,18 +280,20 @@ return redis.call('HGET', KEYS[2], ARGV[1])
 """
 )
 
-# Take over a lease that expired (recovery), only if nobody holds it.
-# KEYS: leases, holders, run(id)   ARGV: run_id, worker_id, lease_ms, now
+# Take over a lease that expired (recovery), only if nobody holds it: a new token, so the
+# old holder's steps are refused from now on. Returns the token, or nil.
+# KEYS: leases, holders, run(id), fence   ARGV: run_id, worker_id, lease_ms, now
 ADOPT = (
     _NOW_MS
     + """
 local now = now_ms()
 local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if expiry and tonumber(expiry) > now then return 0 end
+if expiry and tonumber(expiry) > now then return nil end
+local token = ARGV[2] .. '#' .. redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[3], 'worker', ARGV[2], 'adopted_at', ARGV[4])
-return 1
+redis.call('HSET', KEYS[2], ARGV[1], token)
+redis.call('HSET', KEYS[3], 'worker', ARGV[2], 'adopted_at', ARGV[4], 'token', token)
+return token
 """
 )
 

@@ -34,7 +34,7 @@ class Outcome(StrEnum):
     ERROR = "ERROR"  # the worker's handling of the run stopped before it had an outcome
     MISSING = "missing"  # the run is not in Dagster's run storage
     CANCELED = "CANCELED"  # canceled while in line, before any worker claimed it
-    LEASE_LOST = "SKIPPED:lease-lost"  # claimed, but the lease had gone before the launch
+    LEASE_LOST = "SKIPPED:lease-lost"  # the lease had gone (before the launch, or by the end)
     # The worker executing the run died; the run was failed (run retries apply) ...
     WORKER_DIED_FAILURE = "FAILURE:worker-died"
     # ... or succeeded, every step having succeeded before the worker died.

@@ -51,7 +51,7 @@ from dagster import (
 )
 
 from gov_pipeline.coordinator import contract, run_process
-from gov_pipeline.coordinator.queue import WORKER_DIED_TAG, default_worker_id
+from gov_pipeline.coordinator.queue import WORKER_DIED_TAG, Lease, default_worker_id
 from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
 from gov_pipeline.coordinator.states import ENDED, Outcome, RunState, errored, skipped, status_of
 from gov_pipeline.coordinator.stopping import POLL_S, Stopper, over_time
@@ -187,6 +187,7 @@ class Worker:
         self.reconcile_every_s = reconcile_every_s
         self.stats = WorkerStats()
         self._inflight: dict[str, threading.Thread] = {}
+        self._leases: dict[str, Lease] = {}  # of the runs in flight: their tokens
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._run_ended = threading.Event()
@@ -298,18 +299,23 @@ class Worker:
             "running": sorted(self._inflight),
         }  # fmt: skip
         self.queue.heartbeat(self.worker_id, info, ttl_s=self.lease_s)
-        for run_id in list(self._inflight):
-            if not self.queue.renew(run_id, self.worker_id, self.lease_s):
-                log.warning("worker %s: lost the lease of run %s", self.worker_id, run_id)
+        for lease in list(self._leases.values()):
+            if not self.queue.renew(lease, self.lease_s):
+                log.warning(
+                    "worker %s: lost the lease of run %s (token %s): another worker holds "
+                    "it now, and Redis refuses this one's steps on it",
+                    self.worker_id, lease.run_id, lease.token,
+                )  # fmt: skip
 
     # -- claiming and running ----------------------------------------------------------
 
     def _claim_free_slots(self) -> int:
         claimed = 0
         while len(self._inflight) < self.concurrency and not self._stopping.is_set():
-            run_id = self.claim_one()
-            if run_id is None:
+            lease = self.claim_one()
+            if lease is None:
                 break
+            run_id = lease.run_id
             claimed += 1
             self.stats.claimed += 1
             log.info("worker %s: claimed run %s", self.worker_id, run_id)
@@ -318,10 +324,11 @@ class Worker:
             )
             with self._lock:
                 self._inflight[run_id] = thread
+                self._leases[run_id] = lease
             thread.start()
         return claimed
 
-    def claim_one(self) -> str | None:
+    def claim_one(self) -> Lease | None:
         """Claim the next run this worker may take, without launching it: the pool check
         (only while runs using pools are in Redis), then the claim; None if none."""
         while True:
@@ -333,9 +340,9 @@ class Worker:
                 if pooled
                 else []
             )
-            run_id = self.queue.claim(self.worker_id, self.lanes, self.lease_s, blocked=blocked)
-            if run_id is None or self.queue.take(run_id, self.worker_id, self.mode):
-                return run_id
+            lease = self.queue.claim(self.worker_id, self.lanes, self.lease_s, blocked=blocked)
+            if lease is None or self.queue.take(lease, self.mode):
+                return lease
             # Canceled (or taken over) between the claim and now: the cancel freed it.
 
     def _waiting(self) -> bool:
@@ -361,6 +368,7 @@ class Worker:
             time.sleep(min(1.0, self.lease_s / 3))
 
     def _handle(self, run_id: str) -> None:
+        lease = self._leases[run_id]  # its claim put it there
         outcome: str = Outcome.ERROR
         try:
             run = self.instance.get_run_by_id(run_id)
@@ -368,26 +376,28 @@ class Worker:
                 # Canceled while waiting, or already launched (by a fallback or a replay).
                 outcome = skipped(run)
                 return
-            if not self.queue.start(run_id, self.worker_id):
+            if not self.queue.start(lease):
                 # Canceled since the claim (the cancel freed the slot), or the lease is gone.
                 canceled = self.queue.record(run_id).get("state") == RunState.FINISHED
                 outcome = Outcome.CANCELED_AFTER_CLAIM if canceled else Outcome.LEASE_LOST
                 return
-            outcome = self._launch(run) if self.mode == "launch" else self._execute(run_id)
+            outcome = self._launch(run, lease) if self.mode == "launch" else self._execute(run_id)
         except Exception as exc:
             log.exception("worker %s: run %s: %s", self.worker_id, run_id, exc)
             outcome = errored(exc)
         finally:
             self._finish(run_id, outcome)
 
-    def _launch(self, run: DagsterRun) -> str:
+    def _launch(self, run: DagsterRun, lease: Lease) -> str:
         """Hand the run to the run launcher, as Dagster's dequeuer does; then hold its slot
         until it ends. The outcome (REQUEUED: back in line, its code server unreachable)."""
         workspace = self._workspace_context.create_request_context()
         failed = contract.launch(self.instance, run, workspace, self.coordinator.settings)
         if failed == Outcome.REQUEUED:
             not_before = contract.retry_at(self.coordinator.settings)
-            self.queue.requeue(run.run_id, "code server unreachable at launch", not_before)
+            self.queue.requeue(
+                run.run_id, "code server unreachable at launch", not_before, token=lease.token
+            )
         if failed is not None:
             return failed
         return self._wait_until_ended(run.run_id)
@@ -430,9 +440,14 @@ class Worker:
         """The run's time with this worker is over: release its slot with `outcome` (unless
         it is not this worker's to release any more: canceled, or back in line)."""
         outcome = str(outcome)  # not an Outcome member: the summary prints the counts' keys
+        lease = self._leases.get(run_id)
         try:
             if outcome not in (Outcome.CANCELED_AFTER_CLAIM, Outcome.REQUEUED):
-                self.queue.release(run_id, outcome, self.coordinator.retention_seconds)
+                token = None if lease is None else lease.token
+                if not self.queue.release(
+                    run_id, outcome, self.coordinator.retention_seconds, token=token
+                ):
+                    outcome = Outcome.LEASE_LOST  # another holds it now: its slot stays
         except redis.RedisError as exc:  # reconciliation releases it later
             log.warning("worker %s: could not release run %s: %s", self.worker_id, run_id, exc)
         self.stats.finished += 1
@@ -440,6 +455,7 @@ class Worker:
         log.info("worker %s: run %s ended: %s", self.worker_id, run_id, outcome)
         with self._lock:  # the slot is free now, not when this thread has fully exited
             self._inflight.pop(run_id, None)
+            self._leases.pop(run_id, None)
         self._run_ended.set()
 
     # -- recovery and reconciliation ---------------------------------------------------
@@ -459,8 +475,11 @@ class Worker:
                     self.stats.requeued += 1
                     log.warning("run %s: its worker died before launching it; queued again", run_id)
                 continue
-            if not self.queue.adopt(run_id, self.worker_id, self.lease_s):
+            lease = self.queue.adopt(run_id, self.worker_id, self.lease_s)
+            if lease is None:
                 continue  # another worker got there first
+            with self._lock:
+                self._leases[run_id] = lease
             self.stats.recovered += 1
             dead = record.get("worker", "?")
             if record.get("mode") == "execute":

@@ -290,8 +290,9 @@ def test_a_worker_killed_after_the_last_step_leaves_a_successful_run(make_coordi
     c.worker(mode="execute").run(install_signals=False)
     (cut,) = c.submit([("execute_workflow", c.config(), {})])
     queue = c.instance.run_coordinator.queue
-    assert queue.claim("victim", queue.lanes(), lease_s=0.5) == cut
-    assert queue.take(cut, "victim", "execute")
+    lease = queue.claim("victim", queue.lanes(), lease_s=0.5)
+    assert lease is not None and lease.run_id == cut
+    assert queue.take(lease, "execute")
     # The victim's events: the model run's, from its start to its last step, not its end.
     for entry in c.instance.all_logs(model):
         kind = entry.dagster_event.event_type_value if entry.dagster_event else None
@@ -485,24 +486,57 @@ def test_the_scripts_keep_the_key_layout_and_the_stored_names(redis_prefix: str)
     line = {f"{p}:rq:{k}" for k in ("seq", "queued:policy", "order:7", "lanes", "meta", "heads")}
     assert keys() == line | runs
     assert record("r1") == ("queued", None)
-    assert queue.claim("w1", [], 30) == "r1"
+    lease = queue.claim("w1", [], 30)
+    assert lease is not None and lease.run_id == "r1"
     assert queue.claim("w1", [], 30) is None  # r2 waits for r1: same policy
     held = {f"{p}:rq:{k}" for k in ("active", "lane_active:policy", "leases", "holders")}
-    assert keys() == line | held | runs
+    assert keys() == line | held | runs | {f"{p}:rq:fence"}
     assert record("r1") == ("queued", None) and queue.lease_holder("r1") == "w1"
-    assert queue.take("r1", "w1", "execute") and record("r1") == ("claimed", None)
-    assert queue.start("r1", "w1") and record("r1") == ("started", None)
+    assert queue.take(lease, "execute") and record("r1") == ("claimed", None)
+    assert queue.start(lease) and record("r1") == ("started", None)
     assert not queue.remove_queued("r1", 60)  # started: a cancel terminates it instead
-    queue.release("r1", "SUCCESS", 60)
+    assert queue.release("r1", "SUCCESS", 60, token=lease.token)
     assert record("r1") == ("finished", "SUCCESS") and queue.active() == set()
-    assert queue.claim("w1", [], 30) == "r2"
-    assert queue.requeue("r2", "test") and record("r2") == ("queued", None)
+    second = queue.claim("w1", [], 30)
+    assert second is not None and second.run_id == "r2" and second.token != lease.token
+    assert queue.requeue("r2", "test", token=second.token) and record("r2") == ("queued", None)
     assert queue.queued("policy") == ["r2"] and queue.lease_holder("r2") is None
     assert queue.remove_queued("r2", 60) and record("r2") == ("finished", "CANCELED")
-    assert keys() == {f"{p}:rq:seq", f"{p}:rq:lanes"} | runs
+    assert keys() == {f"{p}:rq:seq", f"{p}:rq:lanes", f"{p}:rq:fence"} | runs
     queue.heartbeat("w1", {}, ttl_s=5)
     assert {f"{p}:rq:workers", f"{p}:rq:worker:w1"} <= keys()
     client.close()
+
+
+def test_a_holder_that_lost_its_lease_is_refused_every_step(redis_prefix: str) -> None:
+    """Fencing: a worker cut off past its lease comes back after another adopted its run.
+    Its token no longer holds the run, so Redis refuses its renewal, its start, its
+    release and its requeue (nothing it does frees or takes back the adopter's slot), even
+    when the run is held again by a worker of the same id."""
+    from gov_pipeline.coordinator.queue import QueueLimits, RunQueue
+
+    queue = RunQueue.from_url(REDIS_URL, redis_prefix, QueueLimits(lanes={"policy": 5}))
+    queue.enqueue("r1", lane="policy", priority=0, order=None, tags={})
+    late = queue.claim("w1", [], 0.2)
+    assert late is not None and queue.take(late, "launch") and queue.start(late)
+    assert queue.adopt("r1", "w2", 30) is None  # the lease has not expired yet
+    time.sleep(0.3)  # w1 is away past its lease
+    adopter = queue.adopt("r1", "w2", 30)
+    assert adopter is not None and adopter.token != late.token
+    assert queue.lease_holder("r1") == "w2" and queue.lease_token("r1") == adopter.token
+    assert not queue.renew(late, 30)
+    assert not queue.start(late)
+    assert not queue.release("r1", "SUCCESS", 60, token=late.token)
+    assert not queue.requeue("r1", "late", token=late.token)
+    assert queue.active() == {"r1"} and queue.lease_token("r1") == adopter.token
+    # Adopted again by the same worker id: the old token of that id is still refused.
+    time.sleep(0.05)
+    queue.client.zadd(queue.keys.leases, {"r1": 0})  # the adopter's lease expired too
+    again = queue.adopt("r1", "w1", 30)
+    assert again is not None and again.worker_id == "w1" and again.token != late.token
+    assert not queue.renew(late, 30) and queue.renew(again, 30)
+    assert queue.release("r1", "SUCCESS", 60, token=again.token) and queue.active() == set()
+    queue.client.close()
 
 
 def test_a_cancel_between_claim_and_launch_wins(redis_prefix: str) -> None:
@@ -513,12 +547,14 @@ def test_a_cancel_between_claim_and_launch_wins(redis_prefix: str) -> None:
     queue = RunQueue.from_url(REDIS_URL, redis_prefix, QueueLimits(lanes={"policy": 5}))
     for run_id in ("a", "b"):
         queue.enqueue(run_id, lane="policy", priority=0, order=None, tags={})
-    assert queue.claim("w1", [], 30) == "a"
+    a = queue.claim("w1", [], 30)
+    assert a is not None and a.run_id == "a"
     assert queue.remove_queued("a", 60)  # canceled before the worker took it
-    assert not queue.take("a", "w1", "launch") and queue.active() == set()
-    assert queue.claim("w1", [], 30) == "b" and queue.take("b", "w1", "launch")
+    assert not queue.take(a, "launch") and queue.active() == set()
+    b = queue.claim("w1", [], 30)
+    assert b is not None and b.run_id == "b" and queue.take(b, "launch")
     assert queue.remove_queued("b", 60)  # canceled after the take, before the start
-    assert not queue.start("b", "w1") and queue.active() == set()
+    assert not queue.start(b) and queue.active() == set()
     assert queue.record("b")["outcome"] == "CANCELED"
     queue.client.close()
 

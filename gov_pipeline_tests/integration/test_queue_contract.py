@@ -143,8 +143,9 @@ def dequeue(worker: Worker) -> list[str]:
     possible. The runs claimed, in claim order."""
     worker.sync_storage()
     claimed: list[str] = []
-    while (run_id := worker.claim_one()) is not None:
-        claimed.append(run_id)
+    while (lease := worker.claim_one()) is not None:
+        worker._leases[lease.run_id] = lease  # as its claim loop keeps them, for _handle
+        claimed.append(lease.run_id)
         assert len(claimed) <= 1000, "claim_one never returns None"
     return claimed
 
@@ -208,7 +209,8 @@ class Queue:
             ),
             run_id=run_id,
         )
-        self.worker.queue.release(run_id, "SUCCESS", 60)
+        lease = self.worker._leases.pop(run_id)
+        assert self.worker.queue.release(run_id, "SUCCESS", 60, token=lease.token)
 
     def status(self, run_id: str) -> DagsterRunStatus:
         run = self.instance.get_run_by_id(run_id)
