@@ -209,7 +209,7 @@ class RunQueue:
     def take(self, lease: Lease, mode: str) -> bool:
         """Record the claimed run as this lease's worker's; False if it lost the lease or
         the run was canceled since the claim."""
-        args = [
+        args: list[str | float] = [
             lease.run_id, lease.token, time.time(), mode, RunState.QUEUED, RunState.CLAIMED,
             lease.worker_id,
         ]  # fmt: skip
