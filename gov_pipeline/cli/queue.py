@@ -111,6 +111,7 @@ def worker(
     """
     from gov_pipeline.coordinator.queue import default_worker_id
     from gov_pipeline.coordinator.worker import Worker
+    from gov_pipeline.services.run_fences import fence_run
 
     logging.getLogger("gov_pipeline").setLevel(logging.INFO)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -128,6 +129,8 @@ def worker(
         instance, workspace=workspace, mode=mode, concurrency=concurrency,
         lanes=served, burst=burst, worker_id=name,
         reconcile_every_s=float(app.settings.worker_reconcile_s),
+        # The application's database is opened at the first fence, not before.
+        fence=lambda run_id, token, why: fence_run(app.sessions, run_id, token, why),
     )  # fmt: skip
     stats = _run_beside(worker_, children)
     click.echo(worker_summary(stats, time.monotonic() - started))

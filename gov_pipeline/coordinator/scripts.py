@@ -290,6 +290,11 @@ local now = now_ms()
 local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if expiry and tonumber(expiry) > now then return nil end
 local token = ARGV[2] .. '#' .. redis.call('INCR', KEYS[4])
+-- The worker that lost the run first, kept through adoptions a rescuer gave up.
+local was = redis.call('HGET', KEYS[3], 'worker')
+if was and redis.call('HEXISTS', KEYS[3], 'lost_by') == 0 then
+  redis.call('HSET', KEYS[3], 'lost_by', was)
+end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], token)
 redis.call('HSET', KEYS[3], 'worker', ARGV[2], 'adopted_at', ARGV[4], 'token', token)

@@ -34,7 +34,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,6 +143,12 @@ class WorkerStats:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
+# Fence a run another worker held, in the application's database: (run id, the lease token
+# of the worker ending it, why) -> False if it cannot be fenced yet. `gov-pipeline worker`
+# gives services.run_fences.fence_run; without one, runs are ended unfenced.
+Fence = Callable[[str, str, str], bool]
+
+
 class Worker:
     """One worker process: `concurrency` runs at a time from `lanes` (all if empty)."""
 
@@ -158,6 +164,7 @@ class Worker:
         worker_id: str | None = None,
         poll_s: float = 0.2,
         reconcile_every_s: float = 30.0,
+        fence: Fence | None = None,
     ) -> None:
         coordinator = instance.run_coordinator
         if not isinstance(coordinator, RedisRunCoordinator):
@@ -185,6 +192,7 @@ class Worker:
         self.lease_s = float(coordinator.lease_seconds)
         self.poll_s = poll_s
         self.reconcile_every_s = reconcile_every_s
+        self.fence = fence
         self.stats = WorkerStats()
         self._inflight: dict[str, threading.Thread] = {}
         self._leases: dict[str, Lease] = {}  # of the runs in flight: their tokens
@@ -481,7 +489,7 @@ class Worker:
             with self._lock:
                 self._leases[run_id] = lease
             self.stats.recovered += 1
-            dead = record.get("worker", "?")
+            dead = record.get("lost_by") or record.get("worker", "?")
             if record.get("mode") == "execute":
                 self._end_orphan(
                     run, f"worker {dead} died while executing this run (its lease expired)"
@@ -504,7 +512,29 @@ class Worker:
             log.warning("run %s: adopted from a dead worker; watching it", run_id)
 
     def _end_orphan(self, run: DagsterRun, what: str) -> None:
+        """End a run another worker held: fenced first, so that its process, if it lives on
+        a host cut off from here, commits nothing once it is back. Not fenced yet (a
+        transaction of the run still holds its lock, or the database is away): the lease is
+        left to expire and the next recovery pass, here or elsewhere, tries again."""
+        if not self._fenced(run.run_id, what):
+            with self._lock:
+                self._leases.pop(run.run_id, None)
+                self._inflight.pop(run.run_id, None)
+            return
         self._finish(run.run_id, self._orphan_ended(run, what))
+
+    def _fenced(self, run_id: str, what: str) -> bool:
+        lease = self._leases.get(run_id)
+        if self.fence is None or lease is None:
+            return True
+        try:
+            if self.fence(run_id, lease.token, what):
+                return True
+            why = "a transaction of the run still holds its lock"
+        except Exception as exc:  # the database away: as a lock still held
+            why = f"{type(exc).__name__}: {exc}"
+        log.warning("run %s: not fenced yet (%s); ending it on a later pass", run_id, why)
+        return False
 
     def _orphan_ended(self, run: DagsterRun, what: str) -> str:
         """End a started run that nothing executes any more (its worker, or the process

@@ -630,6 +630,21 @@ class ConsumerCursor(Base):
     )
 
 
+class RunFence(Base):
+    """A Dagster run another worker ended while its process may still live (its worker
+    was cut off or died, and its lease expired): that run's late transactions are refused.
+
+    Not tenant data: a run spans tenants. Written once, by the worker that ended the run.
+    """
+
+    __tablename__ = "run_fences"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(String(200))  # the lease token of the worker that ended it
+    reason: Mapped[str] = mapped_column(Text)
+    fenced_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
 class WebhookDelivery(Base, Timestamps):
     """The webhook outbox: written with the execution, sent afterwards with retries."""
 

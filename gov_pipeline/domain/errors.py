@@ -104,6 +104,15 @@ class PermissionDeniedError(PermanentError):
     """The actor is not allowed to do this (e.g. not a listed approver)."""
 
 
+class RunFencedError(PermanentError):
+    """Another worker ended this run (its worker lost its lease: cut off, or dead); what
+    the run still does is refused, and its retry does the work."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(f"run {run_id} was ended by another worker ({reason}); refused")
+        self.run_id = run_id
+
+
 class ConfigurationError(PermanentError):
     """A setting read from the environment is invalid."""
 

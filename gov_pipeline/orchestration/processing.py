@@ -89,11 +89,12 @@ def execute_actions(
     of the run's lane used up) is failed, its owner told, and the run moves on. Otherwise
     the op is retried, and the retry starts after what is done.
     """
-    report = execute_planned(
-        database.sessions(), change_ids, database.settings(),
-        max_attempts=run_rule(context).retry.max_attempts,
-        run_id=context.run_id, processed_by=f"dagster:{context.run_id}",
-    )  # fmt: skip
+    with permanent_errors():  # (a run another worker ended and fenced, too)
+        report = execute_planned(
+            database.sessions(), change_ids, database.settings(),
+            max_attempts=run_rule(context).retry.max_attempts,
+            run_id=context.run_id, processed_by=f"dagster:{context.run_id}",
+        )  # fmt: skip
     if report.retry is not None:
         raise retry_requested(context, report.retry)
     log_executions(context, report.ran)

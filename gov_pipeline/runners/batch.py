@@ -48,6 +48,7 @@ from gov_pipeline.runners.deliveries import deliver_pending
 from gov_pipeline.runners.retries import record_failure
 from gov_pipeline.services.changes import unprocessed
 from gov_pipeline.services.entities import load_entities
+from gov_pipeline.services.run_fences import refuse_if_fenced
 from gov_pipeline.services.skips import skipped_total, with_skips
 from gov_pipeline.services.tenants import ROLE_CACHE
 
@@ -301,6 +302,8 @@ def _attempt_chunk(
             if refusal is not None:
                 refused[change_id] = refusal
         write_buffered(session)
+        if run_id is not None:  # a run another worker ended commits nothing more
+            refuse_if_fenced(session, run_id)
         mark_changes_processed(session, chunk, processed_by, refused)
     report.refused.update(refused)
     report.commits += 1

@@ -10,8 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gov_pipeline.db.models import EntityChange, Notification, ProcessedChange, WorkflowExecution
+from gov_pipeline.domain.errors import RunFencedError
 from gov_pipeline.engine.actions.registry import HANDLERS
 from gov_pipeline.runners.batch import process_batch
+from gov_pipeline.services.run_fences import fence_run, refuse_if_fenced
 from gov_pipeline.services.tenants import upsert_user
 from gov_pipeline_tests.integration.engine_support import (
     NO_WAIT,
@@ -139,3 +141,34 @@ def test_a_transient_failure_mid_chunk_keeps_what_came_before_and_the_order(
     # what came before the failure committed in one chunk, the rest in one after the retry
     assert report.commits == 1 + 2
     assert report.failures == 1
+
+
+def test_a_fenced_run_commits_nothing_and_its_retry_does_the_work(
+    sessions: sessionmaker[Session], settings: Any
+) -> None:
+    """A run another worker ended (its worker lost the lease) is fenced: a chunk of it that
+    comes late rolls back whole, and the retry (another run id) does the work once."""
+    every, moves = _moves(sessions, ["P0", "P1"])
+    assert fence_run(sessions, "run-late", "w2#7", "worker w1 lost its lease")
+    assert fence_run(sessions, "run-late", "w2#7", "again")  # idempotent
+    with pytest.raises(RunFencedError, match="run-late was ended by another worker"):
+        _batch(sessions, moves, settings, run_id="run-late")
+    assert count(sessions, ProcessedChange) == 0 and count(sessions, Notification) == 0
+    report, _ = _batch(sessions, moves, settings, run_id="run-retry")
+    assert report.changes == every and count(sessions, Notification) == 2
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_fence_waits_for_the_runs_transaction_in_flight(
+    sessions: sessionmaker[Session], settings: Any
+) -> None:
+    """On PostgreSQL the fence and the run's commit are ordered: a transaction of the run
+    that has checked the fence holds it off until it ends (the fence times out, and is tried
+    again), and once the fence is in, the run's next transaction is refused."""
+    with sessions.begin() as in_flight:
+        refuse_if_fenced(in_flight, "run-a")
+        assert not fence_run(sessions, "run-a", "w2#1", "lost", lock_timeout_ms=200)
+        assert fence_run(sessions, "run-b", "w2#2", "lost", lock_timeout_ms=200)  # not locked
+    assert fence_run(sessions, "run-a", "w2#1", "lost", lock_timeout_ms=200)
+    with pytest.raises(RunFencedError), sessions.begin() as late:
+        refuse_if_fenced(late, "run-a")

@@ -19,8 +19,13 @@ from dagster import DagsterRunStatus
 
 from gov_pipeline.cli.queue import worker_summary
 from gov_pipeline.coordinator.worker import run_process_pid
+from gov_pipeline.db.engine import make_engine, make_sessionmaker
+from gov_pipeline.db.integrity import ALL_TENANTS, APP_ROLE
+from gov_pipeline.db.models import RunFence
+from gov_pipeline.domain.errors import RunFencedError
 from gov_pipeline.embedded.instance import WORKSPACE
 from gov_pipeline.embedded.processes import bin_path
+from gov_pipeline.services.run_fences import fence_run, refuse_if_fenced
 from gov_pipeline_tests.conftest import REDIS_URL, RedisServer
 from gov_pipeline_tests.integration.coordinator_support import (
     Coordinated,
@@ -178,11 +183,31 @@ def test_a_worker_killed_mid_run_is_recovered(make_coordinated, tmp_path: Path) 
         if victim.poll() is None:
             os.killpg(victim.pid, signal.SIGKILL)
     time.sleep(3.5)  # the lease (3 s) expires
-    stats = c.worker(mode="execute", worker_id="rescuer").run(install_signals=False)
+    # A rescuer that cannot fence the run yet (a transaction of it still holds its lock)
+    # leaves it to a later pass: not ended, its lease left to expire.
+    held_off = c.worker(mode="execute", worker_id="held-off", fence=lambda *_: False)
+    assert held_off.run(install_signals=False).recovered == 1
+    assert statuses(c, [slow]) == ["STARTED"]
+    time.sleep(3.5)
+    engine = make_engine(c.env["GOV_PIPELINE_DATABASE_URL"], role=APP_ROLE)
+    sessions = make_sessionmaker(engine, tenant=ALL_TENANTS)
+    rescuer = c.worker(
+        mode="execute", worker_id="rescuer", fence=lambda *a: fence_run(sessions, *a)
+    )
+    stats = rescuer.run(install_signals=False)
     assert stats.recovered == 1
     assert statuses(c, [slow, quick]) == ["FAILURE", "SUCCESS"]
     logs = [e.message for e in c.instance.all_logs(slow) if e.message]
     assert any("victim died while executing this run" in m for m in logs)
+    # Fenced with the rescuer's token before it failed the run: were the victim's process
+    # alive on a host cut off from here, none of its transactions would commit any more.
+    with sessions.begin() as session:
+        fence = session.get(RunFence, slow)
+        assert fence is not None and fence.token.startswith("rescuer#")
+        assert "victim died while executing this run" in fence.reason
+        with pytest.raises(RunFencedError):
+            refuse_if_fenced(session, slow)
+    engine.dispose()
     # tagged, so the failure sensor leaves its executions to the sweeper
     assert c.instance.get_run_by_id(slow).tags["gov/worker_died"] == slow  # type: ignore[union-attr]
     assert c.instance.run_coordinator.queue.active() == set()
