@@ -17,7 +17,9 @@ from gov_pipeline.domain.lanes import DEFAULT_LANE, LaneRule, lane_of, lane_rule
 from gov_pipeline.domain.lanes import LANE_TAG as LANE_TAG  # the jobs' lane tags use it
 from gov_pipeline.domain.retry import Backoff, RetryPolicy
 from gov_pipeline.engine.execution import ExecutionReport
+from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.batch import RetryLater
+from gov_pipeline.services.run_fences import refuse_if_fenced
 
 F = TypeVar("F", bound=Callable[..., Any])
 _BACKOFFS = {Backoff.FIXED: None, Backoff.EXPONENTIAL: dg.Backoff.EXPONENTIAL}
@@ -52,6 +54,14 @@ def permanent_errors() -> Iterator[None]:
         yield
     except PermanentError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+
+def refuse_if_run_fenced(context: dg.OpExecutionContext, database: DatabaseResource) -> None:
+    """A step of a run another worker ended (its worker lost the lease: cut off, or dead)
+    fails at once, without a retry: the run's retry does its work. Chunks check it again
+    before they commit (runners/batch.py), so a process back late commits nothing."""
+    with permanent_errors(), database.sessions().begin() as session:
+        refuse_if_fenced(session, context.run_id)
 
 
 def lane_retries(fn: F) -> F:

@@ -17,6 +17,7 @@ from gov_pipeline.orchestration.common import (
     lane_retries,
     log_executions,
     permanent_errors,
+    refuse_if_run_fenced,
     retry_requested,
     run_rule,
 )
@@ -44,6 +45,7 @@ def load_changes(
 ) -> list[int]:
     """The run's changes not yet processed, preceded by any earlier unprocessed change of the
     same records (catch-up), in commit order."""
+    refuse_if_run_fenced(context, database)
     with permanent_errors():
         plan = plan_run(database.sessions(), config.change_ids)
     context.add_output_metadata(
@@ -64,6 +66,7 @@ def match_workflows(
     context: dg.OpExecutionContext, database: DatabaseResource, change_ids: list[int]
 ) -> list[int]:
     """Evaluate every candidate workflow's conditions; create the executions (once)."""
+    refuse_if_run_fenced(context, database)
     summary = match_planned(database.sessions(), change_ids, database.settings())
     context.add_output_metadata(
         {
@@ -89,6 +92,7 @@ def execute_actions(
     of the run's lane used up) is failed, its owner told, and the run moves on. Otherwise
     the op is retried, and the retry starts after what is done.
     """
+    refuse_if_run_fenced(context, database)
     with permanent_errors():  # (a run another worker ended and fenced, too)
         report = execute_planned(
             database.sessions(), change_ids, database.settings(),
@@ -125,6 +129,7 @@ def record_outcome(
 ) -> None:
     """Send queued webhooks, summarise the executions of the run's changes, and say how the
     run's workflows ended (tags, ERROR events; the run fails when one of them failed)."""
+    refuse_if_run_fenced(context, database)
     outcome = summarize_outcome(database.sessions(), database.settings(), change_ids)
     metadata = {
         "executions_by_status": dg.MetadataValue.json(outcome.executions_by_status),

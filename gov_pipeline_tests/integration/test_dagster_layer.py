@@ -3,6 +3,7 @@ in process. (Daemon, webserver and worker processes are exercised in the e2e tes
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import dagster as dg
@@ -230,6 +231,32 @@ def test_unknown_changes_fail_the_run_clearly(database: DatabaseResource) -> Non
     assert not result.success
     failure = result.get_step_failure_events()[0]
     assert "unknown change(s): 999" in str(failure.event_specific_data.error)  # type: ignore[union-attr]
+
+
+def test_a_fenced_run_fails_its_first_step_at_once_and_does_nothing(
+    database: DatabaseResource, sessions: sessionmaker[Session]
+) -> None:
+    """A run another worker ended and fenced (its worker lost the lease) fails at its first
+    step without a retry, whatever step its process comes back in; its changes stay for the
+    retry."""
+    from gov_pipeline.services.run_fences import fence_run
+
+    pid = new_policy(sessions)
+    move(sessions, pid, "in_review")
+    run_id = str(uuid.uuid4())
+    assert fence_run(sessions, run_id, "w2#3", "worker w1 lost its lease")
+    result = process_changes.execute_in_process(
+        run_config={"ops": {"load_changes": {"config": {"change_ids": [2]}}}},
+        resources={"database": database}, run_id=run_id, raise_on_error=False,
+    )  # fmt: skip
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert failure.step_key == "load_changes"
+    assert "was ended by another worker (worker w1 lost its lease)" in str(
+        failure.event_specific_data.error  # type: ignore[union-attr]
+    )
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
+    assert count(sessions, ProcessedChange) == 0 and count(sessions, WorkflowExecution) == 0
 
 
 def test_execute_workflow_by_hand(
