@@ -205,13 +205,15 @@ class RedisServer:
     """A redis-server of a test's own on a fixed free port, no persistence: stopping and
     starting it again gives an empty server at the same address."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, also_on: str | None = None) -> None:
+        """`also_on`: an address it listens on besides 127.0.0.1 (a test host's)."""
         import socket
 
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
         self.directory = directory
+        self.binds = ["127.0.0.1", *([also_on] if also_on else [])]
         self.process: Any = None
 
     @property
@@ -225,8 +227,10 @@ class RedisServer:
         import redis
 
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+            ["redis-server", "--port", str(self.port), "--bind", *self.binds, "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory),
+             # A test host's clients come from its private network, not loopback.
+             "--protected-mode", "no" if len(self.binds) > 1 else "yes"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10

@@ -62,12 +62,21 @@ def _child(
             raise RuntimeError(f"run {run_id} is not in run storage")
         execute_run(repo.get_reconstructable_job(run.job_name), run, instance)
         code = 0
+        # Ended: the worker, seeing the run's end before this process has exited, stops it
+        # with SIGINT; that must not interrupt the exit below.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     except BaseException:  # the run's own events say what happened; this is the process
         log.exception("run %s: its process (%s) failed", run_id, os.getpid())
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)  # no atexit, no finalizers of the worker's copied state
+        # Never back into the worker's code: a KeyboardInterrupt raised anywhere here would
+        # unwind into the forked copy of the worker's thread, which would then release the
+        # run's slot as if it were the worker.
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)  # no atexit, no finalizers of the worker's copied state
 
 
 def _die_with(parent: int) -> None:

@@ -196,6 +196,7 @@ class Worker:
         self.stats = WorkerStats()
         self._inflight: dict[str, threading.Thread] = {}
         self._leases: dict[str, Lease] = {}  # of the runs in flight: their tokens
+        self._lost: set[str] = set()  # runs in flight whose lease another holds now
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._run_ended = threading.Event()
@@ -308,7 +309,8 @@ class Worker:
         }  # fmt: skip
         self.queue.heartbeat(self.worker_id, info, ttl_s=self.lease_s)
         for lease in list(self._leases.values()):
-            if not self.queue.renew(lease, self.lease_s):
+            if not self.queue.renew(lease, self.lease_s) and lease.run_id not in self._lost:
+                self._lost.add(lease.run_id)
                 log.warning(
                     "worker %s: lost the lease of run %s (token %s): another worker holds "
                     "it now, and Redis refuses this one's steps on it",
@@ -455,7 +457,7 @@ class Worker:
                 if not self.queue.release(
                     run_id, outcome, self.coordinator.retention_seconds, token=token
                 ):
-                    outcome = Outcome.LEASE_LOST  # another holds it now: its slot stays
+                    outcome = str(Outcome.LEASE_LOST)  # another holds it now: its slot stays
         except redis.RedisError as exc:  # reconciliation releases it later
             log.warning("worker %s: could not release run %s: %s", self.worker_id, run_id, exc)
         self.stats.finished += 1
@@ -464,6 +466,7 @@ class Worker:
         with self._lock:  # the slot is free now, not when this thread has fully exited
             self._inflight.pop(run_id, None)
             self._leases.pop(run_id, None)
+            self._lost.discard(run_id)
         self._run_ended.set()
 
     # -- recovery and reconciliation ---------------------------------------------------

@@ -51,6 +51,28 @@ class Network:
     tag: str
     hosts: dict[str, str] = field(default_factory=dict)  # name -> address
     _index: dict[str, int] = field(default_factory=dict)
+    subnet: str = ""  # its first three octets
+    _root_link: str | None = None
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.subnet}.0/24"
+
+    def attach_root(self) -> str:
+        """Put the test's own (root) namespace on the switch as one more host, at address
+        .254, and return that address: servers the test process runs (PostgreSQL, Redis,
+        the daemon) are then one host the others reach, and the test observes them on
+        127.0.0.1. The other hosts still have no route beyond the switch."""
+        root, port = f"gp{self.tag}r", f"gp{self.tag}pr"
+        subprocess.run(["ip", "link", "del", root], capture_output=True)  # a leftover
+        _ip("link", "add", root, "type", "veth", "peer", "name", port, "netns", self.switch)
+        self._root_link = root
+        _ip("link", "set", port, "master", "br0", namespace=self.switch)
+        _ip("link", "set", port, "up", namespace=self.switch)
+        address = f"{self.subnet}.254"
+        _ip("addr", "add", f"{address}/24", "dev", root)
+        _ip("link", "set", root, "up")
+        return address
 
     @property
     def switch(self) -> str:
@@ -104,6 +126,8 @@ class Network:
         self.hosts[host] = address
 
     def _remove(self) -> None:
+        if self._root_link is not None:
+            subprocess.run(["ip", "link", "del", self._root_link], capture_output=True)
         for namespace in [self.switch, *(self.namespace(h) for h in self._index)]:
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
 
@@ -120,9 +144,9 @@ def host_network(tag: str, hosts: Sequence[str], net: int = 0) -> Iterator[Netwo
     reason = available()
     if reason is not None:
         raise NetworkUnavailable(reason)
-    network = Network(tag)
+    network = Network(tag, subnet=SUBNET.format(net=net))
     network._index = {host: i for i, host in enumerate(hosts)}
-    subnet = SUBNET.format(net=net)
+    subnet = network.subnet
     try:
         _ip("netns", "add", network.switch)
         _ip("link", "add", "br0", "type", "bridge", namespace=network.switch)

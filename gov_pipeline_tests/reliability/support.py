@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,6 +346,8 @@ class PrivatePostgres:
     data: Path
     port: int
     log: Path
+    listen: str = "127.0.0.1"  # listen_addresses
+    settings: tuple[str, ...] = ()  # more `name=value` server settings
 
     @property
     def admin_url(self) -> str:
@@ -360,15 +362,18 @@ class PrivatePostgres:
             check=True, capture_output=True, **_as_postgres(),
         )  # fmt: skip
 
+    def _options(self) -> str:
+        more = "".join(f" -c {setting}" for setting in self.settings)
+        return f"-p {self.port} -k {self.data} -c listen_addresses={self.listen}{more}"
+
     def start(self) -> None:
-        self._ctl("-o", f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1", "start")
+        self._ctl("-o", self._options(), "start")
 
     def stop(self) -> None:
         self._ctl("-m", "fast", "stop")
 
     def restart(self) -> None:
-        self._ctl("-m", "fast", "-o", f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1",
-                  "restart")  # fmt: skip
+        self._ctl("-m", "fast", "-o", self._options(), "restart")
 
 
 def _as_postgres() -> dict[str, Any]:
@@ -387,10 +392,14 @@ def _as_postgres() -> dict[str, Any]:
 
 
 @contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(
+    also_on: str | None = None, trusting: str | None = None, settings: Sequence[str] = ()
+) -> Iterator[PrivatePostgres]:
     """initdb into a directory of its own (trust auth), started on a free port, listening on
-    127.0.0.1 only; stopped and removed afterwards. (Not under pytest's tmp_path: when the
-    tests run as root, the server runs as `postgres`, which cannot enter root's 0700 dirs.)"""
+    127.0.0.1 (and on the address `also_on`, trusting clients of the network `trusting`,
+    for test hosts), with `settings` (`name=value`); stopped and removed afterwards. (Not
+    under pytest's tmp_path: when the tests run as root, the server runs as `postgres`,
+    which cannot enter root's 0700 dirs.)"""
     import shutil
     import tempfile
 
@@ -407,7 +416,11 @@ def private_postgres() -> Iterator[PrivatePostgres]:
              "--no-sync"],
             check=True, capture_output=True, **_as_postgres(),
         )  # fmt: skip
-        server = PrivatePostgres(data, free_port(), base / "server.log")
+        if trusting is not None:
+            with (data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {trusting} trust\n")
+        listen = "127.0.0.1" + (f",{also_on}" if also_on else "")
+        server = PrivatePostgres(data, free_port(), base / "server.log", listen, tuple(settings))
         server.start()
         try:
             yield server

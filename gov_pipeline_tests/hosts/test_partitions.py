@@ -1,0 +1,204 @@
+"""A worker host cut off from the others mid-run, kept away past its lease, and healed.
+
+Three hosts on a private switch: `db` (the test's own namespace: a private PostgreSQL
+cluster holding the app database and Dagster's storage, a private Redis, the daemon; the
+test observes them on 127.0.0.1) and two worker hosts, `w1` and `w2`, each running
+`gov-pipeline worker --mode execute` against db's address. While w1 executes a run, its
+link goes down: w2 adopts the run when the lease expires, fences it, fails it, and runs
+its retry; when w1 comes back, Redis refuses its lease and the database its run's late
+steps. The checker then finds nothing lost and nothing done twice.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from gov_pipeline.db.migrate import upgrade
+from gov_pipeline.db.models import RunFence
+from gov_pipeline.embedded.instance import ROOT, WORKSPACE
+from gov_pipeline.embedded.processes import bin_path, stop_process_group
+from gov_pipeline_tests.conftest import RUN_ID, RedisServer
+from gov_pipeline_tests.hosts.netns import Network, host_network
+from gov_pipeline_tests.integration.coordinator_support import instance_yaml
+from gov_pipeline_tests.reliability.support import (
+    RUN_RETRIES,
+    PrivatePostgres,
+    Stack,
+    assert_clean,
+    private_postgres,
+    record,
+    running_stack,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
+
+LEASE_S = 3  # the test instance's lease (coordinator_support.instance_yaml)
+AWAY_S = 20.0  # how long the cut host stays away: well past its lease and the fence
+
+
+@dataclass
+class Hosts:
+    """The test hosts with the stack on `db`, and what the worker hosts connect to."""
+
+    net: Network
+    stack: Stack
+    pg: PrivatePostgres
+    db: str  # db's address on the switch
+    env: dict[str, str]  # a worker host's environment
+    logs: Path
+
+    def start_worker(self, host: str, processes: ExitStack) -> subprocess.Popen[bytes]:
+        argv = [bin_path("gov-pipeline"), "worker", "--mode", "execute", "-w", str(WORKSPACE),
+                "--worker-id", host]  # fmt: skip
+        log = (self.logs / f"worker-{host}.log").open("ab")
+        processes.callback(log.close)
+        process = self.net.popen(
+            host, argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+        processes.callback(stop_process_group, process)
+        return process
+
+
+@contextmanager
+def hosts_with_a_stack(tmp_path: Path, prefix: str) -> Iterator[Hosts]:
+    tag = RUN_ID[:4]
+    net_number = 1 + int(tag, 16) % 200  # a subnet of its own (the root namespace routes it)
+    with host_network(tag, ["w1", "w2"], net=net_number) as net:
+        db = net.attach_root()
+        # PostgreSQL ends a session idle in a transaction after 10 s: a cut-off host's
+        # transaction lets go of its locks then (as docs/operations.md recommends).
+        with (
+            private_postgres(
+                also_on=db, trusting=net.cidr,
+                settings=["idle_in_transaction_session_timeout=10s"],
+            ) as pg,
+            _redis(tmp_path, db) as redis_server,
+        ):  # fmt: skip
+            admin = create_engine(pg.admin_url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text('CREATE DATABASE "app"'))
+                conn.execute(text('CREATE DATABASE "dagster"'))
+            admin.dispose()
+            upgrade(pg.url("app"))
+            with running_stack(
+                tmp_path, pg.url("app"), pg.url("dagster"), redis_server.url, prefix,
+                workers=0, env={"GOV_PIPELINE_BATCH_SIZE": "15"},
+            ) as stack:  # fmt: skip
+                far = {"127.0.0.1": db}
+                home = tmp_path / "host_home"
+                home.mkdir()
+                yaml = instance_yaml(
+                    _at(pg.url("dagster"), far), _at(redis_server.url, far), prefix
+                )
+                (home / "dagster.yaml").write_text(yaml + RUN_RETRIES)
+                env = {
+                    **stack.env, "DAGSTER_HOME": str(home),
+                    "GOV_PIPELINE_DATABASE_URL": _at(pg.url("app"), far),
+                    "GOV_PIPELINE_REDIS_URL": _at(redis_server.url, far),
+                }  # fmt: skip
+                yield Hosts(net, stack, pg, db, env, stack.logs)
+
+
+def _at(url: str, far: dict[str, str]) -> str:
+    for near, address in far.items():
+        url = url.replace(f"@{near}:", f"@{address}:").replace(f"//{near}:", f"//{address}:")
+    return url
+
+
+@contextmanager
+def _redis(tmp_path: Path, also_on: str) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path, also_on=also_on)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_worker_host_cut_off_mid_run_is_recovered_by_the_other_and_fenced(
+    tmp_path: Path, redis_prefix: str
+) -> None:
+    with hosts_with_a_stack(tmp_path, redis_prefix) as h, ExitStack() as processes:
+        s = h.stack
+        for host in ("w1", "w2"):
+            h.start_worker(host, processes)
+        queue = s.c.instance.run_coordinator.queue
+        s.write_updates(60)
+        held: list[str] = []
+
+        def w1_executes_a_run() -> bool:
+            held[:] = [
+                r.run_id
+                for r in s.c.instance.get_runs()
+                if r.status.value == "STARTED"
+                and r.job_name == "process_changes"
+                and queue.record(r.run_id).get("worker") == "w1"
+            ]
+            return bool(held)
+
+        wait_for(w1_executes_a_run, 180, "w1 to execute a processing run", every=0.05)
+        cut_run = held[0]
+        h.net.cut("w1")
+        cut_at, cut_wall = time.monotonic(), time.time()
+        wait_for(
+            lambda: s.c.instance.get_run_by_id(cut_run).status.value == "FAILURE",  # type: ignore[union-attr]
+            120, "w2 to end the cut-off host's run",
+        )  # fmt: skip
+        ended_after = time.monotonic() - cut_at
+        settled_at = None  # while w1 is away: w2 alone processes every change
+        while time.monotonic() - cut_at < AWAY_S:
+            if settled_at is None and s.settled():
+                settled_at = time.monotonic()
+            time.sleep(0.5)
+        h.net.heal("w1")
+        s.wait_settled(300)
+        recovery = (settled_at or time.monotonic()) - cut_at
+        report = s.check()
+        assert_clean(s, report, expected_notices=s.updates)
+        with s.sessions.begin() as session:
+            fence = session.get(RunFence, cut_run)
+            assert fence is not None and fence.token.startswith("w2#"), s.log_tail()
+            assert "worker w1 died while executing this run" in fence.reason
+        # Back, w1 finds its lease gone and ends its part without freeing w2's slot; its run's
+        # process, still executing, is refused at its next step by the fence.
+        w1_log = h.logs / "worker-w1.log"
+        wait_for(
+            lambda: f"run {cut_run} ended: SKIPPED:lease-lost" in w1_log.read_text(), 120,
+            "w1 to give the cut run up",
+        )  # fmt: skip
+        assert w1_log.read_text().count(f"lost the lease of run {cut_run}") == 1
+        # Back, the run's process did nothing more: either its next step was refused by the
+        # fence, or its worker stopped it first (the run had ended); no step succeeded late.
+        events = [e for e in s.c.instance.all_logs(cut_run) if e.dagster_event is not None]
+        late = [
+            e.dagster_event.step_key
+            for e in events
+            if e.dagster_event.event_type_value == "STEP_FAILURE"  # type: ignore[union-attr]
+            and "was ended by another worker" in str(e.dagster_event.event_specific_data)  # type: ignore[union-attr]
+        ]
+        stopped = any("interrupted" in (e.message or "") for e in events)
+        assert not [
+            e
+            for e in events
+            if e.dagster_event.event_type_value == "STEP_SUCCESS" and e.timestamp > cut_wall  # type: ignore[union-attr]
+        ], s.log_tail()
+        record(
+            "worker host cut off mid-run (network namespaces)",
+            "test_a_worker_host_cut_off_mid_run_is_recovered_by_the_other_and_fenced",
+            s, report, recovery,
+            away_s=AWAY_S, lease_s=LEASE_S, run_ended_by_other_host_after_s=round(ended_after, 1),
+            late_steps_refused=late, late_process_stopped_by_its_worker=stopped,
+            settled_while_away=settled_at is not None,
+        )  # fmt: skip
+        assert late or stopped, "what did the cut run's process do? " + s.log_tail()
+        assert s.c.instance.get_run_by_id(cut_run).status.value == "FAILURE"  # type: ignore[union-attr]
+        assert s.check().ok
