@@ -43,12 +43,21 @@ def over_time(record: RunRecord, rule: LaneRule, now: float | None = None) -> bo
     return (time.time() if now is None else now) - record.start_time > rule.timeout_s
 
 
-def stop_reason(record: RunRecord | None, rule: LaneRule) -> Stop | None:
+# A run's own process records its end, then takes a moment to exit: a run ended this
+# recently is not stopped yet (a SIGINT then would interrupt the process's own exit).
+ENDED_GRACE_S = 5.0
+
+
+def stop_reason(record: RunRecord | None, rule: LaneRule, now: float | None = None) -> Stop | None:
     """What a worker must do about a run whose process it has, as its record stands."""
     if record is None:  # deleted from run storage: nothing wants it any more
         return Stop.CANCELED
     status = record.dagster_run.status
-    if status == DagsterRunStatus.CANCELING or status in ENDED:
+    if status in ENDED:
+        ended = record.end_time or record.update_timestamp.timestamp()
+        recently = (time.time() if now is None else now) - ended < ENDED_GRACE_S
+        return None if recently else Stop.CANCELED
+    if status == DagsterRunStatus.CANCELING:
         return Stop.CANCELED
     return Stop.TIMED_OUT if over_time(record, rule) else None
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import create_engine, text
 
 from gov_pipeline.db.migrate import upgrade
@@ -69,10 +70,14 @@ class Hosts:
 
 
 @contextmanager
-def hosts_with_a_stack(tmp_path: Path, prefix: str) -> Iterator[Hosts]:
+def hosts_with_a_stack(
+    tmp_path: Path, prefix: str, redis_host: str | None = None, batch_size: int = 15
+) -> Iterator[Hosts]:
+    """The hosts, with Redis on db or, given `redis_host`, on a host of its own."""
     tag = RUN_ID[:4]
     net_number = 1 + int(tag, 16) % 200  # a subnet of its own (the root namespace routes it)
-    with host_network(tag, ["w1", "w2"], net=net_number) as net:
+    names = ["w1", "w2", *([redis_host] if redis_host else [])]
+    with host_network(tag, names, net=net_number) as net:
         db = net.attach_root()
         # PostgreSQL ends a session idle in a transaction after 10 s: a cut-off host's
         # transaction lets go of its locks then (as docs/operations.md recommends).
@@ -81,7 +86,7 @@ def hosts_with_a_stack(tmp_path: Path, prefix: str) -> Iterator[Hosts]:
                 also_on=db, trusting=net.cidr,
                 settings=["idle_in_transaction_session_timeout=10s"],
             ) as pg,
-            _redis(tmp_path, db) as redis_server,
+            _redis(tmp_path, db, net, redis_host) as redis_url,
         ):  # fmt: skip
             admin = create_engine(pg.admin_url, isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
@@ -90,20 +95,18 @@ def hosts_with_a_stack(tmp_path: Path, prefix: str) -> Iterator[Hosts]:
             admin.dispose()
             upgrade(pg.url("app"))
             with running_stack(
-                tmp_path, pg.url("app"), pg.url("dagster"), redis_server.url, prefix,
-                workers=0, env={"GOV_PIPELINE_BATCH_SIZE": "15"},
+                tmp_path, pg.url("app"), pg.url("dagster"), redis_url, prefix,
+                workers=0, env={"GOV_PIPELINE_BATCH_SIZE": str(batch_size)},
             ) as stack:  # fmt: skip
                 far = {"127.0.0.1": db}
                 home = tmp_path / "host_home"
                 home.mkdir()
-                yaml = instance_yaml(
-                    _at(pg.url("dagster"), far), _at(redis_server.url, far), prefix
-                )
+                yaml = instance_yaml(_at(pg.url("dagster"), far), _at(redis_url, far), prefix)
                 (home / "dagster.yaml").write_text(yaml + RUN_RETRIES)
                 env = {
                     **stack.env, "DAGSTER_HOME": str(home),
                     "GOV_PIPELINE_DATABASE_URL": _at(pg.url("app"), far),
-                    "GOV_PIPELINE_REDIS_URL": _at(redis_server.url, far),
+                    "GOV_PIPELINE_REDIS_URL": _at(redis_url, far),
                 }  # fmt: skip
                 yield Hosts(net, stack, pg, db, env, stack.logs)
 
@@ -115,13 +118,31 @@ def _at(url: str, far: dict[str, str]) -> str:
 
 
 @contextmanager
-def _redis(tmp_path: Path, also_on: str) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path, also_on=also_on)
-    server.start()
+def _redis(tmp_path: Path, db: str, net: Network, host: str | None) -> Iterator[str]:
+    """A private Redis on db (also on 127.0.0.1), or on `host` only; its URL as db sees it."""
+    if host is None:
+        server = RedisServer(tmp_path, also_on=db)
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
+        return
+    address, port = net.address(host), 6379
+    process = net.popen(
+        host,
+        ["redis-server", "--bind", address, "--port", str(port), "--save", "",
+         "--appendonly", "no", "--protected-mode", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://{address}:{port}/0"
     try:
-        yield server
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        wait_for(lambda: bool(client.ping()), 20, f"Redis on {host}", every=0.1)
+        client.close()
+        yield url
     finally:
-        server.stop()
+        stop_process_group(process)
 
 
 def test_a_worker_host_cut_off_mid_run_is_recovered_by_the_other_and_fenced(
@@ -202,3 +223,52 @@ def test_a_worker_host_cut_off_mid_run_is_recovered_by_the_other_and_fenced(
         assert late or stopped, "what did the cut run's process do? " + s.log_tail()
         assert s.c.instance.get_run_by_id(cut_run).status.value == "FAILURE"  # type: ignore[union-attr]
         assert s.check().ok
+
+
+REDIS_AWAY_S = 30.0
+
+
+def test_the_redis_host_cut_off_for_30s_during_a_burst(tmp_path: Path, redis_prefix: str) -> None:
+    """Redis on a host of its own, cut off from every other host for 30 s while changes keep
+    coming: connections hang instead of being refused. The daemon's submits time out and
+    launch their runs directly (fallback `launch`), the workers wait; healed, Redis still
+    holds its data, the workers count the directly launched runs and re-queue what is
+    QUEUED in Dagster only. Nothing is lost or done twice."""
+    with (
+        hosts_with_a_stack(tmp_path, redis_prefix, redis_host="rd", batch_size=8) as h,
+        ExitStack() as processes,
+    ):
+        s = h.stack
+        for host in ("w1", "w2"):
+            h.start_worker(host, processes)
+        s.write_updates(40)
+        wait_for(lambda: s.run_statuses().get("SUCCESS", 0) > 0, 180, "a run done", 0.1)
+        h.net.cut("rd")
+        cut_at = time.monotonic()
+        s.write_updates(12)  # the burst goes on during the partition
+        wait_for(lambda: _directly_launched(s) > 0, REDIS_AWAY_S * 3, "a run launched directly")
+        time.sleep(max(0.0, REDIS_AWAY_S - (time.monotonic() - cut_at)))
+        h.net.heal("rd")
+        healed_at = time.monotonic()
+        s.wait_settled(300)
+        recovery = time.monotonic() - healed_at
+        report = s.check()
+        assert_clean(s, report, expected_notices=s.updates)
+        direct = _directly_launched(s)
+        assert direct > 0
+        record(
+            "Redis host cut off from every host for 30 s (network namespaces)",
+            "test_the_redis_host_cut_off_for_30s_during_a_burst", s, report, recovery,
+            away_s=REDIS_AWAY_S, runs_launched_directly=direct,
+        )  # fmt: skip
+
+
+def _directly_launched(s: Stack) -> int:
+    return sum(
+        1
+        for run in s.c.instance.get_runs()
+        if any(
+            "launching this run directly" in (e.message or "")
+            for e in s.c.instance.all_logs(run.run_id)
+        )
+    )
