@@ -40,10 +40,6 @@ class Lease:
         return self.token.rpartition("#")[0] or self.token
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 # The eight queues of the original system and their planned concurrency (the table, with
 # each lane's retries and timeout, is domain/lanes.py).
 DEFAULT_LANES: dict[str, int] = dict(DEFAULT_LIMITS)
@@ -204,7 +200,7 @@ class RunQueue:
                 json.dumps(list(blocked)), time.time(),
             ],
         )  # fmt: skip
-        return Lease(_text(result[0]), _text(result[1])) if result else None
+        return Lease(str(result[0]), str(result[1])) if result else None
 
     def take(self, lease: Lease, mode: str) -> bool:
         """Record the claimed run as this lease's worker's; False if it lost the lease or
@@ -319,12 +315,12 @@ class RunQueue:
             keys=[k.leases, k.holders, k.run(run_id), k.fence],
             args=[run_id, worker_id, int(lease_s * 1000), time.time()],
         )
-        return Lease(run_id, _text(token)) if token else None
+        return Lease(run_id, str(token)) if token else None
 
     def lease_token(self, run_id: str) -> str | None:
         """The token whose lease on the run has not expired, or None."""
         value = self._scripts["HOLDER"](keys=[self.keys.leases, self.keys.holders], args=[run_id])
-        return _text(value) if value else None
+        return str(value) if value else None
 
     def lease_holder(self, run_id: str) -> str | None:
         """The worker whose lease on the run has not expired, or None."""
