@@ -117,3 +117,7 @@ class Keys:
     def worker_alive(self, worker_id: str) -> str:
         """A worker's liveness key, with a TTL its heartbeat renews."""
         return f"{self.head}:worker:{worker_id}"
+
+    def run_beat(self, run_id: str) -> str:
+        """A run's liveness key ("host pid"), with a TTL its own process renews."""
+        return f"{self.head}:beat:{run_id}"

@@ -126,7 +126,7 @@ class RunQueue:
 
     SCRIPTS = (
         "ENQUEUE", "CLAIM", "TAKE", "START", "RELEASE", "REQUEUE", "RENEW", "HOLDER", "ADOPT",
-        "REMOVE_QUEUED", "SYNC_OUTSIDE",
+        "REMOVE_QUEUED", "SYNC_OUTSIDE", "BEAT",
     )  # fmt: skip
 
     def __init__(self, client: redis.Redis, prefix: str, limits: QueueLimits) -> None:
@@ -389,6 +389,22 @@ class RunQueue:
             pipe.hset(self.keys.workers, worker_id, payload)
             pipe.set(self.keys.worker_alive(worker_id), "1", px=int(ttl_s * 1000))
             pipe.execute()
+
+    def beat(self, run_id: str, where: str, ttl_s: float) -> None:
+        """The run's own heartbeat from its process (`where`: "host pid"), alive for
+        `ttl_s`. Its record, while the run holds a slot, remembers that the run beats: from
+        then on, a lapsed beat means its process is gone (`beat_lapsed`)."""
+        keys = [self.keys.run_beat(run_id), self.keys.run(run_id)]
+        self._scripts["BEAT"](keys=keys, args=[where, int(ttl_s * 1000)])
+
+    def beat_lapsed(self, run_id: str) -> str | None:
+        """Where the run's process was ("host pid") if it beat and has stopped beating;
+        None while it beats, or if it never did (a job that does not beat)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.run(run_id), "beats")
+            pipe.exists(self.keys.run_beat(run_id))
+            where, beating = pipe.execute()
+        return None if where is None or beating else str(where)
 
     def forget_worker(self, worker_id: str) -> None:
         with self.client.pipeline(transaction=True) as pipe:

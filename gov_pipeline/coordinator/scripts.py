@@ -280,6 +280,15 @@ return redis.call('HGET', KEYS[2], ARGV[1])
 """
 )
 
+# A run's own heartbeat: its liveness key for ARGV[2] ms, and, while its record exists
+# (the run is in the queue), the record remembers that it beats.
+# KEYS: run_beat(id), run(id)   ARGV: where ("host pid"), ttl_ms
+BEAT = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'beats', ARGV[1]) end
+return 1
+"""
+
 # Take over a lease that expired (recovery), only if nobody holds it: a new token, so the
 # old holder's steps are refused from now on. Returns the token, or nil.
 # KEYS: leases, holders, run(id), fence   ARGV: run_id, worker_id, lease_ms, now

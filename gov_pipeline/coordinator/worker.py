@@ -20,7 +20,9 @@ run storage: still QUEUED -> put back in line; ended -> slot released; started b
 launcher -> adopted (its process lives on) and watched to its end; started inside a dead
 worker (execute mode), or by a launcher on this host whose run process died too -> failed
 with the reason (run retries then apply), or succeeded when every step had succeeded before
-the worker died. An adopted run whose process dies later is ended the same way.
+the worker died. An adopted run whose process dies later is ended the same way. A run whose
+process this host cannot see (another host, a container) beats (orchestration/heartbeat.py):
+whichever worker holds it, its launcher or an adopter, ends it once the beat has lapsed.
 Reconciliation (at start, then periodically): QUEUED runs missing from Redis (flushed,
 restarted, or down at submit) are queued again; runs holding slots that have ended release.
 """
@@ -147,6 +149,24 @@ class WorkerStats:
 # of the worker ending it, why) -> False if it cannot be fenced yet. `gov-pipeline worker`
 # gives services.run_fences.fence_run; without one, runs are ended unfenced.
 Fence = Callable[[str, str, str], bool]
+
+
+@dataclass
+class Silence:
+    """A run's lapsed beat, believed once it has stayed lapsed for `confirm_s`."""
+
+    confirm_s: float
+    since: float | None = None
+
+    def confirmed(self, lapsed: str | None) -> str | None:
+        """`lapsed` (where the run's process was) once it has been so for `confirm_s`."""
+        if lapsed is None:
+            self.since = None
+            return None
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        return lapsed if now - self.since >= self.confirm_s else None
 
 
 class Worker:
@@ -427,8 +447,10 @@ class Worker:
         return self._stopper.supervise(run, pid)
 
     def _wait_until_ended(self, run_id: str) -> str:
-        """Hold a launched run's slot until it ends; time it out when it runs too long."""
+        """Hold a launched run's slot until it ends; time it out when it runs too long, and
+        end it when its process, wherever it runs, stops beating."""
         rule: LaneRule | None = None
+        silence = Silence(self.lease_s)
         while True:
             record = self.instance.get_run_record_by_id(run_id)
             if record is None or record.dagster_run.status in ENDED:  # (or deleted)
@@ -437,7 +459,23 @@ class Worker:
             if over_time(record, rule):
                 self._stopper.time_out_launched(record.dagster_run, rule, self._pid_here(run_id))
                 return Outcome.TIMED_OUT
+            dead = self._silent(run_id, silence)
+            if dead is not None and self._fenced(run_id, dead[1]):
+                return self._orphan_ended(*dead)
             time.sleep(POLL_S)
+
+    def _silent(self, run_id: str, silence: Silence) -> tuple[DagsterRun, str] | None:
+        """The run and why it is dead, once its process has stopped beating (for a whole
+        lease after its beat was first found lapsed: Redis back from an outage is given
+        time to hear the beats again) and the run has not ended meanwhile."""
+        try:
+            where = silence.confirmed(self.queue.beat_lapsed(run_id))
+        except redis.RedisError:  # unknown while Redis is away: nothing is concluded
+            return None
+        run = None if where is None else self.instance.get_run_by_id(run_id)
+        if run is None or run.status in ENDED:
+            return None
+        return run, f"this run's process ({where}) stopped beating for {self.lease_s:g} s"
 
     def _pid_here(self, run_id: str) -> int | None:
         """The launched run's process, if it runs on this host."""
@@ -576,7 +614,9 @@ class Worker:
 
     def _watch_adopted(self, run_id: str, record: dict[str, str], pid: int | None) -> None:
         """Wait for an adopted run to end; end it if its process dies before it does, and
-        time it out if it runs too long."""
+        time it out if it runs too long. On another host, its heartbeat tells whether it
+        lives."""
+        silence = Silence(self.lease_s)
         while True:
             with _QUIET:  # an execute-mode worker may adopt a launched run, and fork
                 run_record = self.instance.get_run_record_by_id(run_id)
@@ -591,6 +631,10 @@ class Worker:
                 return
             if pid is None:  # not started when adopted (or on another host: stays None)
                 pid = local_run_pid(self.instance, run_id, record)
+            dead = self._silent(run_id, silence) if pid is None else None
+            if dead is not None:
+                self._end_orphan(*dead)
+                return
             if pid is not None and process_gone(pid):
                 time.sleep(1.0)  # it may have ended just now: its last events are on their way
                 run = self.instance.get_run_by_id(run_id)

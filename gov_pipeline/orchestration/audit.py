@@ -11,6 +11,7 @@ from pydantic import Field
 
 from gov_pipeline.domain.audit import DATE_HELP, Period
 from gov_pipeline.orchestration.common import LANE_TAG, permanent_errors
+from gov_pipeline.orchestration.heartbeat import beating_in_process_executor
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners import audit_export
 
@@ -59,7 +60,7 @@ def export_audit_records(
 
 
 @dg.job(
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "export"},
     description="Audit export of one tenant's changes, executions, action runs, approvals and "
     "decisions of a period [from, to) to a directory, JSON Lines or CSV, with SHA256SUMS.",

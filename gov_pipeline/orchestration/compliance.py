@@ -15,6 +15,7 @@ from pydantic import Field
 from gov_pipeline.domain.charts import markdown_image
 from gov_pipeline.domain.compliance import ComplianceReport, Figures, figure_rows, overdue_items
 from gov_pipeline.orchestration.common import LANE_TAG, permanent_errors
+from gov_pipeline.orchestration.heartbeat import beating_in_process_executor
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.compliance import (
     default_report_dir,
@@ -125,7 +126,7 @@ def compliance_report(
 report_compliance = dg.define_asset_job(
     "report_compliance",
     selection=[compliance_report],
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "reporting"},
     description="Materialize the compliance report (config: tenant_id, out), on the "
     "reporting lane.",

@@ -7,6 +7,7 @@ import dagster as dg
 
 from gov_pipeline.domain.emails import NOTIFICATION_LANE_MAX_ATTEMPTS
 from gov_pipeline.orchestration.common import LANE_TAG
+from gov_pipeline.orchestration.heartbeat import beating_in_process_executor
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.emails import pending_emails, send_pending
 
@@ -45,7 +46,7 @@ def send_emails(context: dg.OpExecutionContext, database: DatabaseResource) -> N
 
 
 @dg.job(
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "notification"},
     description="Send queued notification emails by SMTP (the notification lane: 10 attempts, "
     "1 s apart).",

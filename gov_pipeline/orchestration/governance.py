@@ -20,6 +20,7 @@ from gov_pipeline.config import Settings
 from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
 from gov_pipeline.domain.statuses import ExecutionStatus, PolicyStatus
 from gov_pipeline.orchestration.common import LANE_TAG, daemon_interval, lane_retries
+from gov_pipeline.orchestration.heartbeat import beating_in_process_executor
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.governance import (
     LAG_OK,
@@ -272,7 +273,7 @@ def governance_state(
 refresh_governance = dg.define_asset_job(
     "refresh_governance",
     selection=[governance_state],
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "reporting"},
     description="Refresh the governance assets (register, approvals, outcomes, changes, queue).",
 )

@@ -10,6 +10,7 @@ import dagster as dg
 from gov_pipeline.domain.entities import kind_of
 from gov_pipeline.domain.errors import InvalidInputError
 from gov_pipeline.orchestration.common import LANE_TAG, lane_retries, permanent_errors
+from gov_pipeline.orchestration.heartbeat import beating_in_process_executor
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners import importer
 
@@ -60,7 +61,7 @@ def import_file(
 
 
 @dg.job(
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "import"},
     description="Bulk import of policies, risks or other records from a CSV or JSON file "
     "(config: path, tenant_id, entity_type).",

@@ -6,6 +6,7 @@ launchpad, `dagster job launch`), through runners/manual.py."""
 import dagster as dg
 
 from gov_pipeline.orchestration.common import LANE_TAG, lane_retries, permanent_errors, run_rule
+from gov_pipeline.orchestration.heartbeat import beating_in_process_executor
 from gov_pipeline.orchestration.outcome import report_outcome
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.manual import run_manual_workflow
@@ -44,7 +45,7 @@ def run_workflow(
 
 
 @dg.job(
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "policy"},
     description="Run one workflow for one record by hand (config: tenant_id, workflow, entity_id).",
 )

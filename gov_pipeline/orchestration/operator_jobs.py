@@ -15,6 +15,7 @@ import dagster as dg
 from pydantic import Field
 
 from gov_pipeline.orchestration.common import LANE_TAG, lane_retries, permanent_errors
+from gov_pipeline.orchestration.heartbeat import beating_in_process_executor
 from gov_pipeline.orchestration.outcome import report_outcome
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.operations import (
@@ -78,7 +79,7 @@ def decide(
 
 
 @dg.job(
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "policy"},
     description="Decide an approval step (approve, reject, request changes) as a listed "
     "approver; the flow continues in the same run.",
@@ -127,7 +128,7 @@ def retry(
 
 @dg.job(
     name="retry_executions",
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "policy"},
     description="Retry failed executions from where they failed: one, or all of a tenant "
     "(optionally of one workflow).",
@@ -161,7 +162,7 @@ def cancel(
 
 @dg.job(
     name="cancel_execution",
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "policy"},
     description="Cancel an execution: it ends cancelled, its waiting approval steps are "
     "withdrawn, nothing more runs for it.",
@@ -204,7 +205,7 @@ def record_review(
 
 @dg.job(
     name="complete_review",
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "policy"},
     description="Record a completed review of a policy, SOP or risk: its next review date "
     "moves on by its review frequency.",

@@ -21,6 +21,7 @@ from gov_pipeline.orchestration.common import (
     retry_requested,
     run_rule,
 )
+from gov_pipeline.orchestration.heartbeat import beating_in_process_executor
 from gov_pipeline.orchestration.outcome import report_outcome
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners.batch import (
@@ -140,7 +141,7 @@ def record_outcome(
 
 
 @dg.job(
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "policy"},
     description="Process captured changes of the governed records: load → match workflows → "
     "run actions → record.",

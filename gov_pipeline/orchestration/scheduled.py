@@ -9,6 +9,7 @@ import dagster as dg
 
 from gov_pipeline.domain.errors import InvalidInputError
 from gov_pipeline.orchestration.common import LANE_TAG, lane_retries, run_rule
+from gov_pipeline.orchestration.heartbeat import beating_in_process_executor
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.runners import deadlines, escalation
 from gov_pipeline.runners.deliveries import deliver_pending
@@ -25,7 +26,7 @@ def deliver_webhooks(context: dg.OpExecutionContext, database: DatabaseResource)
 
 
 @dg.job(
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "notification"},
     description="Send queued webhook deliveries (the notification queue: 10 attempts, 1 s).",
 )
@@ -68,7 +69,7 @@ def escalate(
 
 
 @dg.job(
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "notification"},
     description="Notify the escalation target of approval steps past their due time.",
 )
@@ -95,7 +96,7 @@ def remind(context: dg.OpExecutionContext, config: AsOfConfig, database: Databas
 
 
 @dg.job(
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "policy"},
     description="Daily: review reminders from next_review_date and days_before_deadline.",
 )

@@ -15,6 +15,7 @@ from gov_pipeline.orchestration.common import (
     daemon_interval,
     log_executions,
 )
+from gov_pipeline.orchestration.heartbeat import beating_in_process_executor
 from gov_pipeline.orchestration.outcome import report_outcome
 from gov_pipeline.orchestration.resources import DatabaseResource
 from gov_pipeline.orchestration.sensors import run_request
@@ -56,7 +57,7 @@ def run_scheduled(
 
 
 @dg.job(
-    executor_def=dg.in_process_executor,
+    executor_def=beating_in_process_executor,
     tags={LANE_TAG: "policy"},
     description="Run the executions of a scheduled workflow's tick (config: execution_ids).",
 )

@@ -280,6 +280,63 @@ def test_an_adopted_run_is_watched_and_ended_when_its_process_dies(
     assert c.instance.run_coordinator.queue.active() == set()
 
 
+def test_a_run_on_another_host_that_stops_beating_is_ended_by_any_worker(
+    make_coordinated, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A launched run's process beats while it lives (its executor, orchestration/
+    heartbeat.py). Its worker dies and the process, on a host no other worker can look at,
+    freezes: the rescuer adopts the run and, the beat lapsed for a lease, fences and fails
+    it, where before it would have watched it until a timeout."""
+    c = make_coordinated()
+    queue = c.instance.run_coordinator.queue
+    slow, victim, pid = _launched_by_a_victim(c, tmp_path, rows=400_000)
+    try:
+        wait_for(lambda: queue.record(slow).get("beats") is not None, 30, "the run's beat")
+        assert queue.beat_lapsed(slow) is None  # it beats
+        queue.client.hset(queue.keys.run(slow), "host", "a-host-far-away")
+        os.kill(pid, signal.SIGSTOP)  # the far host freezes: no beat, no exit
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+        wait_for(lambda: queue.beat_lapsed(slow) is not None, 10, "the beat to lapse")
+        stats = _rescue(c)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(victim.pid, signal.SIGKILL)
+    assert stats.recovered == 1 and stats.outcomes == {"FAILURE:worker-died": 1}
+    assert statuses(c, [slow]) == ["FAILURE"]
+    logs = [e.message for e in c.instance.all_logs(slow) if e.message]
+    assert any(f"pid {pid}) stopped beating for 3 s" in m for m in logs), logs[-5:]
+    assert queue.active() == set()
+
+
+def test_a_runs_beat_counts_only_once_it_has_beaten(redis_prefix: str) -> None:
+    """A run that never beat (a job of another code location) is never taken for dead; one
+    that beat is, once its key lapses; a beat of a run not in the queue leaves no record."""
+    from gov_pipeline.coordinator.queue import QueueLimits, RunQueue
+    from gov_pipeline.coordinator.worker import Silence
+
+    queue = RunQueue.from_url(REDIS_URL, redis_prefix, QueueLimits(lanes={"policy": 5}))
+    queue.enqueue("r1", lane="policy", priority=0, order=None, tags={})
+    assert queue.beat_lapsed("r1") is None
+    queue.beat("r1", "h1 pid 7", ttl_s=0.2)
+    assert queue.beat_lapsed("r1") is None
+    time.sleep(0.3)
+    assert queue.beat_lapsed("r1") == "h1 pid 7"
+    queue.beat("r1", "h1 pid 7", ttl_s=5)
+    assert queue.beat_lapsed("r1") is None
+    queue.beat("elsewhere", "h2 pid 8", ttl_s=0.2)
+    assert not queue.client.exists(queue.keys.run("elsewhere"))
+    queue.client.close()
+    silence = Silence(confirm_s=0.2)  # believed only after staying lapsed for confirm_s
+    assert silence.confirmed("h1 pid 7") is None
+    assert silence.confirmed(None) is None  # it beat again: the count starts over
+    assert silence.confirmed("h1 pid 7") is None
+    time.sleep(0.25)
+    assert silence.confirmed("h1 pid 7") == "h1 pid 7"
+
+
 def test_a_launched_run_whose_process_died_with_its_worker_is_failed(
     make_coordinated, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
