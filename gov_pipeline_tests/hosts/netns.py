@@ -7,18 +7,25 @@ leaves them and loopback, and the root namespace has no route to them.
         net.cut("w1")     # its link to the switch goes down: a partition
         net.heal("w1")
 
+    with host_network("t1", ["db", "w1"], wired=["w1"], control=tmp_path) as net:
+        net.impair("w1", delay_ms=100, jitter_ms=50, loss=0.05)   # as tc netem would
+
 Needs root (`ip netns`, Debian's iproute2). Interface names are kept under Linux's 15
 characters: the tag is short (a few letters of the test run's id).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 SUBNET = "10.231.{net}"
@@ -53,6 +60,8 @@ class Network:
     _index: dict[str, int] = field(default_factory=dict)
     subnet: str = ""  # its first three octets
     _root_link: str | None = None
+    control: Path | None = None  # where wired hosts' impairments are kept
+    _wires: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def cidr(self) -> str:
@@ -90,7 +99,7 @@ class Network:
 
     def command(self, host: str, argv: Sequence[str]) -> list[str]:
         """`argv` as run on `host`."""
-        return ["ip", "netns", "exec", self.namespace(host), *argv]
+        return self.command_in(self.namespace(host), argv)
 
     def popen(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """Start `argv` on `host` (its own process group, so that it is stopped whole)."""
@@ -112,12 +121,59 @@ class Network:
     def heal(self, host: str) -> None:
         _ip("link", "set", self._port(host), "up", namespace=self.switch)
 
-    def _add_host(self, host: str, number: int, subnet: str) -> None:
+    def impair(self, host: str, delay_ms: float = 0, jitter_ms: float = 0, loss: float = 0) -> None:
+        """Delay and drop what crosses a wired host's link, both ways (`wire.py`); all
+        zero makes it a plain link again. Applies within 50 ms, to frames sent from then."""
+        path = self._control(host)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps({"delay_ms": delay_ms, "jitter_ms": jitter_ms,
+                                         "loss": loss}))  # fmt: skip
+        temporary.replace(path)
+
+    def wire_stats(self, host: str) -> dict[str, dict[str, int]]:
+        """Frames passed and dropped on a wired host's link: {"out": ..., "in": ...}."""
+        path = self._control(host)
+        stats: dict[str, dict[str, int]] = json.loads(
+            path.with_name(path.name + ".stats").read_text()
+        )
+        return stats
+
+    def _control(self, host: str) -> Path:
+        assert self.control is not None, "a wired host needs host_network(control=...)"
+        return self.control / f"wire-{self.tag}-{host}.json"
+
+    def _wire(self, host: str, inner: str, port: str) -> None:
+        """The host's link as two TAP devices joined by `wire.py`, in the switch's
+        namespace; `inner` ends up in the host's."""
+        control = self._control(host)
+        control.unlink(missing_ok=True)
+        stats = control.with_name(control.name + ".stats")
+        stats.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "gov_pipeline_tests.hosts.wire", "--inner", inner,
+                "--outer", port, "--netns", self.namespace(host), "--control", str(control)]  # fmt: skip
+        process = subprocess.Popen(
+            self.command_in(self.switch, argv), start_new_session=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )  # fmt: skip
+        self._wires[host] = process
+        deadline = time.monotonic() + 20
+        while not stats.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the wire of {host} did not start ({process.returncode})")
+            time.sleep(0.02)
+
+    def command_in(self, namespace: str, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", namespace, *argv]
+
+    def _add_host(self, host: str, number: int, subnet: str, wired: bool) -> None:
         namespace, inner, port = self.namespace(host), f"gp{self.tag}h{number}", self._port(host)
         _ip("netns", "add", namespace)
         _ip("link", "set", "lo", "up", namespace=namespace)
-        _ip("link", "add", inner, "netns", namespace, "type", "veth", "peer", "name", port,
-            "netns", self.switch)  # fmt: skip
+        if wired:
+            self._wire(host, inner, port)
+        else:
+            _ip("link", "add", inner, "netns", namespace, "type", "veth", "peer", "name", port,
+                "netns", self.switch)  # fmt: skip
         _ip("link", "set", port, "master", "br0", namespace=self.switch)
         _ip("link", "set", port, "up", namespace=self.switch)
         address = f"{subnet}.{number + 1}"
@@ -126,6 +182,13 @@ class Network:
         self.hosts[host] = address
 
     def _remove(self) -> None:
+        for wire in self._wires.values():
+            wire.terminate()
+            try:
+                wire.wait(10)
+            except subprocess.TimeoutExpired:
+                wire.kill()
+                wire.wait()
         if self._root_link is not None:
             subprocess.run(["ip", "link", "del", self._root_link], capture_output=True)
         for namespace in [self.switch, *(self.namespace(h) for h in self._index)]:
@@ -133,10 +196,14 @@ class Network:
 
 
 @contextmanager
-def host_network(tag: str, hosts: Sequence[str], net: int = 0) -> Iterator[Network]:
+def host_network(
+    tag: str, hosts: Sequence[str], net: int = 0, wired: Sequence[str] = (),
+    control: Path | None = None,
+) -> Iterator[Network]:  # fmt: skip
     """Make `hosts` (names of a few letters) on a switch of their own, subnet
     10.231.`net`.0/24 (addresses .1, .2, ... in the order given); removed afterwards,
-    processes started in them included (the caller stops those first).
+    processes started in them included (the caller stops those first). The `wired` hosts'
+    links can be impaired (`Network.impair`); their settings are kept under `control`.
 
     Raises:
         NetworkUnavailable: see `available`.
@@ -144,7 +211,7 @@ def host_network(tag: str, hosts: Sequence[str], net: int = 0) -> Iterator[Netwo
     reason = available()
     if reason is not None:
         raise NetworkUnavailable(reason)
-    network = Network(tag, subnet=SUBNET.format(net=net))
+    network = Network(tag, subnet=SUBNET.format(net=net), control=control)
     network._index = {host: i for i, host in enumerate(hosts)}
     subnet = network.subnet
     try:
@@ -152,7 +219,7 @@ def host_network(tag: str, hosts: Sequence[str], net: int = 0) -> Iterator[Netwo
         _ip("link", "add", "br0", "type", "bridge", namespace=network.switch)
         _ip("link", "set", "br0", "up", namespace=network.switch)
         for number, host in enumerate(hosts):
-            network._add_host(host, number, subnet)
+            network._add_host(host, number, subnet, host in wired)
         yield network
     finally:
         network._remove()
