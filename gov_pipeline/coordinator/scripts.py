@@ -203,13 +203,21 @@ return 1
 
 # Refused (0) when a token is given and it no longer holds the run: a late holder frees
 # nobody's slot. Without one (a run found ended, or its lease expired) it always releases.
+# A holder whose run was released for it (found ended) is told it is done (1).
 # KEYS: run(id), active, meta, leases, holders, pooled, heads,
 #       [lane_active(lane), queued(lane), [order(value)]]
 # ARGV: run_id, now, outcome, retention_s, member, order_value, FINISHED, token ("" for none)
 RELEASE = (
     _FORGET
     + """
-if ARGV[8] ~= '' and redis.call('HGET', KEYS[5], ARGV[1]) ~= ARGV[8] then return 0 end
+local holder = redis.call('HGET', KEYS[5], ARGV[1])
+if ARGV[8] ~= '' and holder ~= ARGV[8] then
+  -- Released already while this token still held it (a reconciliation saw the run end
+  -- first): done, not refused. Adopted since, the record names the adopter's token.
+  if not holder and redis.call('HGET', KEYS[1], 'state') == ARGV[7]
+     and redis.call('HGET', KEYS[1], 'token') == ARGV[8] then return 1 end
+  return 0
+end
 forget(ARGV[1], ARGV[5], ARGV[6])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'state', ARGV[7], 'finished_at', ARGV[2], 'outcome', ARGV[3])

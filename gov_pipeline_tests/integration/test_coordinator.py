@@ -621,6 +621,32 @@ def test_a_holder_that_lost_its_lease_is_refused_every_step(redis_prefix: str) -
     queue.client.close()
 
 
+def test_a_holder_whose_ended_run_was_released_for_it_is_done_not_refused(
+    redis_prefix: str,
+) -> None:
+    """Another worker's reconciliation finds the run ended in Dagster and frees its slot
+    while its holder is still waiting for the run's process to exit (seconds, on a slow
+    link): the holder's own release then says done, not "lease lost"; a holder whose run
+    was adopted since is still refused."""
+    from gov_pipeline.coordinator.queue import QueueLimits, RunQueue
+
+    queue = RunQueue.from_url(REDIS_URL, redis_prefix, QueueLimits(lanes={"policy": 5}))
+    for run_id in ("r1", "r2"):
+        queue.enqueue(run_id, lane="policy", priority=0, order=None, tags={})
+    held = queue.claim("w1", [], 30)
+    assert held is not None and held.run_id == "r1" and queue.take(held, "launch")
+    assert queue.release("r1", "SUCCESS", 60)  # the reconciliation: no token
+    assert queue.release("r1", "SUCCESS", 60, token=held.token)
+    late = queue.claim("w1", [], 0.1)
+    assert late is not None and late.run_id == "r2" and queue.take(late, "launch")
+    time.sleep(0.2)
+    adopter = queue.adopt("r2", "w2", 30)
+    assert adopter is not None
+    assert queue.release("r2", "FAILURE", 60, token=adopter.token)
+    assert not queue.release("r2", "SUCCESS", 60, token=late.token)
+    queue.client.close()
+
+
 def test_a_cancel_between_claim_and_launch_wins(redis_prefix: str) -> None:
     """The claim and a cancel race: a run canceled after its claim is never started (the
     worker's take or start fails), and one started is not removed by a cancel."""
