@@ -266,12 +266,18 @@ redis.call('HDEL', KEYS[1], 'worker', 'token')
 return 1
 """
 
-# Renew a lease only if this token still holds it.
-# KEYS: leases, holders   ARGV: run_id, token, lease_ms
+# Renew a lease only if this token still holds it; a run released for its holder (found
+# ended: see RELEASE) needs no lease, and is not refused either.
+# KEYS: leases, holders, run(id)   ARGV: run_id, token, lease_ms, FINISHED
 RENEW = (
     _NOW_MS
     + """
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+local holder = redis.call('HGET', KEYS[2], ARGV[1])
+if holder ~= ARGV[2] then
+  if not holder and redis.call('HGET', KEYS[3], 'state') == ARGV[4]
+     and redis.call('HGET', KEYS[3], 'token') == ARGV[2] then return 1 end
+  return 0
+end
 redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[3]), ARGV[1])
 return 1
 """

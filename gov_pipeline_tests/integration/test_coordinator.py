@@ -626,8 +626,8 @@ def test_a_holder_whose_ended_run_was_released_for_it_is_done_not_refused(
 ) -> None:
     """Another worker's reconciliation finds the run ended in Dagster and frees its slot
     while its holder is still waiting for the run's process to exit (seconds, on a slow
-    link): the holder's own release then says done, not "lease lost"; a holder whose run
-    was adopted since is still refused."""
+    link): the holder's renewal and release then say done, not "lease lost"; a holder
+    whose run was adopted since is still refused."""
     from gov_pipeline.coordinator.queue import QueueLimits, RunQueue
 
     queue = RunQueue.from_url(REDIS_URL, redis_prefix, QueueLimits(lanes={"policy": 5}))
@@ -636,6 +636,7 @@ def test_a_holder_whose_ended_run_was_released_for_it_is_done_not_refused(
     held = queue.claim("w1", [], 30)
     assert held is not None and held.run_id == "r1" and queue.take(held, "launch")
     assert queue.release("r1", "SUCCESS", 60)  # the reconciliation: no token
+    assert queue.renew(held, 30) and queue.lease_holder("r1") is None  # no lease again
     assert queue.release("r1", "SUCCESS", 60, token=held.token)
     late = queue.claim("w1", [], 0.1)
     assert late is not None and late.run_id == "r2" and queue.take(late, "launch")
@@ -643,6 +644,7 @@ def test_a_holder_whose_ended_run_was_released_for_it_is_done_not_refused(
     adopter = queue.adopt("r2", "w2", 30)
     assert adopter is not None
     assert queue.release("r2", "FAILURE", 60, token=adopter.token)
+    assert not queue.renew(late, 30)
     assert not queue.release("r2", "SUCCESS", 60, token=late.token)
     queue.client.close()
 
