@@ -302,7 +302,7 @@ class RunQueue:
         """Extend the lease; False if its token no longer holds the run (True, and nothing
         to extend, if the run was released for it: found ended by a reconciliation)."""
         keys = [self.keys.leases, self.keys.holders, self.keys.run(lease.run_id)]
-        args = [lease.run_id, lease.token, int(lease_s * 1000), RunState.FINISHED]
+        args: list[str | int] = [lease.run_id, lease.token, int(lease_s * 1000), RunState.FINISHED]
         return bool(self._scripts["RENEW"](keys=keys, args=args))
 
     def adopt(self, run_id: str, worker_id: str, lease_s: float) -> Lease | None:
