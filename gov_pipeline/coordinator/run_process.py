@@ -115,8 +115,9 @@ def wait(pid: int, timeout_s: float) -> int | None:
 
 
 def signal_process(pid: int, signum: int) -> None:
-    """Send `signum` to the run's process; nothing if it is gone already."""
-    with contextlib.suppress(ProcessLookupError):
+    """Send `signum` to the run's process; nothing if it is gone already (or is not this
+    worker's to signal)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signum)
 
 

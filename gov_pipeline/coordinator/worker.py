@@ -49,6 +49,7 @@ from dagster import (
     DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
+    DefaultRunLauncher,
     RunsFilter,
 )
 
@@ -107,9 +108,18 @@ def run_process_pid(instance: DagsterInstance, run_id: str) -> int | None:
 
 
 def local_run_pid(instance: DagsterInstance, run_id: str, record: dict[str, str]) -> int | None:
-    """The pid of the run's process if it was launched on this host (as the worker recorded)
-    and has started; None otherwise (on another host only its end can be watched)."""
+    """The pid of the run's process if it runs on this host and has started; None otherwise
+    (elsewhere its heartbeat and its end are watched). The run's own beat ("host pid P")
+    says where it runs; before its first beat, the launching worker's host and Dagster's
+    `Started process for run` event do, for the default launcher only: a Docker or
+    Kubernetes launcher's run process is a container's, whose pid means nothing here."""
+    beats = record.get("beats")
+    if beats:
+        host, _, pid = beats.partition(" pid ")
+        return int(pid) if host == socket.gethostname() and pid.isdigit() else None
     if record.get("host") != socket.gethostname():
+        return None
+    if not isinstance(instance.run_launcher, DefaultRunLauncher):
         return None
     return run_process_pid(instance, run_id)
 
