@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # workers on two cores take about a third of the serial time; TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 3
 
-.PHONY: help install services browser lint format typecheck test unit demo dev bench bench-big bench-parts soak screenshots clean
+.PHONY: help install services browser lint format typecheck test unit demo dev bench bench-big bench-parts soak soak-hosts screenshots clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ bench-parts: install services ## Focused benchmarks: capture cost, sync floor, r
 soak: install services ## 20,000 changes, 3 workers, one SIGKILLed at random; checker at the end
 	$(BIN)/python -m gov_pipeline_tests.reliability.soak --changes 20000 --workers 3 \
 	  --json test-artifacts/reliability/soak.json
+
+soak-hosts: install services ## The tests across hosts, long: a worker host away 60 s, Redis 90 s, 2,000 changes on lossy links: ~90 min
+	GOV_HOSTS_SOAK=1 $(BIN)/pytest -q gov_pipeline_tests/hosts
 
 # make dev: the UI on GOV_PIPELINE_HOME's data (default: what make demo wrote) on PORT.
 GOV_PIPELINE_HOME ?= .gov_pipeline/demo

@@ -11,6 +11,7 @@ steps. The checker then finds nothing lost and nothing done twice.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -42,8 +43,22 @@ from gov_pipeline_tests.reliability.support import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 
+# `make soak-hosts` (GOV_HOSTS_SOAK=1) runs these tests longer: more changes, longer cuts.
+SOAK = os.environ.get("GOV_HOSTS_SOAK") == "1"
+
+
+def scaled(short: int, long: int) -> int:
+    """`short` in `make test`, `long` in `make soak-hosts`."""
+    return long if SOAK else short
+
+
+def named(test: str) -> str:
+    """The name a test's figures are kept under (test-artifacts/reliability/)."""
+    return f"soak-{test}" if SOAK else test
+
+
 LEASE_S = 3  # the test instance's lease (coordinator_support.instance_yaml)
-AWAY_S = 20.0  # how long the cut host stays away: well past its lease and the fence
+AWAY_S = float(scaled(20, 60))  # how long the cut host stays away: past its lease and fence
 
 
 @dataclass
@@ -71,13 +86,17 @@ class Hosts:
 
 @contextmanager
 def hosts_with_a_stack(
-    tmp_path: Path, prefix: str, redis_host: str | None = None, batch_size: int = 15
-) -> Iterator[Hosts]:
-    """The hosts, with Redis on db or, given `redis_host`, on a host of its own."""
+    tmp_path: Path, prefix: str, redis_host: str | None = None, batch_size: int = 15,
+    wired: bool = False, lease_s: int = LEASE_S, env: dict[str, str] | None = None,
+) -> Iterator[Hosts]:  # fmt: skip
+    """The hosts, with Redis on db or, given `redis_host`, on a host of its own; `wired`:
+    the worker hosts' links can be impaired (`Network.impair`). The worker hosts' leases
+    last `lease_s`; `env` adds to every process's environment."""
     tag = RUN_ID[:4]
     net_number = 1 + int(tag, 16) % 200  # a subnet of its own (the root namespace routes it)
     names = ["w1", "w2", *([redis_host] if redis_host else [])]
-    with host_network(tag, names, net=net_number) as net:
+    workers = ["w1", "w2"] if wired else []
+    with host_network(tag, names, net=net_number, wired=workers, control=tmp_path) as net:
         db = net.attach_root()
         # PostgreSQL ends a session idle in a transaction after 10 s: a cut-off host's
         # transaction lets go of its locks then (as docs/operations.md recommends).
@@ -96,12 +115,15 @@ def hosts_with_a_stack(
             upgrade(pg.url("app"))
             with running_stack(
                 tmp_path, pg.url("app"), pg.url("dagster"), redis_url, prefix,
-                workers=0, env={"GOV_PIPELINE_BATCH_SIZE": str(batch_size)},
+                workers=0, env={"GOV_PIPELINE_BATCH_SIZE": str(batch_size), **(env or {})},
             ) as stack:  # fmt: skip
                 far = {"127.0.0.1": db}
                 home = tmp_path / "host_home"
                 home.mkdir()
-                yaml = instance_yaml(_at(pg.url("dagster"), far), _at(redis_url, far), prefix)
+                yaml = instance_yaml(
+                    _at(pg.url("dagster"), far), _at(redis_url, far), prefix,
+                    lease_seconds=lease_s,
+                )  # fmt: skip
                 (home / "dagster.yaml").write_text(yaml + RUN_RETRIES)
                 env = {
                     **stack.env, "DAGSTER_HOME": str(home),
@@ -153,7 +175,7 @@ def test_a_worker_host_cut_off_mid_run_is_recovered_by_the_other_and_fenced(
         for host in ("w1", "w2"):
             h.start_worker(host, processes)
         queue = s.c.instance.run_coordinator.queue
-        s.write_updates(60)
+        s.write_updates(scaled(60, 400))
         held: list[str] = []
 
         def w1_executes_a_run() -> bool:
@@ -214,7 +236,7 @@ def test_a_worker_host_cut_off_mid_run_is_recovered_by_the_other_and_fenced(
         ], s.log_tail()
         record(
             "worker host cut off mid-run (network namespaces)",
-            "test_a_worker_host_cut_off_mid_run_is_recovered_by_the_other_and_fenced",
+            named("test_a_worker_host_cut_off_mid_run_is_recovered_by_the_other_and_fenced"),
             s, report, recovery,
             away_s=AWAY_S, lease_s=LEASE_S, run_ended_by_other_host_after_s=round(ended_after, 1),
             late_steps_refused=late, late_process_stopped_by_its_worker=stopped,
@@ -225,7 +247,7 @@ def test_a_worker_host_cut_off_mid_run_is_recovered_by_the_other_and_fenced(
         assert s.check().ok
 
 
-REDIS_AWAY_S = 30.0
+REDIS_AWAY_S = float(scaled(30, 90))
 
 
 def test_the_redis_host_cut_off_for_30s_during_a_burst(tmp_path: Path, redis_prefix: str) -> None:
@@ -241,11 +263,11 @@ def test_the_redis_host_cut_off_for_30s_during_a_burst(tmp_path: Path, redis_pre
         s = h.stack
         for host in ("w1", "w2"):
             h.start_worker(host, processes)
-        s.write_updates(40)
+        s.write_updates(scaled(40, 300))
         wait_for(lambda: s.run_statuses().get("SUCCESS", 0) > 0, 180, "a run done", 0.1)
         h.net.cut("rd")
         cut_at = time.monotonic()
-        s.write_updates(12)  # the burst goes on during the partition
+        s.write_updates(scaled(12, 100))  # the burst goes on during the partition
         wait_for(lambda: _directly_launched(s) > 0, REDIS_AWAY_S * 3, "a run launched directly")
         time.sleep(max(0.0, REDIS_AWAY_S - (time.monotonic() - cut_at)))
         h.net.heal("rd")
@@ -258,7 +280,7 @@ def test_the_redis_host_cut_off_for_30s_during_a_burst(tmp_path: Path, redis_pre
         assert direct > 0
         record(
             "Redis host cut off from every host for 30 s (network namespaces)",
-            "test_the_redis_host_cut_off_for_30s_during_a_burst", s, report, recovery,
+            named("test_the_redis_host_cut_off_for_30s_during_a_burst"), s, report, recovery,
             away_s=REDIS_AWAY_S, runs_launched_directly=direct,
         )  # fmt: skip
 
