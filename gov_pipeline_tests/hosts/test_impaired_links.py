@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 
 BURST = scaled(100, 2000)  # a run costs minutes on these links (see docs/reliability.md)
 DELAY_MS, JITTER_MS, LOSS = 100, 50, 0.05
+BATCH = scaled(100, 250)  # changes per run: a run's fixed cost is what these links slow most
 WORKERS = ("w1", "w2")
 # A lease must outlast the longest stall the link causes: TCP resends a lost segment after
 # its retransmission timeout (200 ms at least, doubling when the resend is lost too), so a
@@ -39,7 +40,7 @@ QUIET = {"GOV_PIPELINE_GOVERNANCE_REFRESH": "3600"}
 def test_a_burst_over_links_with_netem_delay_and_loss(tmp_path: Path, redis_prefix: str) -> None:
     with (
         hosts_with_a_stack(
-            tmp_path, redis_prefix, batch_size=100, wired=True, lease_s=LEASE_S, env=QUIET
+            tmp_path, redis_prefix, batch_size=BATCH, wired=True, lease_s=LEASE_S, env=QUIET
         ) as h,
         ExitStack() as processes,
     ):
