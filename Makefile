@@ -44,7 +44,7 @@ unit: install ## Unit tests only (no services needed)
 	$(BIN)/pytest gov_pipeline_tests/unit $(PYTEST_ARGS)
 
 test: install services browser lint typecheck ## The whole suite: lint, types, unit, integration, e2e, browser
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m 'not soak' $(PYTEST_ARGS)
 
 demo: install ## Run the main flow end to end on the embedded default (no server needed)
 	$(BIN)/python -m gov_pipeline.demo
@@ -69,7 +69,7 @@ soak: install services ## 20,000 changes, 3 workers, one SIGKILLed at random; ch
 	  --json test-artifacts/reliability/soak.json
 
 soak-hosts: install services ## The tests across hosts, long: a worker host away 60 s, Redis 90 s, 2,000 changes on lossy links: ~90 min
-	GOV_HOSTS_SOAK=1 $(BIN)/pytest -q gov_pipeline_tests/hosts
+	GOV_HOSTS_SOAK=1 $(BIN)/pytest -q -m '' gov_pipeline_tests/hosts
 
 # make dev: the UI on GOV_PIPELINE_HOME's data (default: what make demo wrote) on PORT.
 GOV_PIPELINE_HOME ?= .gov_pipeline/demo

@@ -293,10 +293,13 @@ def test_a_run_on_another_host_that_stops_beating_is_ended_by_any_worker(
     try:
         wait_for(lambda: queue.record(slow).get("beats") is not None, 30, "the run's beat")
         assert queue.beat_lapsed(slow) is None  # it beats
-        queue.client.hset(queue.keys.run(slow), "host", "a-host-far-away")
+        code_server = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         os.kill(pid, signal.SIGSTOP)  # the far host freezes: no beat, no exit
-        os.killpg(victim.pid, signal.SIGKILL)
+        far = {"host": "a-host-far-away", "beats": f"a-host-far-away pid {pid}"}
+        queue.client.hset(queue.keys.run(slow), mapping=far)
+        os.kill(victim.pid, signal.SIGKILL)  # the worker and its code server, not the run
         victim.wait(timeout=30)
+        os.kill(code_server, signal.SIGKILL)
         wait_for(lambda: queue.beat_lapsed(slow) is not None, 10, "the beat to lapse")
         stats = _rescue(c)
     finally:
