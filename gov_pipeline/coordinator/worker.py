@@ -167,6 +167,16 @@ class Silence:
 
     confirm_s: float
     since: float | None = None
+    every_s: float = 0.0  # how often the beat is worth reading (`due`)
+    _next: float = 0.0
+
+    def due(self) -> bool:
+        """Whether to read the beat now: it changes every third of a lease, not every poll."""
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.every_s
+        return True
 
     def confirmed(self, lapsed: str | None) -> str | None:
         """`lapsed` (where the run's process was) once it has been so for `confirm_s`."""
@@ -460,7 +470,7 @@ class Worker:
         """Hold a launched run's slot until it ends; time it out when it runs too long, and
         end it when its process, wherever it runs, stops beating."""
         rule: LaneRule | None = None
-        silence = Silence(self.lease_s)
+        silence = Silence(self.lease_s, every_s=self.lease_s / 3)
         while True:
             record = self.instance.get_run_record_by_id(run_id)
             if record is None or record.dagster_run.status in ENDED:  # (or deleted)
@@ -478,6 +488,8 @@ class Worker:
         """The run and why it is dead, once its process has stopped beating (for a whole
         lease after its beat was first found lapsed: Redis back from an outage is given
         time to hear the beats again) and the run has not ended meanwhile."""
+        if not silence.due():
+            return None
         try:
             where = silence.confirmed(self.queue.beat_lapsed(run_id))
         except redis.RedisError:  # unknown while Redis is away: nothing is concluded
@@ -626,7 +638,7 @@ class Worker:
         """Wait for an adopted run to end; end it if its process dies before it does, and
         time it out if it runs too long. On another host, its heartbeat tells whether it
         lives."""
-        silence = Silence(self.lease_s)
+        silence = Silence(self.lease_s, every_s=self.lease_s / 3)
         while True:
             with _QUIET:  # an execute-mode worker may adopt a launched run, and fork
                 run_record = self.instance.get_run_record_by_id(run_id)
