@@ -37,6 +37,8 @@ sensors:
   num_workers: 2
 telemetry:
   enabled: false
+nux:  # no "join the community" dialog over the operator's pages
+  enabled: false
 """
 
 
@@ -58,6 +60,8 @@ sensors:
   use_threads: true
   num_workers: 2
 telemetry:
+  enabled: false
+nux:  # no "join the community" dialog over the operator's pages
   enabled: false
 """
 

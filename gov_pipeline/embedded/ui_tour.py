@@ -25,8 +25,8 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,9 +117,9 @@ class Browser:
         """The page's text once it has rendered; with `shot`, its screenshot too."""
         return page_text(self.dom(url, shot))
 
-    def text_after_click(self, url: str, label: str, shot: str, timeout_s: float = 60) -> str:
-        """The page's text after a click on the element whose text is `label` (a tab that
-        no URL selects), driven over Chromium's DevTools protocol; its screenshot too."""
+    @contextmanager
+    def _devtools(self, url: str) -> Iterator[DevTools]:
+        """`url` open in a browser driven over Chromium's DevTools protocol."""
         from websockets.sync.client import connect
 
         args = [a for a in CHROMIUM if not a.startswith("--virtual-time-budget")]
@@ -135,21 +135,47 @@ class Browser:
                 devtools.session = devtools.call(
                     "Target.attachToTarget", targetId=target, flatten=True
                 )["sessionId"]
-                devtools.wait_for(f"document.body && document.body.innerText.includes({label!r})",
-                                  timeout_s)  # fmt: skip
-                devtools.evaluate(
-                    "[...document.querySelectorAll('button, [role=tab], a, span')]"
-                    f".reverse().find(e => e.textContent.trim() === {label!r}).click()"
-                )
-                time.sleep(2.0)  # the tab's content renders (its query answers first)
-                text = str(devtools.evaluate("document.body.innerText"))
-                if self.shots is not None:
-                    self.shots.mkdir(parents=True, exist_ok=True)
-                    image = devtools.call("Page.captureScreenshot", format="png")["data"]
-                    (self.shots / f"{shot}.png").write_bytes(base64.b64decode(image))
+                yield devtools
         finally:
             process.kill()
             process.wait()
+
+    def _shoot(self, devtools: DevTools, shot: str, path: Path | None = None) -> None:
+        target = path if path is not None else (self.shots / f"{shot}.png" if self.shots else None)
+        if target is None:
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image = devtools.call("Page.captureScreenshot", format="png")["data"]
+        target.write_bytes(base64.b64decode(image))
+
+    def text_showing(
+        self, url: str, expected: Sequence[str], shot: str, timeout_s: float = 90,
+        screenshot: Path | None = None,
+    ) -> str:  # fmt: skip
+        """The page's text once it shows every string of `expected` (a page that fills in
+        as its queries answer, however loaded the machine), with its screenshot; if it never
+        does, the text it shows after `timeout_s`, for the caller's assertion to quote."""
+        condition = " && ".join(f"document.body.innerText.includes({e!r})" for e in expected)
+        with self._devtools(url) as devtools:
+            with suppress(TimeoutError):
+                devtools.wait_for(f"document.body && {condition or 'true'}", timeout_s)
+            time.sleep(0.5)  # what renders with the last answer settles
+            self._shoot(devtools, shot, screenshot)
+            return re.sub(r"\s+", " ", str(devtools.evaluate("document.body.innerText"))).strip()
+
+    def text_after_click(self, url: str, label: str, shot: str, timeout_s: float = 60) -> str:
+        """The page's text after a click on the element whose text is `label` (a tab that
+        no URL selects), driven over Chromium's DevTools protocol; its screenshot too."""
+        with self._devtools(url) as devtools:
+            devtools.wait_for(f"document.body && document.body.innerText.includes({label!r})",
+                              timeout_s)  # fmt: skip
+            devtools.evaluate(
+                "[...document.querySelectorAll('button, [role=tab], a, span')]"
+                f".reverse().find(e => e.textContent.trim() === {label!r}).click()"
+            )
+            time.sleep(2.0)  # the tab's content renders (its query answers first)
+            text = str(devtools.evaluate("document.body.innerText"))
+            self._shoot(devtools, shot)
         return re.sub(r"\s+", " ", text).strip()
 
 

@@ -21,6 +21,7 @@ from gov_pipeline.db.migrate import upgrade
 from gov_pipeline.db.models import EntityChange, Policy, ProcessedChange, WorkflowExecution
 from gov_pipeline.embedded.instance import ROOT, dagster_env, embedded_dagster_home
 from gov_pipeline.embedded.processes import bin_path, running_daemon
+from gov_pipeline.embedded.ui_tour import Browser
 from gov_pipeline.services import policies, tenants
 from gov_pipeline_tests.integration.engine_support import apply_yaml
 
@@ -85,25 +86,7 @@ def test_make_demo_goes_through_the_sensor_and_real_runs(demo: tuple[str, Path])
     assert "SUCCESS" in runs_line and "FAILURE" not in runs_line
 
 
-CHROMIUM = [
-    "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--virtual-time-budget=20000", "--window-size=1600,1000",
-]  # fmt: skip
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-
-
-def _page(url: str, profile: Path, screenshot: Path | None = None) -> str:
-    """The rendered DOM of `url` (and a screenshot) from headless Chromium."""
-    args = [*CHROMIUM, f"--user-data-dir={profile}"]
-    if screenshot is not None:
-        subprocess.run(
-            [*args, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True
-        )
-    done = subprocess.run(
-        [*args, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
-    )
-    return done.stdout
 
 
 def test_the_ui_shows_the_demo_runs_tags_metadata_and_sensor_ticks(
@@ -143,26 +126,25 @@ def test_the_ui_shows_the_demo_runs_tags_metadata_and_sensor_ticks(
                 return False
 
         _wait(up, 120, "the webserver")
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         base = f"http://127.0.0.1:{port}"
-        runs_page = _page(f"{base}/runs", tmp_path / "profile", ARTIFACTS / "runs.png")
+        browser = Browser(tmp_path / "profile")
+        entity = f"gov/entity: {run.tags['gov/entity']}"
+        runs_page = browser.text_showing(
+            f"{base}/runs", [run.run_id[:8], entity], "runs", screenshot=ARTIFACTS / "runs.png"
+        )
         assert "process_changes" in runs_page and run.run_id[:8] in runs_page
-        assert f"gov/entity: {run.tags['gov/entity']}" in runs_page
-        run_page = _page(f"{base}/runs/{run.run_id}", tmp_path / "profile", ARTIFACTS / "run.png")
-        for shown in (
-            "load_changes",
-            "match_workflows",
-            "execute_actions",
-            "record_outcome",
-            "workflows_matched",
-            "actions_run",
-            "executions_by_status",
-            "RUN_SUCCESS",
-        ):
-            assert shown in run_page, shown  # fmt: skip
-        sensor_page = _page(
-            f"{base}/locations/gov_pipeline/sensors/entity_change_sensor", tmp_path / "profile",
-            ARTIFACTS / "sensor.png",
+        assert entity in runs_page
+        shown = ("load_changes", "match_workflows", "execute_actions", "record_outcome",
+                 "workflows_matched", "actions_run", "executions_by_status", "RUN_SUCCESS")  # fmt: skip
+        run_page = browser.text_showing(
+            f"{base}/runs/{run.run_id}", shown, "run", screenshot=ARTIFACTS / "run.png"
+        )
+        for each in shown:
+            assert each in run_page, each
+        assert "Join the Dagster community" not in run_page  # nux is off: no dialog over it
+        sensor_page = browser.text_showing(
+            f"{base}/locations/gov_pipeline/sensors/entity_change_sensor",
+            ["Latest tick", "run requested"], "sensor", screenshot=ARTIFACTS / "sensor.png",
         )  # fmt: skip
         assert "Latest tick" in sensor_page and "run requested" in sensor_page
         assert all(
