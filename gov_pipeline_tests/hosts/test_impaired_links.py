@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from gov_pipeline_tests.hosts.test_partitions import hosts_with_a_stack, named, scaled
-from gov_pipeline_tests.reliability.support import Stack, assert_clean, record, wait_for
+from gov_pipeline_tests.reliability.support import assert_clean, record, wait_for
 
 # Minutes even at 100 changes (a run's events cost seconds each on these links), and it
 # loads the machine for all of them: `make soak-hosts` runs it, `make test` does not.
@@ -28,6 +28,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis, pytest.m
 
 BURST = scaled(100, 2000)  # a run costs minutes on these links (see docs/reliability.md)
 DELAY_MS, JITTER_MS, LOSS = 100, 50, 0.05
+# Each update also makes the notice workflow's task: about three changes an update. At
+# 2,000 updates over these links that is close to an hour.
+TIMEOUT_S = scaled(1800, 7200)
 BATCH = scaled(100, 250)  # changes per run: a run's fixed cost is what these links slow most
 WORKERS = ("w1", "w2")
 # A lease must outlast the longest stall the link causes: TCP resends a lost segment after
@@ -54,7 +57,16 @@ def test_a_burst_over_links_with_netem_delay_and_loss(tmp_path: Path, redis_pref
             """Seconds until every change of the burst is processed."""
             started = time.monotonic()
             s.write_updates(BURST, per_transaction=50)
-            wait_for(lambda: _all_processed(s), 1800, f"the burst over {what} links", 0.5)
+            shown = [time.monotonic()]
+
+            def processed() -> bool:
+                changes, done = s.counts()
+                if time.monotonic() - shown[0] >= 60:  # progress, a line a minute
+                    shown[0] = time.monotonic()
+                    print(f"  {what}: {done} of {changes} changes processed", flush=True)
+                return done == changes
+
+            wait_for(processed, TIMEOUT_S, f"the burst over {what} links", 0.5)
             took = time.monotonic() - started
             print(f"{BURST} changes over {what} links: {took:.1f} s", flush=True)
             return took
@@ -89,8 +101,3 @@ def test_a_burst_over_links_with_netem_delay_and_loss(tmp_path: Path, redis_pref
             frames_dropped=dropped, loss_measured=round(dropped / (passed + dropped), 4),
             runs=sum(s.run_statuses().values()), lease_s=LEASE_S,
         )  # fmt: skip
-
-
-def _all_processed(s: Stack) -> bool:
-    changes, done = s.counts()
-    return done == changes
