@@ -68,7 +68,7 @@ soak: install services ## 20,000 changes, 3 workers, one SIGKILLed at random; ch
 	$(BIN)/python -m gov_pipeline_tests.reliability.soak --changes 20000 --workers 3 \
 	  --json test-artifacts/reliability/soak.json
 
-soak-hosts: install services ## The tests across hosts, long: a worker host away 60 s, Redis 90 s, 2,000 changes on lossy links: ~90 min
+soak-hosts: install services ## The tests across hosts, long: a worker host away 60 s, Redis 90 s, 2,000 updates on lossy links: ~90 min
 	GOV_HOSTS_SOAK=1 $(BIN)/pytest -q -m '' gov_pipeline_tests/hosts
 
 # make dev: the UI on GOV_PIPELINE_HOME's data (default: what make demo wrote) on PORT.
