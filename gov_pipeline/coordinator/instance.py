@@ -13,19 +13,36 @@ to write; Dagster's run storage would take a late RUN_SUCCESS over the FAILURE a
 recorded, and a late materialization over a newer one. Here an event that would change a
 state outside the run's own log (the run's status, an asset's latest materialization or
 observation) for a run that has already ended is written as an engine event saying so, and
-the state stays as it was.
+the state stays as it was. A worker that means to have the last word on a run's end (a
+timed-out run its launcher terminated ends FAILED whatever its process recorded) says so
+with `last_word()`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from dagster import DagsterEvent, DagsterEventType, DagsterInstance, EventLogEntry
 
 from gov_pipeline.coordinator.run_coordinator import QUEUE_DAEMON, RedisRunCoordinator
 from gov_pipeline.dagster_internals import EngineEventData, InstanceRef
+
+_LAST_WORD: ContextVar[bool] = ContextVar("gov_last_word", default=False)
+
+
+@contextmanager
+def last_word() -> Iterator[None]:
+    """Within it, this process's events end a run even if it has already ended."""
+    token = _LAST_WORD.set(True)
+    try:
+        yield
+    finally:
+        _LAST_WORD.reset(token)
+
 
 # Events that change a state outside the run's own log, besides the run's status.
 _STATE_EVENTS = frozenset(
@@ -58,7 +75,7 @@ class GovDagsterInstance(DagsterInstance):
         """`event`, or an engine event in its place when it would change a state for a run
         that has already ended."""
         happened = event.dagster_event
-        if happened is None or not event.run_id:
+        if happened is None or not event.run_id or _LAST_WORD.get():
             return event
         if not (happened.is_job_event or happened.event_type in _STATE_EVENTS):
             return event

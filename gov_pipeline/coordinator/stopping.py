@@ -15,6 +15,7 @@ from enum import StrEnum
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunRecord
 
 from gov_pipeline.coordinator import run_process
+from gov_pipeline.coordinator.instance import last_word
 from gov_pipeline.coordinator.run_coordinator import RedisRunCoordinator
 from gov_pipeline.coordinator.states import ENDED, Outcome, status_of
 from gov_pipeline.domain.lanes import TIMED_OUT_TAG, TIMEOUT_TAG, LaneRule, lane_of
@@ -97,7 +98,8 @@ def fail_after_launcher_stop(
             time.sleep(sleep)
     current = instance.get_run_by_id(run.run_id)
     if current is not None:
-        instance.report_run_failed(current, message)
+        with last_word():  # over the RUN_CANCELED its process recorded when terminated
+            instance.report_run_failed(current, message)
     return ended
 
 

@@ -107,3 +107,21 @@ def test_a_live_run_writes_its_events_as_dagster_would(instance: dg.DagsterInsta
         e for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
         if "late" in (e.user_message or "")
     ]  # fmt: skip
+
+
+def test_a_worker_having_the_last_word_ends_a_run_its_process_ended(
+    instance: dg.DagsterInstance,
+) -> None:
+    """A timed-out run its launcher terminated recorded RUN_CANCELED; its worker fails it
+    (so that run retries apply), and that end is applied."""
+    from gov_pipeline.coordinator.instance import last_word
+
+    run = _started(instance)
+    instance.report_run_canceled(run)
+    canceled = instance.get_run_by_id(run.run_id)
+    assert canceled is not None
+    instance.report_run_failed(canceled, "not the worker's last word")
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED  # type: ignore[union-attr]
+    with last_word():
+        instance.report_run_failed(canceled, "Timed out")
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
