@@ -1,6 +1,7 @@
-"""A small receiving server for webhooks, bound to 127.0.0.1: it verifies each signature and
-answers with scripted status codes. Used by the demo and the tests, and on its own
-(`python -m gov_pipeline.embedded.webhook_receiver --port 8765`) by the README's example."""
+"""A small receiving server for webhooks, bound to 127.0.0.1 (or the address given): it
+verifies each signature and answers with scripted status codes. Used by the demo and the
+tests, and on its own (`python -m gov_pipeline.embedded.webhook_receiver --port 8765`) by
+the README's example."""
 
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ def webhook_receiver(
     port: int = 0,
     path: str = "/hook",
     on_request: OnRequest | None = None,
+    host: str = "127.0.0.1",
 ) -> Iterator[tuple[str, Received]]:
-    """Serve on 127.0.0.1:`port` (0 = any free port); yields (url, received).
+    """Serve on `host`:`port` (0 = any free port); yields (url, received).
 
     Answers `statuses` in turn, the last one repeating; a bad signature gets 401 (with
     `secret` None nothing is verified: a receiver of unsigned webhooks).
@@ -77,11 +79,11 @@ def webhook_receiver(
         def log_message(self, *args: Any) -> None:
             pass  # quiet: the caller reports what matters
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}{path}", received
+        yield f"http://{host}:{server.server_address[1]}{path}", received
     finally:
         server.shutdown()
         server.server_close()
@@ -110,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     GOV_PIPELINE_WEBHOOK_SECRET when it is set."""
     parser = argparse.ArgumentParser(
         prog="python -m gov_pipeline.embedded.webhook_receiver",
-        description="Receive webhooks on 127.0.0.1 and check their signatures.",
+        description="Receive webhooks and check their signatures.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)"
     )
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     parser.add_argument(
@@ -129,7 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     def report(path: str, code: int, body: dict[str, Any] | None) -> None:
         _say(_describe(path, code, body))
 
-    with webhook_receiver(secret, (args.status,), args.port, "/", report) as (url, received):
+    with webhook_receiver(secret, (args.status,), args.port, "/", report, args.host) as (
+        url,
+        received,
+    ):
         checked = "checked" if secret else "not checked (GOV_PIPELINE_WEBHOOK_SECRET is not set)"
         _say(f"receiver: listening on {url}, signatures {checked}")
         stop.wait()
