@@ -84,8 +84,8 @@ class GovDagsterInstance(DagsterInstance):
             return event
         message = (
             f"A late {happened.event_type.name} from this run's process, after the run had "
-            f"ended {run.status.value} (another worker ended it while its process was cut "
-            f"off): not applied, the run stays {run.status.value}."
+            f"ended {run.status.value}: not applied, the run stays {run.status.value} (a "
+            "process cut off while another worker ended its run writes this as it comes back)."
         )
         engine_event = DagsterEvent(
             event_type_value=DagsterEventType.ENGINE_EVENT.value,
