@@ -351,7 +351,8 @@ def start_worker(stack: ExitStack, env: Mapping[str, str], log_dir: Path) -> Cal
     return inner.close
 
 
-def _up(url: str) -> bool:
+def webserver_up(url: str) -> bool:
+    """Whether the Dagster webserver at `url` answers."""
     try:
         with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
             return bool(response.status == 200)
@@ -385,7 +386,7 @@ def ui_stack(home: Path, redis_prefix: str, port: int | None = None) -> Iterator
         tour = Stack(home, env, f"http://127.0.0.1:{port}", stack, receiver, log_dir)
         tour.cli("db", "upgrade")
         tour.worker_stop = start_worker(stack, env, log_dir)
-        wait_for(lambda: _up(tour.url), 180, "the webserver")
+        wait_for(lambda: webserver_up(tour.url), 180, "the webserver")
         tour.graphql("mutation { setNuxSeen }")  # no welcome dialog over the pages
         yield tour
 

@@ -21,7 +21,7 @@ from gov_pipeline.db.migrate import upgrade
 from gov_pipeline.db.models import EntityChange, Policy, ProcessedChange, WorkflowExecution
 from gov_pipeline.embedded.instance import ROOT, dagster_env, embedded_dagster_home
 from gov_pipeline.embedded.processes import bin_path, running_daemon
-from gov_pipeline.embedded.ui_tour import Browser
+from gov_pipeline.embedded.ui_tour import Browser, webserver_up
 from gov_pipeline.services import policies, tenants
 from gov_pipeline_tests.integration.engine_support import apply_yaml
 
@@ -94,7 +94,6 @@ def test_the_ui_shows_the_demo_runs_tags_metadata_and_sensor_ticks(
 ) -> None:
     """The Dagster UI in a real (headless) browser, on the demo's data."""
     import socket
-    import urllib.request
 
     from dagster import DagsterInstance
 
@@ -117,16 +116,8 @@ def test_the_ui_shows_the_demo_runs_tags_metadata_and_sensor_ticks(
         cwd=ROOT, env=env, start_new_session=True, stdout=(tmp_path / "web.log").open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-
-        def up() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        _wait(up, 120, "the webserver")
         base = f"http://127.0.0.1:{port}"
+        _wait(lambda: webserver_up(base), 120, "the webserver")
         browser = Browser(tmp_path / "profile")
         entity = f"gov/entity: {run.tags['gov/entity']}"
         runs_page = browser.text_showing(

@@ -32,6 +32,7 @@ from gov_pipeline.db.migrate import upgrade
 from gov_pipeline.db.models import RunFence, Workflow, WorkflowExecution
 from gov_pipeline.embedded.instance import ROOT, WORKSPACE
 from gov_pipeline.embedded.processes import bin_path, running_process, stop_process_group
+from gov_pipeline.embedded.ui_tour import webserver_up
 from gov_pipeline_tests.conftest import RUN_ID, RedisServer
 from gov_pipeline_tests.hosts.netns import Network, host_network
 from gov_pipeline_tests.integration.coordinator_support import instance_yaml
@@ -206,13 +207,7 @@ def _webserver(stack: Stack, db: str, web: str) -> Iterator[None]:
     """dagster-webserver on db's address (the stack's instance)."""
     argv = [bin_path("dagster-webserver"), "-w", str(WORKSPACE), "-h", db, "-p", str(WEB_PORT)]
     with running_process(argv, stack.env, stack.logs / "webserver.log"):
-        import urllib.request
-
-        def up() -> bool:
-            with urllib.request.urlopen(f"{web}/server_info", timeout=2) as answer:
-                return bool(answer.status == 200)
-
-        wait_for(up, 120, "the webserver on db")
+        wait_for(lambda: webserver_up(web), 120, "the webserver on db")
         yield
 
 
